@@ -1,0 +1,177 @@
+"""Decisions: who may register, log in, refresh, and what a token says."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+import structlog
+
+from auth_service.keys import KeyRing
+from auth_service.models import ApiKey, RefreshToken, User
+from auth_service.repository import ApiKeyRepository, RefreshTokenRepository, UserRepository
+from auth_service.schemas import ApiKeyOut, ProviderTokenOut, RegisterIn, TokenOut
+from auth_service.security import digest, hash_password, new_secret, verify_password
+from auth_service.settings import AuthSettings
+from shared.db import UnitOfWork, utcnow
+from shared.errors import Conflict, Unauthorized
+
+log = structlog.get_logger(__name__)
+
+
+class AuthService:
+    def __init__(self, uow: UnitOfWork, keys: KeyRing, settings: AuthSettings) -> None:
+        self.uow = uow
+        self.keys = keys
+        self.settings = settings
+        self.users = UserRepository(uow.session)
+        self.refresh_tokens = RefreshTokenRepository(uow.session)
+        self.api_keys = ApiKeyRepository(uow.session)
+
+    # --- tokens -----------------------------------------------------------------------------
+
+    def _access_token(
+        self, user: User, ttl: int, *, provider_id: str | None = None
+    ) -> tuple[str, datetime]:
+        now = utcnow()
+        expires = now + timedelta(seconds=ttl)
+        claims = {
+            "iss": self.settings.jwt_issuer,
+            "aud": self.settings.jwt_audience,
+            "sub": user.id,
+            "name": user.username,
+            "role": user.role,
+            "typ": "access",
+            "jti": uuid.uuid4().hex,
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
+        }
+        if provider_id:
+            claims["pid"] = provider_id
+        return self.keys.sign(claims), expires
+
+    async def _issue(self, user: User, family_id: str | None = None) -> TokenOut:
+        access, expires = self._access_token(user, self.settings.access_ttl_seconds)
+        refresh = new_secret("rt_")
+        await self.refresh_tokens.add(
+            RefreshToken(
+                id=str(uuid.uuid4()),
+                user_id=user.id,
+                family_id=family_id or str(uuid.uuid4()),
+                token_hash=digest(refresh),
+                expires_at=utcnow() + timedelta(seconds=self.settings.refresh_ttl_seconds),
+            )
+        )
+        return TokenOut(
+            token=access,
+            access_token=access,
+            refresh_token=refresh,
+            expires_at=expires,
+            user_id=user.id,
+            username=user.username,
+            role=user.role,
+        )
+
+    # --- users ------------------------------------------------------------------------------
+
+    async def register(self, data: RegisterIn, *, role: str | None = None) -> User:
+        if await self.users.exists(data.username, data.email):
+            raise Conflict("username or email already taken", code="user_exists")
+        user = User(
+            id=str(uuid.uuid4()),
+            username=data.username,
+            username_key=data.username.lower(),
+            email=data.email.lower(),
+            password_hash=hash_password(data.password),
+            role=role or data.role,
+            active=True,
+        )
+        await self.users.add(user)
+        log.info("user.registered", user_id=user.id, role=user.role)
+        return user
+
+    async def login(self, username: str, password: str) -> TokenOut:
+        user = await self.users.by_username(username)
+        ok = verify_password(password, user.password_hash if user else None)
+        if not ok or user is None or not user.active:
+            log.info("login.failed", known_user=user is not None)
+            raise Unauthorized("invalid username or password", code="invalid_credentials")
+        log.info("login.succeeded", user_id=user.id)
+        return await self._issue(user)
+
+    async def refresh(self, refresh_token: str) -> TokenOut:
+        row = await self.refresh_tokens.by_hash(digest(refresh_token))
+        now = utcnow()
+        if row is None or row.revoked_at is not None or row.expires_at <= now:
+            raise Unauthorized("invalid refresh token", code="invalid_refresh_token")
+        if row.used_at is not None:
+            # A spent token presented again means it leaked: burn the whole family.
+            await self.refresh_tokens.revoke_family(row.family_id, now)
+            log.warning("refresh.reused", user_id=row.user_id, family_id=row.family_id)
+            await self.uow.commit()
+            raise Unauthorized("refresh token reused", code="refresh_token_reused")
+        row.used_at = now
+        user = await self.users.by_id(row.user_id)
+        if user is None or not user.active:
+            raise Unauthorized("invalid refresh token", code="invalid_refresh_token")
+        return await self._issue(user, family_id=row.family_id)
+
+    # --- provider keys ----------------------------------------------------------------------
+
+    async def create_api_key(
+        self, user_id: str, name: str, expires_in_days: int | None
+    ) -> ApiKeyOut:
+        secret = new_secret("dk_")
+        expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+        key = ApiKey(
+            id=str(uuid.uuid4()),
+            user_id=user_id,
+            provider_id=str(uuid.uuid4()),
+            name=name,
+            prefix=secret[:10],
+            key_hash=digest(secret),
+            expires_at=expires,
+        )
+        await self.api_keys.add(key)
+        log.info("api_key.created", key_id=key.id, provider_id=key.provider_id)
+        return ApiKeyOut(
+            key_id=key.id, api_key=secret, provider_id=key.provider_id, name=name,
+            expires_at=expires,
+        )
+
+    async def provider_token(self, api_key: str) -> ProviderTokenOut:
+        key = await self.api_keys.by_hash(digest(api_key))
+        now = utcnow()
+        if (
+            key is None
+            or key.revoked_at is not None
+            or (key.expires_at is not None and key.expires_at <= now)
+        ):
+            raise Unauthorized("invalid API key", code="invalid_api_key")
+        user = await self.users.by_id(key.user_id)
+        if user is None or not user.active or user.role != "provider":
+            raise Unauthorized("invalid API key", code="invalid_api_key")
+        key.last_used_at = now
+        token, expires = self._access_token(
+            user, self.settings.provider_token_ttl_seconds, provider_id=key.provider_id
+        )
+        return ProviderTokenOut(access_token=token, expires_at=expires, provider_id=key.provider_id)
+
+    async def ensure_admin(self) -> None:
+        """Create the first admin from settings, once."""
+        s = self.settings
+        if await self.users.by_username(s.admin_username):
+            return
+        await self.users.add(
+            User(
+                id=str(uuid.uuid4()),
+                username=s.admin_username,
+                username_key=s.admin_username.lower(),
+                email=s.admin_email.lower(),
+                password_hash=hash_password(s.admin_password),
+                role="admin",
+                active=True,
+            )
+        )
+        log.info("admin.created", username=s.admin_username)

@@ -1,0 +1,1 @@
+"""Small leaf modules every service uses. Nothing here imports a service."""

@@ -1,0 +1,160 @@
+"""Token verification against the auth service's JWKS, shared by the gateway and every service.
+
+Only asymmetric algorithms are accepted, and only the one the key itself declares, so a token
+signed with ``alg: none`` or HMAC (including HMAC keyed with the public key) never verifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, Request
+from jose import jwt
+from jose.exceptions import JOSEError
+
+from shared.errors import Forbidden, Unauthorized
+
+log = structlog.get_logger(__name__)
+
+ALLOWED_ALGORITHMS = frozenset({"RS256"})
+ROLES = ("requester", "provider", "admin")
+
+JWKSFetcher = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as the verified token says."""
+
+    user_id: str
+    role: str
+    username: str
+    provider_id: str | None = None
+    token_id: str | None = None
+    token: str | None = None  # the raw bearer, to forward on the caller's behalf
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def can_see(self, owner_id: str) -> bool:
+        return self.is_admin or owner_id == self.user_id
+
+
+class TokenVerifier:
+    """Verifies bearer tokens with keys from a JWKS, cached by ``kid``.
+
+    An unknown ``kid`` triggers a refetch (a rotated key), but at most once per
+    ``refetch_floor`` seconds, so garbage tokens cannot be used to hammer the auth service.
+    """
+
+    def __init__(
+        self,
+        fetch_jwks: JWKSFetcher,
+        *,
+        issuer: str,
+        audience: str,
+        refetch_floor: float = 10.0,
+    ) -> None:
+        self._fetch = fetch_jwks
+        self._issuer = issuer
+        self._audience = audience
+        self._floor = refetch_floor
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._fetched_at < self._floor:
+                return
+            self._fetched_at = time.monotonic()
+            try:
+                jwks = await self._fetch()
+            except Exception as exc:
+                log.warning("jwks.fetch_failed", error=str(exc))
+                return
+            self._keys = {k["kid"]: k for k in jwks.get("keys", []) if "kid" in k}
+
+    async def key_for(self, kid: str) -> dict[str, Any] | None:
+        if kid not in self._keys:
+            await self._refresh()
+        return self._keys.get(kid)
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except JOSEError as exc:
+            raise Unauthorized("malformed token") from exc
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALLOWED_ALGORITHMS or not kid:
+            raise Unauthorized("token algorithm not accepted")
+        key = await self.key_for(kid)
+        if key is None:
+            raise Unauthorized("unknown signing key")
+        if key.get("alg", alg) != alg:
+            raise Unauthorized("token algorithm does not match its key")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require_exp": True, "require_iat": True, "require_sub": True},
+            )
+        except JOSEError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from exc
+        if claims.get("typ") != "access" or claims.get("role") not in ROLES:
+            raise Unauthorized("not an access token")
+        return Principal(
+            user_id=str(claims["sub"]),
+            role=claims["role"],
+            username=claims.get("name", ""),
+            provider_id=claims.get("pid"),
+            token_id=claims.get("jti"),
+            token=token,
+        )
+
+
+def bearer_token(request: Request) -> str:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized()
+    return token.strip()
+
+
+async def current_principal(request: Request) -> Principal:
+    """Dependency: the verified caller. The verifier lives on ``app.state`` (set in lifespan)."""
+    verifier: TokenVerifier = request.app.state.verifier
+    principal = await verifier.verify(bearer_token(request))
+    structlog.contextvars.bind_contextvars(user_id=principal.user_id)
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_role(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
+    async def _check(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in roles:
+            raise Forbidden(f"requires role {' or '.join(roles)}")
+        return principal
+
+    return _check
+
+
+async def _provider(principal: CurrentPrincipal) -> Principal:
+    if principal.role != "provider" or not principal.provider_id:
+        raise Forbidden("requires a provider token")
+    return principal
+
+
+ProviderPrincipal = Annotated[Principal, Depends(_provider)]
+AdminPrincipal = Annotated[Principal, Depends(require_role("admin"))]

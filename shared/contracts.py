@@ -1,0 +1,101 @@
+"""Message contracts carried over NATS. Every service that publishes or reads uses these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT}
+)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class JobSubmitted(Message):
+    """``jobs.submitted``: a validated submission, published by the gateway."""
+
+    job_id: str
+    owner_id: str
+    type: Literal["script", "container"]
+    name: str
+    spec: dict[str, Any]
+    submitted_at: datetime
+
+
+class TaskDispatch(Message):
+    """``tasks.dispatch.<provider_id>``: everything the daemon needs to run one attempt."""
+
+    job_id: str
+    attempt: int
+    provider_id: str
+    type: Literal["script", "container"]
+    name: str
+    spec: dict[str, Any]
+    gpu_indices: list[int] = Field(default_factory=list)
+    timeout_seconds: int | None = None
+    correlation_id: str | None = None
+
+
+class TaskCancel(Message):
+    """``tasks.dispatch.<provider_id>`` with ``kind=cancel``: stop this attempt now."""
+
+    kind: Literal["cancel"] = "cancel"
+    job_id: str
+    attempt: int
+    provider_id: str
+
+
+class TaskStatus(Message):
+    """``jobs.status.<job_id>``: a daemon's report about one attempt."""
+
+    job_id: str
+    attempt: int
+    provider_id: str
+    state: JobState
+    exit_code: int | None = None
+    error: str | None = None
+    at: datetime
+
+
+class LogChunk(Message):
+    """``jobs.logs.<job_id>``: consecutive output lines; ``eof`` marks the attempt's end."""
+
+    job_id: str
+    attempt: int
+    seq: int
+    lines: list[str] = Field(default_factory=list)
+    eof: bool = False
+
+
+class ProviderEvent(Message):
+    """``providers.events.<kind>``: registry facts the scheduler keeps its provider view from."""
+
+    kind: Literal["registered", "heartbeat", "status", "offline", "deleted"]
+    provider_id: str
+    status: str
+    at: datetime
+    max_concurrent_tasks: int = 1
+    price_per_hour: float = 0.0
+    labels: dict[str, str] = Field(default_factory=dict)
+    gpus: list[dict[str, Any]] = Field(default_factory=list)
