@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import FetchTimeoutError, NotFoundError
 from prometheus_client import Counter
+from pydantic import BaseModel
 
 from shared.logging import correlation
 
@@ -222,3 +223,21 @@ class PullConsumer:
             else:
                 messages_handled.labels(self.durable, "ack").inc()
                 await msg.ack()
+
+
+async def publish(
+    js: JetStreamContext,
+    subject: str,
+    message: BaseModel,
+    *,
+    msg_id: str | None = None,
+    correlation_id: str | None = None,
+    timeout: float = 5.0,
+) -> None:
+    """Publish a contract message and wait for the stream's ack (at-least-once from here on)."""
+    await js.publish(
+        subject,
+        message.model_dump_json().encode(),
+        timeout=timeout,
+        headers=headers(correlation_id, msg_id) or None,
+    )

@@ -1,0 +1,1 @@
+"""Provider registry: providers and their GPUs, heartbeats, the liveness sweep, events."""

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from shared.db import Base, UTCDateTime, utcnow
+
+
+class RegistryBase(Base):
+    __abstract__ = True
+    metadata = sa.MetaData()
+
+
+class Provider(RegistryBase):
+    __tablename__ = "providers"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    name: Mapped[str] = mapped_column(sa.String(128))
+    hostname: Mapped[str] = mapped_column(sa.String(255), default="")
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    cpu_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    memory_mb: Mapped[int] = mapped_column(sa.Integer, default=0)
+    max_concurrent_tasks: Mapped[int] = mapped_column(sa.Integer, default=1)
+    price_per_hour: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    labels: Mapped[dict[str, str]] = mapped_column(sa.JSON, default=dict)
+    driver_version: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    cuda_version: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    gpus: Mapped[list[Gpu]] = relationship(
+        back_populates="provider",
+        cascade="all, delete-orphan",
+        order_by="Gpu.index",
+        lazy="selectin",
+    )
+
+
+class Gpu(RegistryBase):
+    __tablename__ = "gpus"
+
+    provider_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("providers.id", ondelete="CASCADE"), primary_key=True
+    )
+    index: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    uuid: Mapped[str] = mapped_column(sa.String(64), default="")
+    name: Mapped[str] = mapped_column(sa.String(128), index=True)
+    memory_total_mb: Mapped[int] = mapped_column(sa.Integer, default=0)
+    compute_capability: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
+    power_limit_w: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    healthy: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+
+    provider: Mapped[Provider] = relationship(back_populates="gpus")

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from provider_registry.schemas import (
+    HeartbeatIn,
+    ProviderIn,
+    ProviderList,
+    ProviderOut,
+    ProviderStatus,
+    StatusIn,
+)
+from provider_registry.service import RegistryService
+from shared.auth import CurrentPrincipal, ProviderPrincipal
+from shared.db import UoW
+from shared.errors import NotFound
+
+router = APIRouter(tags=["providers"])
+
+
+def _service(request: Request, uow: UoW) -> RegistryService:
+    return RegistryService(uow, request.app.state.js)
+
+
+Service = Annotated[RegistryService, Depends(_service)]
+
+
+@router.post("", status_code=201, response_model=ProviderOut)
+async def register(
+    body: ProviderIn, principal: ProviderPrincipal, service: Service, response: Response
+) -> ProviderOut:
+    """Register (or re-register, updating the hardware) the caller's own provider."""
+    provider, created = await service.register(principal, body)
+    response.status_code = 201 if created else 200
+    return ProviderOut.model_validate(provider)
+
+
+@router.get("", response_model=ProviderList)
+async def list_providers(
+    _: CurrentPrincipal,
+    service: Service,
+    status: ProviderStatus | None = None,
+    gpu_model: str | None = Query(default=None, max_length=128),
+    min_vram: int | None = Query(default=None, ge=0, description="MiB"),
+    limit: int = Query(default=100, ge=1, le=1000),
+    offset: int = Query(default=0, ge=0),
+) -> ProviderList:
+    rows, total = await service.providers.search(
+        status=status, gpu_model=gpu_model, min_vram_mb=min_vram, limit=limit, offset=offset
+    )
+    return ProviderList(providers=[ProviderOut.model_validate(p) for p in rows], total=total)
+
+
+@router.get("/{provider_id}", response_model=ProviderOut)
+async def get_provider(provider_id: str, _: CurrentPrincipal, service: Service) -> ProviderOut:
+    provider = await service.providers.get(provider_id)
+    if provider is None:
+        raise NotFound("provider not found")
+    return ProviderOut.model_validate(provider)
+
+
+@router.delete("/{provider_id}", status_code=204)
+async def delete_provider(provider_id: str, principal: CurrentPrincipal, service: Service) -> None:
+    await service.delete(principal, provider_id)
+
+
+@router.put("/{provider_id}/status", response_model=ProviderOut)
+async def set_status(
+    provider_id: str, body: StatusIn, principal: CurrentPrincipal, service: Service
+) -> ProviderOut:
+    return ProviderOut.model_validate(await service.set_status(principal, provider_id, body.status))
+
+
+@router.post("/{provider_id}/heartbeat", response_model=ProviderOut)
+async def heartbeat(
+    provider_id: str, body: HeartbeatIn, principal: ProviderPrincipal, service: Service
+) -> ProviderOut:
+    return ProviderOut.model_validate(await service.heartbeat(principal, provider_id, body))

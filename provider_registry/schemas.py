@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ProviderStatus(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    MAINTENANCE = "maintenance"
+    DRAINING = "draining"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GpuIn(Strict):
+    index: int = Field(ge=0, le=255)
+    uuid: str = Field(default="", max_length=64)
+    name: str = Field(max_length=128)
+    memory_total_mb: int = Field(ge=0)
+    compute_capability: str | None = Field(default=None, max_length=8)
+    power_limit_w: float | None = None
+    healthy: bool = True
+
+
+class ProviderIn(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    hostname: str = Field(default="", max_length=255)
+    cpu_count: int = Field(default=0, ge=0)
+    memory_mb: int = Field(default=0, ge=0)
+    max_concurrent_tasks: int = Field(default=1, ge=1, le=1024)
+    price_per_hour: float = Field(default=0.0, ge=0)
+    labels: dict[str, str] = Field(default_factory=dict)
+    driver_version: str | None = Field(default=None, max_length=64)
+    cuda_version: str | None = Field(default=None, max_length=32)
+    gpus: list[GpuIn] = Field(default_factory=list, max_length=64)
+
+
+class GpuMetrics(Strict):
+    index: int = Field(ge=0, le=255)
+    utilization_pct: float | None = None
+    memory_used_mb: float | None = None
+    temperature_c: float | None = None
+    power_draw_w: float | None = None
+    healthy: bool = True
+    xid_errors: int | None = None
+    retired_pages: int | None = None
+
+
+class HeartbeatIn(Strict):
+    gpus: list[GpuMetrics] = Field(default_factory=list, max_length=64)
+    running_tasks: int = Field(default=0, ge=0)
+
+
+class StatusIn(Strict):
+    status: ProviderStatus
+
+
+class GpuOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    index: int
+    uuid: str
+    name: str
+    memory_total_mb: int
+    compute_capability: str | None
+    power_limit_w: float | None
+    healthy: bool
+    metrics: dict[str, Any]
+
+
+class ProviderOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    owner_id: str
+    name: str
+    hostname: str
+    status: str
+    cpu_count: int
+    memory_mb: int
+    max_concurrent_tasks: int
+    price_per_hour: float
+    labels: dict[str, str]
+    driver_version: str | None
+    cuda_version: str | None
+    last_heartbeat_at: datetime | None
+    registered_at: datetime
+    updated_at: datetime
+    gpus: list[GpuOut]
+
+
+class ProviderList(BaseModel):
+    providers: list[ProviderOut]
+    total: int

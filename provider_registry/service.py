@@ -1,0 +1,149 @@
+"""Registry decisions: who may change a provider, liveness, and the events that say so."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+from nats.js import JetStreamContext
+
+from provider_registry.models import Gpu, Provider
+from provider_registry.repository import ProviderRepository
+from provider_registry.schemas import HeartbeatIn, ProviderIn, ProviderStatus
+from shared.auth import Principal
+from shared.contracts import ProviderEvent
+from shared.db import UnitOfWork, utcnow
+from shared.errors import Forbidden, NotFound
+from shared.nats import publish
+
+log = structlog.get_logger(__name__)
+
+
+def provider_event(kind: str, p: Provider) -> ProviderEvent:
+    return ProviderEvent(
+        kind=kind,  # type: ignore[arg-type]
+        provider_id=p.id,
+        status=p.status,
+        at=utcnow(),
+        max_concurrent_tasks=p.max_concurrent_tasks,
+        price_per_hour=p.price_per_hour,
+        labels=p.labels or {},
+        gpus=[
+            {
+                "index": g.index,
+                "name": g.name,
+                "memory_total_mb": g.memory_total_mb,
+                "compute_capability": g.compute_capability,
+                "healthy": g.healthy,
+            }
+            for g in p.gpus
+        ],
+    )
+
+
+class RegistryService:
+    def __init__(self, uow: UnitOfWork, js: JetStreamContext) -> None:
+        self.uow = uow
+        self.js = js
+        self.providers = ProviderRepository(uow.session)
+
+    def _emit(self, kind: str, provider: Provider) -> None:
+        event = provider_event(kind, provider)
+
+        async def send() -> None:
+            try:
+                await publish(self.js, f"providers.events.{kind}", event)
+            except Exception as exc:  # the next heartbeat re-announces; never fail the request
+                log.warning("event.publish_failed", kind=kind, error=str(exc))
+
+        self.uow.after_commit(send)
+
+    async def _owned(self, provider_id: str, principal: Principal) -> Provider:
+        provider = await self.providers.get(provider_id, for_update=True)
+        if provider is None:
+            raise NotFound("provider not found")
+        if principal.is_admin:
+            return provider
+        if principal.provider_id == provider_id or provider.owner_id == principal.user_id:
+            return provider
+        raise Forbidden("not your provider")
+
+    async def register(self, principal: Principal, data: ProviderIn) -> tuple[Provider, bool]:
+        """Create or update the caller's provider; its id is the one bound to its API key."""
+        assert principal.provider_id is not None
+        provider = await self.providers.get(principal.provider_id, for_update=True)
+        created = provider is None
+        now = utcnow()
+        if provider is None:
+            provider = Provider(id=principal.provider_id, owner_id=principal.user_id, gpus=[])
+            await self.providers.add(provider)
+        provider.name = data.name
+        provider.hostname = data.hostname
+        provider.cpu_count = data.cpu_count
+        provider.memory_mb = data.memory_mb
+        provider.max_concurrent_tasks = data.max_concurrent_tasks
+        provider.price_per_hour = data.price_per_hour
+        provider.labels = dict(data.labels)
+        provider.driver_version = data.driver_version
+        provider.cuda_version = data.cuda_version
+        provider.status = ProviderStatus.ONLINE
+        provider.last_heartbeat_at = now
+        provider.updated_at = now
+        provider.gpus = [Gpu(**g.model_dump()) for g in data.gpus]
+        await self.uow.session.flush()
+        log.info("provider.registered", provider_id=provider.id, gpus=len(data.gpus), new=created)
+        self._emit("registered", provider)
+        return provider, created
+
+    async def heartbeat(self, principal: Principal, provider_id: str, hb: HeartbeatIn) -> Provider:
+        if principal.provider_id != provider_id:
+            raise Forbidden("a provider may heartbeat only for itself")
+        provider = await self.providers.get(provider_id, for_update=True)
+        if provider is None:
+            raise NotFound("provider not registered")
+        provider.last_heartbeat_at = utcnow()
+        by_index = {g.index: g for g in provider.gpus}
+        health_changed = False
+        for m in hb.gpus:
+            gpu = by_index.get(m.index)
+            if gpu is None:
+                continue
+            health_changed |= gpu.healthy != m.healthy
+            gpu.healthy = m.healthy
+            gpu.metrics = m.model_dump(exclude={"index", "healthy"}, exclude_none=True)
+        came_back = provider.status == ProviderStatus.OFFLINE
+        if came_back:
+            provider.status = ProviderStatus.ONLINE
+            log.info("provider.back_online", provider_id=provider_id)
+        self._emit("status" if came_back or health_changed else "heartbeat", provider)
+        return provider
+
+    async def set_status(
+        self, principal: Principal, provider_id: str, status: ProviderStatus
+    ) -> Provider:
+        provider = await self._owned(provider_id, principal)
+        provider.status = status
+        provider.updated_at = utcnow()
+        log.info("provider.status", provider_id=provider_id, status=status)
+        self._emit("status", provider)
+        return provider
+
+    async def delete(self, principal: Principal, provider_id: str) -> None:
+        provider = await self._owned(provider_id, principal)
+        provider.status = ProviderStatus.OFFLINE
+        self._emit("deleted", provider)
+        await self.providers.delete(provider)
+        log.info("provider.deleted", provider_id=provider_id)
+
+    async def sweep(self, ttl_seconds: float) -> int:
+        """Mark providers offline whose heartbeat is older than the TTL."""
+        stale = await self.providers.stale_online(utcnow() - timedelta(seconds=ttl_seconds))
+        for provider in stale:
+            provider.status = ProviderStatus.OFFLINE
+            log.warning(
+                "provider.offline",
+                provider_id=provider.id,
+                last_heartbeat_at=str(provider.last_heartbeat_at),
+            )
+            self._emit("offline", provider)
+        return len(stale)

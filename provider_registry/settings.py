@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import DEFAULT_PORTS, ServiceSettings
+
+
+class RegistrySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="DANTE_REGISTRY_", extra="ignore")
+
+    service_name: str = "registry"
+    port: int = DEFAULT_PORTS["registry"]
+    database_url: str = "sqlite+aiosqlite:///.dev/db/registry.sqlite"
+    heartbeat_ttl_seconds: float = 30.0
+    sweep_interval_seconds: float = 5.0

@@ -1,0 +1,1 @@
+"""Scheduler: the job store, intake, placement, dispatch, status intake, the jobs API."""

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db import Base, UTCDateTime, utcnow
+
+
+class SchedulerBase(Base):
+    __abstract__ = True
+    metadata = sa.MetaData()
+
+
+class Job(SchedulerBase):
+    """The system of record for a job: spec, owner, state and where it runs."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (sa.Index("ix_jobs_placement", "state", "priority", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    type: Mapped[str] = mapped_column(sa.String(16))
+    name: Mapped[str] = mapped_column(sa.String(128))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    priority: Mapped[int] = mapped_column(sa.Integer, default=5)
+    attempt: Mapped[int] = mapped_column(sa.Integer, default=1)
+    max_retries: Mapped[int] = mapped_column(sa.Integer, default=3)
+    gpu_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    gpu_model: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    min_vram_mb: Mapped[int] = mapped_column(sa.Integer, default=0)
+    max_price_per_hour: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    timeout_seconds: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    tags: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    provider_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)
+    gpu_indices: Mapped[list[int]] = mapped_column(sa.JSON, default=list)
+    exit_code: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    correlation_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class JobEvent(SchedulerBase):
+    """Every transition of a job, with when and why."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    from_state: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(sa.String(16))
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    cause: Mapped[str] = mapped_column(sa.String(255))
+
+
+class ProviderView(SchedulerBase):
+    """The scheduler's own view of providers, kept from the registry's events."""
+
+    __tablename__ = "provider_views"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    max_concurrent_tasks: Mapped[int] = mapped_column(sa.Integer, default=1)
+    price_per_hour: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    labels: Mapped[dict[str, str]] = mapped_column(sa.JSON, default=dict)
+    gpus: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON, default=list)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

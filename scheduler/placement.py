@@ -1,0 +1,98 @@
+"""Matching a job's demand to a provider's free GPUs. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from fnmatch import fnmatchcase
+
+
+@dataclass(frozen=True)
+class Demand:
+    gpu_count: int = 0
+    gpu_model: str | None = None
+    min_vram_mb: int = 0
+    max_price_per_hour: float | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GpuSlot:
+    index: int
+    name: str
+    memory_total_mb: int
+    healthy: bool = True
+
+
+@dataclass
+class Capacity:
+    """What one live provider has, and what is already taken on it."""
+
+    provider_id: str
+    price_per_hour: float
+    max_tasks: int
+    gpus: list[GpuSlot]
+    labels: dict[str, str] = field(default_factory=dict)
+    running_tasks: int = 0
+    used_indices: set[int] = field(default_factory=set)
+    last_placed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    provider_id: str
+    gpu_indices: list[int]
+
+
+def _gpu_fits(gpu: GpuSlot, demand: Demand) -> bool:
+    if demand.gpu_model and not fnmatchcase(gpu.name.lower(), demand.gpu_model.lower()):
+        return False
+    return gpu.memory_total_mb >= demand.min_vram_mb
+
+
+def _static_fit(cap: Capacity, demand: Demand) -> list[GpuSlot] | None:
+    """GPUs of this provider that could ever serve the demand, or None if the host never can."""
+    if demand.max_price_per_hour is not None and cap.price_per_hour > demand.max_price_per_hour:
+        return None
+    if any(cap.labels.get(k) != v for k, v in demand.labels.items()):
+        return None
+    fitting = [g for g in cap.gpus if _gpu_fits(g, demand)]
+    if len(fitting) < demand.gpu_count:
+        return None
+    return fitting
+
+
+def choose(demand: Demand, capacities: list[Capacity]) -> Placement | None:
+    """The best fit among live providers: least capacity left over, then price, then LRU."""
+    best: tuple[tuple, Placement] | None = None
+    for cap in capacities:
+        if cap.running_tasks >= cap.max_tasks:
+            continue
+        fitting = _static_fit(cap, demand)
+        if fitting is None:
+            continue
+        free = [g for g in fitting if g.healthy and g.index not in cap.used_indices]
+        if len(free) < demand.gpu_count:
+            continue
+        # Smallest adequate GPUs first, so the big ones stay free for jobs that need them.
+        chosen = sorted(free, key=lambda g: (g.memory_total_mb, g.index))[: demand.gpu_count]
+        free_after = len([g for g in cap.gpus if g.index not in cap.used_indices]) - len(chosen)
+        slots_after = cap.max_tasks - cap.running_tasks - 1
+        lru = cap.last_placed_at.timestamp() if cap.last_placed_at else 0.0
+        score = (free_after, slots_after, cap.price_per_hour, lru, cap.provider_id)
+        placement = Placement(cap.provider_id, sorted(g.index for g in chosen))
+        if best is None or score < best[0]:
+            best = (score, placement)
+    return best[1] if best else None
+
+
+def ever_fits(demand: Demand, capacities: list[Capacity]) -> bool:
+    """Could any known provider serve this demand if it were idle?"""
+    return any(_static_fit(cap, demand) is not None for cap in capacities)
+
+
+def allocate(cap: Capacity, placement: Placement, at: datetime) -> None:
+    """Account a placement on the capacity, so the next choice in this round sees it."""
+    cap.running_tasks += 1
+    cap.used_indices.update(placement.gpu_indices)
+    cap.last_placed_at = at

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scheduler.models import Job, JobEvent, ProviderView
+from shared.contracts import JobState
+
+ACTIVE = (JobState.DISPATCHED, JobState.RUNNING)
+
+
+class JobRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
+        stmt = sa.select(Job).where(Job.id == job_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def add(self, job: Job) -> None:
+        self.session.add(job)
+        await self.session.flush()
+
+    async def add_event(self, event: JobEvent) -> None:
+        self.session.add(event)
+
+    async def events(self, job_id: str) -> Sequence[JobEvent]:
+        stmt = sa.select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def queued(self, limit: int) -> list[Job]:
+        """Queued jobs in placement order, locked; other replicas skip what we hold."""
+        stmt = (
+            sa.select(Job)
+            .where(Job.state == JobState.QUEUED)
+            .order_by(Job.priority.desc(), Job.created_at, Job.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def active_allocations(self) -> list[tuple[str, list[int]]]:
+        stmt = sa.select(Job.provider_id, Job.gpu_indices).where(Job.state.in_(ACTIVE))
+        return [(pid, list(idx or [])) for pid, idx in (await self.session.execute(stmt)).all()]
+
+    async def active_on(self, provider_id: str) -> list[Job]:
+        stmt = (
+            sa.select(Job)
+            .where(Job.provider_id == provider_id, Job.state.in_(ACTIVE))
+            .with_for_update()
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def list_for(
+        self,
+        owner_id: str | None,
+        *,
+        state: str | None = None,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[Job]:
+        stmt = sa.select(Job)
+        if owner_id is not None:
+            stmt = stmt.where(Job.owner_id == owner_id)
+        if state:
+            stmt = stmt.where(Job.state == state)
+        if before:
+            at, job_id = before
+            stmt = stmt.where(
+                sa.or_(Job.created_at < at, sa.and_(Job.created_at == at, Job.id < job_id))
+            )
+        stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        return list((await self.session.execute(stmt)).scalars())
+
+
+class ProviderViewRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, provider_id: str) -> ProviderView | None:
+        return await self.session.get(ProviderView, provider_id)
+
+    async def add(self, view: ProviderView) -> None:
+        self.session.add(view)
+
+    async def live(self, since: datetime) -> list[ProviderView]:
+        stmt = sa.select(ProviderView).where(
+            ProviderView.status == "online", ProviderView.last_seen_at >= since
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def all_known(self) -> list[ProviderView]:
+        return list((await self.session.execute(sa.select(ProviderView))).scalars())

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from scheduler.service import SchedulerService
+from shared.auth import CurrentPrincipal
+from shared.contracts import JobState
+from shared.db import UoW
+from shared.errors import BadRequest
+
+router = APIRouter(prefix="/api/v1", tags=["jobs"])
+
+
+def _service(request: Request, uow: UoW) -> SchedulerService:
+    return SchedulerService(uow, request.app.state.js, request.app.state.settings.heartbeat_ttl_seconds)
+
+
+Service = Annotated[SchedulerService, Depends(_service)]
+
+
+def _cursor(value: str | None) -> tuple[datetime, str] | None:
+    if not value:
+        return None
+    try:
+        at, _, job_id = base64.urlsafe_b64decode(value.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), job_id
+    except ValueError as exc:
+        raise BadRequest("invalid cursor", code="invalid_cursor") from exc
+
+
+@router.get("/jobs")
+async def list_jobs(
+    principal: CurrentPrincipal,
+    service: Service,
+    state: JobState | None = None,
+    limit: int = Query(default=50, ge=1, le=500),
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    owner = None if principal.is_admin else principal.user_id
+    rows = await service.jobs.list_for(owner, state=state, limit=limit, before=_cursor(cursor))
+    next_cursor = None
+    if len(rows) == limit:
+        last = rows[-1]
+        next_cursor = base64.urlsafe_b64encode(
+            f"{last.created_at.isoformat()}|{last.id}".encode()
+        ).decode()
+    return {"jobs": [service.public(j) for j in rows], "next_cursor": next_cursor}
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
+    return service.public(await service.get_visible(job_id, principal))
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(job_id: str, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
+    await service.get_visible(job_id, principal)
+    events = await service.jobs.events(job_id)
+    return {
+        "job_id": job_id,
+        "events": [
+            {"at": e.at, "from": e.from_state, "to": e.to_state, "attempt": e.attempt,
+             "cause": e.cause}
+            for e in events
+        ],
+    }
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202)
+async def cancel_job(job_id: str, principal: CurrentPrincipal, service: Service) -> JSONResponse:
+    job = await service.cancel(job_id, principal)
+    return JSONResponse(
+        {"job_id": job.id, "status": job.state, "message": "cancellation requested"},
+        status_code=202,
+    )

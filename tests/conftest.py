@@ -1,0 +1,104 @@
+"""Session-wide real servers and token minting, shared by every test module."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import servers
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """A real nats-server (from the wheel) with JetStream, on a free port."""
+    with servers.nats_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A PostgreSQL server: ``TEST_DATABASE_URL`` if set, else a throwaway cluster.
+
+    With ``CI=true`` a missing PostgreSQL fails the run instead of skipping.
+    """
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        yield servers.libpq_url(given)
+        return
+    try:
+        with servers.throwaway_postgres() as url:
+            yield url
+    except (RuntimeError, OSError) as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"no PostgreSQL available: {exc}")
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> str:
+    """A fresh, empty PostgreSQL database (asyncpg URL) for one test."""
+    return servers.asyncpg_url(servers.create_database(pg_admin_url))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs on both dialects."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/test.sqlite"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
+def keyring(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from auth_service.keys import KeyRing
+
+    return KeyRing(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def local_jwks(keyring: Any) -> Callable[[], Any]:
+    """A JWKS fetcher backed by the test keyring (services under test verify with it)."""
+
+    async def fetch() -> dict[str, Any]:
+        return keyring.jwks()
+
+    return fetch
+
+
+@pytest.fixture(scope="session")
+def mint_token(keyring: Any) -> Callable[..., str]:
+    """Sign an access token exactly as the auth service does."""
+    import time
+
+    def mint(
+        role: str = "requester",
+        user_id: str | None = None,
+        *,
+        provider_id: str | None = None,
+        ttl: int = 900,
+        **overrides: Any,
+    ) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": "dante-auth",
+            "aud": "dante",
+            "sub": user_id or str(uuid.uuid4()),
+            "name": "test-user",
+            "role": role,
+            "typ": "access",
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+        }
+        if provider_id:
+            claims["pid"] = provider_id
+        claims.update(overrides)
+        return keyring.sign(claims)
+
+    return mint
