@@ -13,7 +13,8 @@ cli = typer.Typer(add_completion=False, no_args_is_help=False)
 def serve() -> None:
     """Run the auth service."""
     from auth_service.main import create_app
-    from shared.app import serve as run, setup_logging
+    from shared.app import serve as run
+    from shared.app import setup_logging
 
     settings = AuthSettings()
     setup_logging(settings)

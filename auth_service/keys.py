@@ -70,6 +70,8 @@ class KeyRing:
 
     def sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(
-            claims, self.active.private_pem.decode(), algorithm="RS256",
+            claims,
+            self.active.private_pem.decode(),
+            algorithm="RS256",
             headers={"kid": self.active.kid},
         )

@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from auth_service.keys import KeyRing
 from auth_service.routes import jwks_router, router
@@ -12,7 +13,6 @@ from auth_service.service import AuthService
 from auth_service.settings import AuthSettings
 from shared.app import create_service_app, service_runtime
 from shared.db import UnitOfWork, make_engine, ping, run_migrations
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

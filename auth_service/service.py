@@ -136,7 +136,10 @@ class AuthService:
         await self.api_keys.add(key)
         log.info("api_key.created", key_id=key.id, provider_id=key.provider_id)
         return ApiKeyOut(
-            key_id=key.id, api_key=secret, provider_id=key.provider_id, name=name,
+            key_id=key.id,
+            api_key=secret,
+            provider_id=key.provider_id,
+            name=name,
             expires_at=expires,
         )
 

@@ -12,7 +12,8 @@ def serve() -> None:
     """Run the provider registry."""
     from provider_registry.main import create_app
     from provider_registry.settings import RegistrySettings
-    from shared.app import serve as run, setup_logging
+    from shared.app import serve as run
+    from shared.app import setup_logging
 
     settings = RegistrySettings()
     setup_logging(settings)

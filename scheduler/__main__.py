@@ -12,7 +12,8 @@ def serve() -> None:
     """Run the scheduler."""
     from scheduler.main import create_app
     from scheduler.settings import SchedulerSettings
-    from shared.app import serve as run, setup_logging
+    from shared.app import serve as run
+    from shared.app import setup_logging
 
     settings = SchedulerSettings()
     setup_logging(settings)

@@ -17,7 +17,9 @@ router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
 
 def _service(request: Request, uow: UoW) -> SchedulerService:
-    return SchedulerService(uow, request.app.state.js, request.app.state.settings.heartbeat_ttl_seconds)
+    return SchedulerService(
+        uow, request.app.state.js, request.app.state.settings.heartbeat_ttl_seconds
+    )
 
 
 Service = Annotated[SchedulerService, Depends(_service)]
@@ -64,8 +66,13 @@ async def job_events(job_id: str, principal: CurrentPrincipal, service: Service)
     return {
         "job_id": job_id,
         "events": [
-            {"at": e.at, "from": e.from_state, "to": e.to_state, "attempt": e.attempt,
-             "cause": e.cause}
+            {
+                "at": e.at,
+                "from": e.from_state,
+                "to": e.to_state,
+                "attempt": e.attempt,
+                "cause": e.cause,
+            }
             for e in events
         ],
     }

@@ -71,7 +71,11 @@ class SchedulerService:
         now = utcnow()
         await self.jobs.add_event(
             JobEvent(
-                job_id=job.id, at=now, from_state=job.state, to_state=to, attempt=job.attempt,
+                job_id=job.id,
+                at=now,
+                from_state=job.state,
+                to_state=to,
+                attempt=job.attempt,
                 cause=cause[:255],
             )
         )
@@ -126,8 +130,14 @@ class SchedulerService:
         )
         await self.jobs.add(job)
         await self.jobs.add_event(
-            JobEvent(job_id=job.id, at=utcnow(), from_state=None, to_state=JobState.QUEUED,
-                     attempt=1, cause="submitted")
+            JobEvent(
+                job_id=job.id,
+                at=utcnow(),
+                from_state=None,
+                to_state=JobState.QUEUED,
+                attempt=1,
+                cause="submitted",
+            )
         )
         log.info("job.stored", job_id=job.id, owner_id=job.owner_id)
         return True
@@ -188,8 +198,13 @@ class SchedulerService:
                 msg_id=f"{task.job_id}:{task.attempt}",
                 correlation_id=task.correlation_id,
             )
-            log.info("job.dispatched", job_id=task.job_id, provider_id=task.provider_id,
-                     attempt=task.attempt, correlation_id=task.correlation_id)
+            log.info(
+                "job.dispatched",
+                job_id=task.job_id,
+                provider_id=task.provider_id,
+                attempt=task.attempt,
+                correlation_id=task.correlation_id,
+            )
 
         self.uow.after_commit(send)
 
@@ -201,16 +216,25 @@ class SchedulerService:
             log.warning("status.unknown_job", job_id=st.job_id)
             return
         if st.provider_id != job.provider_id or st.attempt != job.attempt:
-            log.warning("status.ignored", job_id=job.id, reason="stale attempt or other provider",
-                        provider_id=st.provider_id, attempt=st.attempt)
+            log.warning(
+                "status.ignored",
+                job_id=job.id,
+                reason="stale attempt or other provider",
+                provider_id=st.provider_id,
+                attempt=st.attempt,
+            )
             return
         if job.state == st.state or JobState(job.state).terminal:
             return  # a redelivery, or news about a job that has already ended
         if st.state == JobState.QUEUED:
             await self._requeue_or_fail(job, st.error or "returned by the provider")
             return
-        if st.state in (JobState.COMPLETED, JobState.FAILED, JobState.TIMED_OUT,
-                        JobState.CANCELLED):
+        if st.state in (
+            JobState.COMPLETED,
+            JobState.FAILED,
+            JobState.TIMED_OUT,
+            JobState.CANCELLED,
+        ):
             job.exit_code = st.exit_code
             job.error = st.error
         await self.transition(job, st.state, f"reported by provider {st.provider_id}")
@@ -234,9 +258,13 @@ class SchedulerService:
             cancel = TaskCancel(job_id=job.id, attempt=attempt, provider_id=provider_id)
 
             async def send() -> None:
-                await publish(self.js, f"tasks.dispatch.{provider_id}", cancel,
-                              msg_id=f"{job.id}:{attempt}:cancel",
-                              correlation_id=job.correlation_id)
+                await publish(
+                    self.js,
+                    f"tasks.dispatch.{provider_id}",
+                    cancel,
+                    msg_id=f"{job.id}:{attempt}:cancel",
+                    correlation_id=job.correlation_id,
+                )
 
             self.uow.after_commit(send)
         return job

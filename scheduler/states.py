@@ -7,9 +7,7 @@ from shared.errors import Conflict
 
 ALLOWED: dict[S, frozenset[S]] = {
     S.QUEUED: frozenset({S.DISPATCHED, S.CANCELLED, S.FAILED}),
-    S.DISPATCHED: frozenset(
-        {S.RUNNING, S.QUEUED, S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMED_OUT}
-    ),
+    S.DISPATCHED: frozenset({S.RUNNING, S.QUEUED, S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMED_OUT}),
     S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMED_OUT, S.QUEUED}),
     S.COMPLETED: frozenset(),
     S.FAILED: frozenset(),

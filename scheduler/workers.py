@@ -98,7 +98,10 @@ class Workers:
             PullConsumer(self.js, "JOBS", "scheduler-intake", "jobs.submitted", self.on_submitted),
             PullConsumer(self.js, "STATUS", "scheduler-status", "jobs.status.*", self.on_status),
             PullConsumer(
-                self.js, "EVENTS", "scheduler-providers", "providers.events.*",
+                self.js,
+                "EVENTS",
+                "scheduler-providers",
+                "providers.events.*",
                 self.on_provider_event,
             ),
         ]

@@ -21,7 +21,6 @@ from shared.auth import TokenVerifier
 from shared.discovery import Discovery, ServiceInstance, make_discovery
 from shared.errors import error_response, install_error_handlers
 from shared.logging import (
-    CORRELATION_HEADER,
     configure_logging,
     new_correlation_id,
     valid_correlation_id,

@@ -12,7 +12,12 @@ import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 
 AfterCommit = Callable[[], Awaitable[None]]
@@ -171,7 +176,9 @@ def run_alembic_env(target_metadata: sa.MetaData) -> None:
         engine = create_async_engine(url, poolclass=NullPool)
         async with engine.connect() as conn:
             if conn.dialect.name == "postgresql":
-                await conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY}
+                )
                 await conn.commit()
             try:
                 await conn.run_sync(do_run)

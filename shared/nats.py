@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -195,10 +196,8 @@ class PullConsumer:
                 for msg in msgs:
                     await self._handle(msg)
         finally:
-            try:
+            with contextlib.suppress(Exception):  # best effort on shutdown
                 await sub.unsubscribe()
-            except Exception:  # best effort on shutdown
-                pass
 
     async def _handle(self, msg: Msg) -> None:
         with correlation(correlation_of(msg), subject=msg.subject):
@@ -232,12 +231,12 @@ async def publish(
     *,
     msg_id: str | None = None,
     correlation_id: str | None = None,
-    timeout: float = 5.0,
+    ack_timeout: float = 5.0,
 ) -> None:
     """Publish a contract message and wait for the stream's ack (at-least-once from here on)."""
     await js.publish(
         subject,
         message.model_dump_json().encode(),
-        timeout=timeout,
+        timeout=ack_timeout,
         headers=headers(correlation_id, msg_id) or None,
     )

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from api_gateway.limits import BodyLimit
+from api_gateway.proxy import Upstreams
+from api_gateway.routes import router
+from api_gateway.settings import GatewaySettings
+from shared.app import create_service_app, service_runtime
+from shared.nats import connect, ensure_streams
+
+
+def create_app(
+    settings: GatewaySettings | None = None, *, jwks: Callable[[], Any] | None = None
+) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nc = await connect(settings.nats_url, "gateway")
+        js = nc.jetstream()
+        await ensure_streams(js, ["JOBS", "LOGS"])
+        app.state.js = js
+        app.state.ready_checks["nats"] = lambda: nc.flush(timeout=2)
+        upstream_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=3.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+        try:
+            async with service_runtime(app, settings, jwks=jwks) as rt:
+                app.state.upstreams = Upstreams(rt.discovery, upstream_client)
+                yield
+        finally:
+            await upstream_client.aclose()
+            await nc.drain()
+
+    app = create_service_app(settings, title="Dante API gateway", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, exempt=("/api/v1/storage/",))
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["x-request-id"],
+        )
+    app.include_router(router)
+    return app

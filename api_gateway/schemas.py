@@ -1,0 +1,81 @@
+"""The job submission: the original flat shape and the native spec, validated strictly."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_SCRIPT_BYTES = 256 * 1024
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(Strict):
+    gpu_count: int = Field(default=0, ge=0, le=64)
+    gpu_model: str | None = Field(default=None, max_length=128, description="glob, e.g. H100*")
+    min_vram_mb: int = Field(default=0, ge=0)
+    min_compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+    cpu: float | None = Field(default=None, gt=0, le=1024)
+    memory_mb: int | None = Field(default=None, gt=0)
+
+
+class ScriptParams(Strict):
+    script_content: str = Field(min_length=1, max_length=MAX_SCRIPT_BYTES)
+    script_interpreter: str = Field(default="bash", pattern=r"^[A-Za-z0-9_./-]{1,64}$")
+
+
+class ContainerParams(Strict):
+    docker_image: str = Field(min_length=1, max_length=512)
+    docker_command: str | list[str] | None = None
+    docker_env_vars: dict[str, str] = Field(default_factory=dict)
+    docker_gpus: str | int | None = None
+
+
+class JobSubmission(Strict):
+    type: Literal["script", "container"]
+    name: str = Field(min_length=1, max_length=128)
+    params: dict[str, Any]
+    description: str | None = Field(default=None, max_length=2000)
+    # the original flat fields
+    gpu_type: str | None = Field(default=None, max_length=128)
+    gpu_count: int | None = Field(default=None, ge=0, le=64)
+    priority: int = Field(default=5, ge=0, le=10)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+    # the native spec
+    resources: Resources | None = None
+    timeout_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    max_price_per_hour: float | None = Field(default=None, ge=0)
+    labels: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _params_match_type(self) -> Self:
+        model = ScriptParams if self.type == "script" else ContainerParams
+        self.params = model.model_validate(self.params).model_dump(exclude_none=True)
+        return self
+
+    def normalized_spec(self) -> dict[str, Any]:
+        """One spec shape for the scheduler and daemon, whatever shape the client used."""
+        res = self.resources or Resources()
+        if self.gpu_count is not None and self.resources is None:
+            res = res.model_copy(update={"gpu_count": self.gpu_count})
+        if self.gpu_type and not res.gpu_model:
+            res = res.model_copy(update={"gpu_model": self.gpu_type})
+        return {
+            "type": self.type,
+            "name": self.name,
+            "description": self.description,
+            "params": self.params,
+            "resources": res.model_dump(exclude_none=True),
+            "priority": self.priority,
+            "tags": self.tags,
+            "timeout_seconds": self.timeout_seconds,
+            "max_retries": self.max_retries,
+            "max_price_per_hour": self.max_price_per_hour,
+            "labels": self.labels,
+            "env": self.env,
+        }

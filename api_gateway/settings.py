@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import DEFAULT_PORTS, ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="DANTE_GATEWAY_", extra="ignore")
+
+    service_name: str = "gateway"
+    port: int = DEFAULT_PORTS["gateway"]
+    max_body_bytes: int = 1 << 20  # JSON bodies; object uploads are capped by storage itself
+    upstream_timeout_seconds: float = 30.0
+    cors_origins: list[str] = []

@@ -1,0 +1,1 @@
+"""Provider daemon: the agent on a GPU host. Inventory, registration, heartbeats, tasks."""

@@ -1,0 +1,73 @@
+"""``dante-provider``: run the daemon, show the GPUs, check the set-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from dataclasses import asdict
+
+import typer
+
+from provider_daemon.settings import DaemonSettings
+
+app = typer.Typer(add_completion=False, help="Dante provider daemon")
+
+
+@app.command()
+def run() -> None:
+    """Register this host and run tasks until SIGTERM/SIGINT (which drains first)."""
+    from provider_daemon.agent import Agent
+    from shared.app import setup_logging
+
+    settings = DaemonSettings()
+    setup_logging(settings)
+    if not settings.api_key:
+        typer.echo("DANTE_DAEMON_API_KEY is not set: create a key (see deploy/README.md)", err=True)
+        raise typer.Exit(2)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Agent(settings).run(stop)
+
+    asyncio.run(main())
+
+
+@app.command()
+def gpus(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """The NVML inventory of this host."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from provider_daemon.inventory import Nvml, collect
+
+    nvml = Nvml()
+    try:
+        inv = collect(nvml)
+    finally:
+        nvml.close()
+    if as_json:
+        typer.echo(json.dumps(asdict(inv), indent=2))
+        return
+    table = Table(title=f"driver {inv.driver_version or '-'}  CUDA {inv.cuda_version or '-'}")
+    for col in ("index", "name", "memory MiB", "compute", "power W", "uuid"):
+        table.add_column(col)
+    for g in inv.gpus:
+        table.add_row(
+            str(g.index),
+            g.name,
+            str(g.memory_total_mb),
+            g.compute_capability or "-",
+            str(g.power_limit_w or "-"),
+            g.uuid,
+        )
+    console = Console()
+    console.print(table if inv.gpus else "no NVIDIA GPU found: this host offers CPU only")
+    console.print(f"CPUs: {inv.cpu_count}  memory: {inv.memory_mb} MiB")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,104 @@
+"""Running one task as a real process: own process group, own work dir, killed as a group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from shared.contracts import JobState, TaskDispatch
+
+log = structlog.get_logger(__name__)
+
+LineSink = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class Outcome:
+    state: JobState
+    exit_code: int | None
+    error: str | None = None
+
+
+class ProcessExecutor:
+    """Runs a script task with ``CUDA_VISIBLE_DEVICES`` set to the assigned GPUs."""
+
+    def __init__(self, work_root: Path) -> None:
+        self.work_root = work_root
+
+    def _command(self, task: TaskDispatch, workdir: Path) -> list[str]:
+        params = task.spec.get("params", {})
+        if task.type != "script":
+            raise ValueError(f"the process executor runs scripts, not {task.type}")
+        script = workdir / "script"
+        script.write_text(params["script_content"])
+        return [params.get("script_interpreter", "bash"), str(script)]
+
+    async def run(self, task: TaskDispatch, sink: LineSink, cancel: asyncio.Event) -> Outcome:
+        workdir = self.work_root / f"{task.job_id}-{task.attempt}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            **{str(k): str(v) for k, v in (task.spec.get("env") or {}).items()},
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, task.gpu_indices)),
+            "DANTE_JOB_ID": task.job_id,
+            "DANTE_ATTEMPT": str(task.attempt),
+            "PYTHONUNBUFFERED": "1",
+        }
+        try:
+            argv = self._command(task, workdir)
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=workdir,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so a kill takes every child
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            return Outcome(JobState.FAILED, None, f"could not start: {exc}")
+        log.info("task.started", job_id=task.job_id, pid=proc.pid)
+
+        async def pump() -> None:
+            assert proc.stdout is not None
+            while line := await proc.stdout.readline():
+                await sink(line.decode(errors="replace").rstrip("\r\n"))
+
+        pumping = asyncio.create_task(pump())
+        waiting = asyncio.create_task(proc.wait())
+        cancelled = asyncio.create_task(cancel.wait())
+        timeout = task.timeout_seconds
+        done, _ = await asyncio.wait(
+            {waiting, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        outcome: Outcome | None = None
+        if waiting not in done:
+            self._kill_group(proc.pid)
+            await waiting
+            outcome = (
+                Outcome(JobState.CANCELLED, None, "cancelled")
+                if cancelled in done
+                else Outcome(JobState.TIMED_OUT, None, f"exceeded {timeout}s")
+            )
+        cancelled.cancel()
+        # Output written by grandchildren may still be in the pipe; the group is gone, so it ends.
+        self._kill_group(proc.pid)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pumping, 10)
+        if outcome is not None:
+            return outcome
+        code = proc.returncode or 0
+        state = JobState.COMPLETED if code == 0 else JobState.FAILED
+        return Outcome(state, code, None if code == 0 else f"exit code {code}")
+
+    @staticmethod
+    def _kill_group(pgid: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
