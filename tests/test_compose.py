@@ -6,6 +6,7 @@ so these run anywhere; a missing binary fails the run instead of skipping it.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -136,6 +137,39 @@ def test_each_service_runs_its_package_and_registers_in_consul(
     assert f"http://127.0.0.1:{port}/health" in " ".join(svc["healthcheck"]["test"])
     # A prefix from another service would be silently ignored by pydantic-settings.
     assert all(k.startswith(prefix) for k in env if k.startswith("DANTE_"))
+
+
+SETTINGS_CLASSES = {
+    "auth": "auth_service.settings:AuthSettings",
+    "registry": "provider_registry.settings:RegistrySettings",
+    "scheduler": "scheduler.settings:SchedulerSettings",
+}
+"""The services whose settings exist so far; add gateway and storage as they land."""
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS_CLASSES))
+def test_compose_environment_is_read_by_the_service_settings(
+    config: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every variable compose sets is a field of the service's settings, and prod accepts it."""
+    module, _, cls_name = SETTINGS_CLASSES[name].partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    _, prefix = SERVICES[name]
+    env = config["services"][name]["environment"]
+    for key in list(os.environ):
+        if key.startswith("DANTE_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = cls()  # prod mode: raises if a secret were left at its dev default
+    assert settings.environment == "prod"
+    assert settings.discovery == "consul"
+    assert settings.base_url == f"http://{name}:{DEFAULT_PORTS[name]}"
+    assert settings.database_url == env[f"{prefix}DATABASE_URL"]
+    unknown = {k for k in env if k.startswith(prefix)} - {
+        prefix + field.upper() for field in cls.model_fields
+    }
+    assert not unknown, f"{name} ignores {sorted(unknown)}"
 
 
 def test_daemons_use_the_daemon_prefix(gpu_config: dict[str, Any]) -> None:
