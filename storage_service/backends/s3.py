@@ -1,0 +1,240 @@
+"""MinIO or any S3 through the ``minio`` SDK.
+
+The SDK is synchronous, so every call runs on this backend's own thread pool (a stalled S3
+cannot starve the loop's default executor). Uploads cross back into the loop for each block
+the SDK reads; downloads read the HTTP response a chunk at a time. Neither ever holds more
+than one multipart part (``s3_part_size``) of an object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from storage_service.backends.base import CHUNK, BucketInfo, ObjectInfo
+from storage_service.errors import (
+    BackendUnavailable,
+    BucketExists,
+    BucketNotEmpty,
+    BucketNotFound,
+    ObjectNotFound,
+)
+from storage_service.settings import StorageSettings
+
+T = TypeVar("T")
+
+_NOT_FOUND_BUCKET = {"NoSuchBucket"}
+_NOT_FOUND_OBJECT = {"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NotFound"}
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, S3Error):
+        if exc.code in _NOT_FOUND_BUCKET:
+            return BucketNotFound()
+        if exc.code in _NOT_FOUND_OBJECT:
+            return ObjectNotFound()
+        if exc.code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            return BucketExists(f"bucket {exc.bucket_name!r} exists")
+        if exc.code == "BucketNotEmpty":
+            return BucketNotEmpty(f"bucket {exc.bucket_name!r} is not empty")
+        return BackendUnavailable(f"S3 refused the request: {exc.code}")
+    if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+        return BackendUnavailable(f"S3 unreachable: {type(exc).__name__}")
+    return exc
+
+
+class _BodyReader:
+    """A blocking ``read(n)`` for the SDK's thread over the async upload stream."""
+
+    def __init__(self, data: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self._it = aiter(data)
+        self._loop = loop
+        self._left = b""
+        self._done = False
+
+    async def _gather(self, n: int) -> bytes:
+        # Collect up to n bytes in one hop, so the SDK's part buffer is built from one bytes
+        # object rather than grown (and copied) once per chunk.
+        parts = [self._left] if self._left else []
+        have = len(self._left)
+        while have < n and not self._done:
+            try:
+                block = await anext(self._it)
+            except StopAsyncIteration:
+                self._done = True
+                break
+            parts.append(block)
+            have += len(block)
+        joined = b"".join(parts)
+        self._left = joined[n:]
+        return joined[:n]
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = 1 << 62
+        if self._done and not self._left:
+            return b""
+        return asyncio.run_coroutine_threadsafe(self._gather(n), self._loop).result()
+
+
+class S3Backend:
+    name = "s3"
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self._settings = settings
+        kwargs: dict[str, Any] = {
+            "access_key": settings.s3_access_key,
+            "secret_key": settings.s3_secret_key,
+            "secure": settings.s3_secure,
+            "region": settings.s3_region,  # known region: presigning needs no network call
+        }
+        self._pool = ThreadPoolExecutor(settings.s3_threads, thread_name_prefix="s3")
+        http = urllib3.PoolManager(
+            num_pools=4,
+            maxsize=settings.s3_threads,
+            timeout=urllib3.Timeout(connect=5, read=300),
+            retries=urllib3.Retry(
+                total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+            ),
+        )
+        self._client = Minio(settings.s3_endpoint, http_client=http, **kwargs)
+        # Signatures cover the Host header, so URLs for clients elsewhere are signed for the
+        # host they will use.
+        self._signer = (
+            Minio(settings.s3_public_endpoint, **kwargs)
+            if settings.s3_public_endpoint
+            else self._client
+        )
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _translate(exc) from exc
+
+    async def ping(self) -> None:
+        await self._run(self._client.bucket_exists, self._settings.default_bucket)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def bucket_exists(self, bucket: str) -> bool:
+        return await self._run(self._client.bucket_exists, bucket)
+
+    async def ensure_bucket(self, bucket: str) -> None:
+        if not await self._run(self._client.bucket_exists, bucket):
+            with contextlib.suppress(BucketExists):  # another instance made it meanwhile
+                await self._run(self._client.make_bucket, bucket)
+
+    async def list_buckets(self) -> list[BucketInfo]:
+        buckets = await self._run(self._client.list_buckets)
+        return sorted((BucketInfo(b.name, b.creation_date) for b in buckets), key=lambda b: b.name)
+
+    async def create_bucket(self, bucket: str) -> None:
+        if await self._run(self._client.bucket_exists, bucket):
+            raise BucketExists(f"bucket {bucket!r} exists")
+        await self._run(self._client.make_bucket, bucket)
+
+    async def delete_bucket(self, bucket: str) -> None:
+        if not await self._run(self._client.bucket_exists, bucket):
+            raise BucketNotFound()
+        objects, _ = await self.list(bucket, "", "", 1)
+        if objects:  # some S3 servers delete non-empty buckets when configured to; we never do
+            raise BucketNotEmpty(f"bucket {bucket!r} is not empty")
+        await self._run(self._client.remove_bucket, bucket)
+
+    async def put(
+        self, bucket: str, key: str, data: AsyncIterator[bytes], *, content_type: str
+    ) -> ObjectInfo:
+        reader = _BodyReader(data, asyncio.get_running_loop())
+        # length=-1: the SDK reads to the end of the stream before it sends the last part, so
+        # an error raised at the end (size, checksum) aborts the upload instead of committing.
+        await self._run(
+            self._client.put_object,
+            bucket,
+            key,
+            reader,
+            length=-1,
+            part_size=self._settings.s3_part_size,
+            content_type=content_type,
+        )
+        return await self.stat(bucket, key)
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo:
+        st = await self._run(self._client.stat_object, bucket, key)
+        if st.is_delete_marker:
+            raise ObjectNotFound()
+        return ObjectInfo(
+            key,
+            st.size or 0,
+            (st.etag or "").strip('"'),
+            st.last_modified or datetime.now(UTC),
+            st.content_type or "application/octet-stream",
+        )
+
+    async def open(self, bucket: str, key: str, offset: int, length: int) -> AsyncIterator[bytes]:
+        if length <= 0:
+            await self.stat(bucket, key)
+            return _empty()
+        resp = await self._run(self._client.get_object, bucket, key, offset=offset, length=length)
+        return self._stream(resp)
+
+    async def _stream(self, resp: Any) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                chunk = await loop.run_in_executor(self._pool, resp.read, CHUNK)
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    async def delete(self, bucket: str, key: str) -> None:
+        await self.stat(bucket, key)  # S3 deletes are silent about absent keys; we are not
+        await self._run(self._client.remove_object, bucket, key)
+
+    async def list(
+        self, bucket: str, prefix: str, start_after: str, limit: int
+    ) -> tuple[list[ObjectInfo], bool]:
+        def collect() -> list[Any]:
+            it = self._client.list_objects(
+                bucket, prefix=prefix or None, recursive=True, start_after=start_after or None
+            )
+            return list(itertools.islice(it, limit + 1))
+
+        found = await self._run(collect)
+        objects = [
+            ObjectInfo(
+                o.object_name,
+                o.size or 0,
+                (o.etag or "").strip('"'),
+                o.last_modified or datetime.now(UTC),
+            )
+            for o in found[:limit]
+        ]
+        return objects, len(found) > limit
+
+    def presign(self, method: str, bucket: str, key: str, expires_in: int) -> str | None:
+        if self._settings.presign_via == "service":
+            return None
+        expires = timedelta(seconds=expires_in)
+        if method == "PUT":
+            return self._signer.presigned_put_object(bucket, key, expires=expires)
+        return self._signer.presigned_get_object(bucket, key, expires=expires)
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield
