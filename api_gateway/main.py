@@ -13,7 +13,7 @@ from api_gateway.proxy import Upstreams
 from api_gateway.routes import router
 from api_gateway.settings import GatewaySettings
 from shared.app import create_service_app, service_runtime
-from shared.nats import connect, ensure_streams
+from shared.nats import close as close_nats, connect, ensure_streams
 
 
 def create_app(
@@ -38,7 +38,7 @@ def create_app(
                 yield
         finally:
             await upstream_client.aclose()
-            await nc.drain()
+            await close_nats(nc)
 
     app = create_service_app(settings, title="Dante API gateway", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, exempt=("/api/v1/storage/",))

@@ -29,7 +29,15 @@ from shared.app import create_service_app
 from shared.contracts import JobState, TaskCancel, TaskDispatch, TaskStatus
 from shared.db import utcnow
 from shared.logging import correlation
-from shared.nats import Poison, PullConsumer, Retry, connect, ensure_streams, publish
+from shared.nats import (
+    Poison,
+    PullConsumer,
+    Retry,
+    close as close_nats,
+    connect,
+    ensure_streams,
+    publish,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +60,10 @@ class Running:
     draining: bool = False
 
 
+class Stopped(Exception):
+    """We were told to stop while still retrying."""
+
+
 async def backoff_retry(what: str, fn: Any, stop: asyncio.Event, cap: float = 30.0) -> Any:
     """Retry ``fn`` with jittered exponential back-off until it works or we are told to stop."""
     delay = 0.5
@@ -67,7 +79,7 @@ async def backoff_retry(what: str, fn: Any, stop: asyncio.Event, cap: float = 30
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay * random.uniform(0.5, 1.5))
             if stop.is_set():
-                raise
+                raise Stopped(what) from None
             delay = min(cap, delay * 2)
 
 
@@ -311,7 +323,7 @@ class Agent:
                     await self.drain()
                     server.should_exit = True
             finally:
-                await nc.drain()
+                await close_nats(nc)
                 self.nvml.close()
         log.info("daemon.stopped")
 

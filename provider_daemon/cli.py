@@ -11,13 +11,16 @@ import typer
 
 from provider_daemon.settings import DaemonSettings
 
-app = typer.Typer(add_completion=False, help="Dante provider daemon")
+app = typer.Typer(
+    add_completion=False, help="Dante provider daemon", pretty_exceptions_enable=False
+)
 
 
 @app.command()
 def run() -> None:
     """Register this host and run tasks until SIGTERM/SIGINT (which drains first)."""
-    from provider_daemon.agent import Agent
+    from provider_daemon.agent import Agent, Stopped
+    from provider_daemon.client import CredentialsRejected
     from shared.app import setup_logging
 
     settings = DaemonSettings()
@@ -31,7 +34,13 @@ def run() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Agent(settings).run(stop)
+        try:
+            await Agent(settings).run(stop)
+        except Stopped:
+            pass  # stopped before it ever got going: nothing to drain
+        except CredentialsRejected as exc:
+            typer.echo(f"dante-provider: {exc}", err=True)
+            raise typer.Exit(3) from exc
 
     asyncio.run(main())
 

@@ -17,7 +17,7 @@ from provider_registry.service import RegistryService
 from provider_registry.settings import RegistrySettings
 from shared.app import create_service_app, service_runtime
 from shared.db import make_engine, ping, run_migrations, unit_of_work
-from shared.nats import connect, ensure_streams
+from shared.nats import close as close_nats, connect, ensure_streams
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(__name__)
@@ -32,7 +32,7 @@ async def sweep_forever(
     """Every few seconds (jittered), mark providers with a stale heartbeat offline."""
     while not stop.is_set():
         try:
-            async for uow in unit_of_work(sessions):
+            async with unit_of_work(sessions) as uow:
                 await RegistryService(uow, js).sweep(settings.heartbeat_ttl_seconds)
         except Exception as exc:
             log.warning("sweep.failed", error=str(exc))
@@ -66,7 +66,7 @@ def create_app(
         finally:
             stop.set()
             await sweeper
-            await nc.drain()
+            await close_nats(nc)
             await engine.dispose()
 
     app = create_service_app(settings, title="Dante provider registry", lifespan=lifespan)

@@ -76,7 +76,6 @@ class RegistryService:
         now = utcnow()
         if provider is None:
             provider = Provider(id=principal.provider_id, owner_id=principal.user_id, gpus=[])
-            await self.providers.add(provider)
         provider.name = data.name
         provider.hostname = data.hostname
         provider.cpu_count = data.cpu_count
@@ -90,6 +89,8 @@ class RegistryService:
         provider.last_heartbeat_at = now
         provider.updated_at = now
         provider.gpus = [Gpu(**g.model_dump()) for g in data.gpus]
+        if created:
+            await self.providers.add(provider)
         await self.uow.session.flush()
         log.info("provider.registered", provider_id=provider.id, gpus=len(data.gpus), new=created)
         self._emit("registered", provider)

@@ -44,7 +44,7 @@ class Workers:
             sub = JobSubmitted.model_validate_json(msg.data)
         except ValidationError as exc:
             raise Poison(f"invalid submission: {exc.error_count()} errors") from exc
-        async for uow in unit_of_work(self.sessions):
+        async with unit_of_work(self.sessions) as uow:
             await self._service(uow).intake(sub, correlation_of(msg))
         self.wake.set()  # persisted (committed above) before the consumer acks
 
@@ -53,7 +53,7 @@ class Workers:
             st = TaskStatus.model_validate_json(msg.data)
         except ValidationError as exc:
             raise Poison(f"invalid status: {exc.error_count()} errors") from exc
-        async for uow in unit_of_work(self.sessions):
+        async with unit_of_work(self.sessions) as uow:
             await self._service(uow).apply_status(st)
         if st.state != "running":
             self.wake.set()  # capacity was freed
@@ -63,13 +63,13 @@ class Workers:
             ev = ProviderEvent.model_validate_json(msg.data)
         except ValidationError as exc:
             raise Poison(f"invalid provider event: {exc.error_count()} errors") from exc
-        async for uow in unit_of_work(self.sessions):
+        async with unit_of_work(self.sessions) as uow:
             await self._service(uow).on_provider_event(ev)
         if ev.kind != "heartbeat":
             self.wake.set()
 
     async def place_once(self) -> int:
-        async for uow in unit_of_work(self.sessions):
+        async with unit_of_work(self.sessions) as uow:
             if not is_sqlite(self.settings.database_url):
                 import sqlalchemy as sa
 
@@ -79,7 +79,6 @@ class Workers:
                 if not got.scalar_one():
                     return 0
             return await self._service(uow).place(self.settings.placement_batch)
-        return 0
 
     async def placement_loop(self, stop: asyncio.Event) -> None:
         """Place on a hint (new job, freed capacity) or every interval, with jitter."""

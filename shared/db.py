@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -110,8 +111,9 @@ class UnitOfWork:
         await self.session.rollback()
 
 
+@asynccontextmanager
 async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[UnitOfWork]:
-    """Dependency body: commit on success, roll back on error."""
+    """Commit on success (then run the after-commit work), roll back on error."""
     async with sessions() as session:
         uow = UnitOfWork(session)
         try:
@@ -119,8 +121,7 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
         except BaseException:
             await uow.rollback()
             raise
-        else:
-            await uow.commit()
+        await uow.commit()
 
 
 # --- migrations -------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ async def ping(engine: AsyncEngine) -> None:
 
 
 async def _request_uow(request: Request) -> AsyncIterator[UnitOfWork]:
-    async for uow in unit_of_work(request.app.state.sessions):
+    async with unit_of_work(request.app.state.sessions) as uow:
         yield uow
 
 

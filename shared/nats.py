@@ -101,6 +101,14 @@ async def connect(url: str, name: str) -> NATS:
     )
 
 
+async def close(nc: NATS) -> None:
+    """Drain on the way out; a connection already lost just closes."""
+    try:
+        await nc.drain()
+    except Exception:
+        await nc.close()
+
+
 async def ensure_streams(js: JetStreamContext, names: list[str] | None = None) -> None:
     """Create (or bring up to date) the streams this process uses. Safe to run on every start."""
     for name in names or list(STREAMS):

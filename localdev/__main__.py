@@ -1,0 +1,56 @@
+"""``python -m localdev`` (what ``make dev`` runs): the platform in the foreground."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import typer
+
+from localdev.cluster import ClusterConfig, LocalCluster
+
+cli = typer.Typer(add_completion=False)
+
+
+@cli.command()
+def up(
+    data_dir: Path = typer.Option(Path(".dev"), help="where every service keeps its data"),
+) -> None:
+    """Bring the whole platform up; Ctrl-C (or SIGTERM) stops every process it started."""
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    cluster = LocalCluster(ClusterConfig(data_dir=data_dir))
+    try:
+        cluster.start()
+    except Exception as exc:
+        typer.echo(f"dante: start-up failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    ports = ", ".join(f"{k} {v}" for k, v in cluster.ports.items())
+    typer.echo(
+        f"\nDante is up. Gateway: {cluster.gateway_url}\n"
+        f"  NATS {cluster.nats_url}; ports: {ports}; data in {data_dir.resolve()}\n"
+        "  Ctrl-C stops everything.\n",
+        err=True,
+    )
+    typer.echo(cluster.gateway_url)
+    sys.stdout.flush()
+    try:
+        while not stop.wait(0.5):
+            dead = [p.name for p in cluster.procs if p.popen.poll() is not None]
+            if dead:
+                typer.echo(f"dante: {', '.join(dead)} exited; stopping", err=True)
+                break
+    finally:
+        cluster.stop()
+        typer.echo("dante: stopped", err=True)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

