@@ -13,7 +13,7 @@ from api_gateway.proxy import Upstreams
 from api_gateway.routes import router
 from api_gateway.settings import GatewaySettings
 from shared.app import create_service_app, service_runtime
-from shared.nats import close as close_nats, connect, ensure_streams
+from shared.nats import close_nats, connect, ensure_streams
 
 
 def create_app(

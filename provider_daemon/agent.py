@@ -33,7 +33,7 @@ from shared.nats import (
     Poison,
     PullConsumer,
     Retry,
-    close as close_nats,
+    close_nats,
     connect,
     ensure_streams,
     publish,

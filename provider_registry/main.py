@@ -17,7 +17,7 @@ from provider_registry.service import RegistryService
 from provider_registry.settings import RegistrySettings
 from shared.app import create_service_app, service_runtime
 from shared.db import make_engine, ping, run_migrations, unit_of_work
-from shared.nats import close as close_nats, connect, ensure_streams
+from shared.nats import close_nats, connect, ensure_streams
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(__name__)

@@ -14,7 +14,7 @@ from scheduler.settings import SchedulerSettings
 from scheduler.workers import Workers
 from shared.app import create_service_app, service_runtime
 from shared.db import make_engine, ping, run_migrations
-from shared.nats import close as close_nats, connect, ensure_streams
+from shared.nats import close_nats, connect, ensure_streams
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -101,7 +101,7 @@ async def connect(url: str, name: str) -> NATS:
     )
 
 
-async def close(nc: NATS) -> None:
+async def close_nats(nc: NATS) -> None:
     """Drain on the way out; a connection already lost just closes."""
     try:
         await nc.drain()

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.convertors import Convertor, register_url_convertor
 
 from shared.auth import AdminPrincipal, CurrentPrincipal, Principal
 from shared.errors import BadRequest
@@ -24,6 +25,24 @@ from storage_service.schemas import (
 )
 from storage_service.service import Download, Scope, StorageService
 from storage_service.streams import ExpectedChecksums
+
+
+
+class _KeyConvertor(Convertor[str]):
+    """Starlette's ``path`` is ``.*`` under ``^…$``: it stops at a newline, and ``$`` matches
+    before a trailing one, so ``a%0A`` would address ``a``. Take every character instead and
+    let the key rules refuse what they refuse."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("objkey", _KeyConvertor())
 
 router = APIRouter(prefix="/api/v1/storage", tags=["storage"])
 presigned_router = APIRouter(prefix="/api/v1/storage/presigned", tags=["storage"])
@@ -101,7 +120,7 @@ def _download_response(download: Download) -> StreamingResponse:
 # --- objects ----------------------------------------------------------------------------------
 
 
-@router.put("/objects/{key:path}", status_code=201, response_model=ObjectOut)
+@router.put("/objects/{key:objkey}", status_code=201, response_model=ObjectOut)
 async def put_object(key: str, request: Request, scope: ObjectScope, service: Service) -> ObjectOut:
     """Streamed upload: the body goes to the backend as it arrives, never whole in memory."""
     return await service.put_object(
@@ -114,14 +133,14 @@ async def put_object(key: str, request: Request, scope: ObjectScope, service: Se
     )
 
 
-@router.get("/objects/{key:path}")
+@router.get("/objects/{key:objkey}")
 async def get_object(
     key: str, request: Request, scope: ObjectScope, service: Service
 ) -> StreamingResponse:
     return _download_response(await service.get_object(scope, key, request.headers.get("range")))
 
 
-@router.head("/objects/{key:path}")
+@router.head("/objects/{key:objkey}")
 async def head_object(key: str, scope: ObjectScope, service: Service) -> Response:
     info = await service.head_object(scope, key)
     headers = _object_headers(info)
@@ -130,7 +149,7 @@ async def head_object(key: str, scope: ObjectScope, service: Service) -> Respons
     return Response(status_code=200, headers=headers)
 
 
-@router.delete("/objects/{key:path}", status_code=204)
+@router.delete("/objects/{key:objkey}", status_code=204)
 async def delete_object(key: str, scope: ObjectScope, service: Service) -> Response:
     await service.delete_object(scope, key)
     return Response(status_code=204)
@@ -179,7 +198,7 @@ async def presign_batch(
     )
 
 
-@presigned_router.get("/{bucket}/{key:path}", include_in_schema=False)
+@presigned_router.get("/{bucket}/{key:objkey}", include_in_schema=False)
 async def presigned_get(
     bucket: str,
     key: str,
@@ -195,7 +214,7 @@ async def presigned_get(
     )
 
 
-@presigned_router.put("/{bucket}/{key:path}", include_in_schema=False)
+@presigned_router.put("/{bucket}/{key:objkey}", include_in_schema=False)
 async def presigned_put(
     bucket: str,
     key: str,

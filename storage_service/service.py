@@ -14,7 +14,7 @@ import structlog
 from shared.auth import Principal
 from shared.errors import Conflict, Forbidden
 from storage_service.backends import Backend, ObjectInfo
-from storage_service.errors import BucketNotFound, InvalidCursor, ObjectTooLarge
+from storage_service.errors import BucketNotFound, InvalidCursor, InvalidKey, ObjectTooLarge
 from storage_service.keys import ALL_NAMESPACES, Namespace, validate_bucket, validate_key
 from storage_service.presign import PresignSigner
 from storage_service.ranges import parse_range
@@ -58,8 +58,10 @@ def encode_cursor(key: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+        return validate_key(key)
+    except (binascii.Error, UnicodeDecodeError, ValueError, InvalidKey) as exc:
         raise InvalidCursor("cursor is not one this service issued") from exc
 
 
@@ -124,6 +126,9 @@ class StorageService:
         limit = self.settings.max_object_size
         if content_length is not None and content_length > limit:
             raise ObjectTooLarge(f"objects are at most {limit} bytes")
+        if bucket != self.settings.default_bucket:
+            # Some S3 servers create a bucket on first write; only admins make buckets here.
+            await self._require_bucket(bucket)
         stream = VerifiedStream(body, limit=limit, expected=checksums)
         try:
             info = await self.backend.put(
