@@ -32,24 +32,30 @@ class BodyLimit:
                 await error_response(413, "payload_too_large", detail)(scope, receive, send)
                 return
         seen = 0
-        started = False
+        exceeded = False
+        replaced = False
 
         async def _receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    exceeded = True
                     raise _TooLarge
             return message
 
         async def _send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+            # Whatever the app made of the aborted body (FastAPI calls it a 400), say 413.
+            nonlocal replaced
+            if not exceeded:
+                await send(message)
+            elif message["type"] == "http.response.start" and not replaced:
+                replaced = True
+                await error_response(413, "payload_too_large", detail)(scope, receive, send)
 
         try:
             await self.app(scope, _receive, _send)
         except _TooLarge:
-            if not started:
+            if not replaced:
                 await error_response(413, "payload_too_large", detail)(scope, receive, send)
