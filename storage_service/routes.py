@@ -27,7 +27,6 @@ from storage_service.service import Download, Scope, StorageService
 from storage_service.streams import ExpectedChecksums
 
 
-
 class _KeyConvertor(Convertor[str]):
     """Starlette's ``path`` is ``.*`` under ``^…$``: it stops at a newline, and ``$`` matches
     before a trailing one, so ``a%0A`` would address ``a``. Take every character instead and
