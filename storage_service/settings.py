@@ -32,9 +32,14 @@ class StorageSettings(ServiceSettings):
     # host[:port] that presigned S3 URLs point at, when clients reach S3 by another name than
     # this service does (compose: "minio:9000" inside, "localhost:9000" outside).
     s3_public_endpoint: str | None = None
-    # The SDK holds one part in memory while it uploads it; 16 MiB keeps a 5 GiB object at
-    # 320 parts (S3 allows 10,000) and an upload's memory well under the 150 MB budget.
-    s3_part_size: int = Field(default=16 * MiB, ge=5 * MiB)
+    # The SDK copies a part about three times while it reads and sends it, and keeps
+    # ``s3_parallel_uploads`` parts in flight: measured, an upload costs the process ~48 MiB
+    # at 5 MiB x 2 and ~87 MiB at 16 MiB x 1 (docs/storage.md). 5 MiB is S3's minimum part;
+    # a 5 GiB object is then 1,024 parts (S3 allows 10,000).
+    s3_part_size: int = Field(default=5 * MiB, ge=5 * MiB)
+    s3_parallel_uploads: int = Field(default=2, ge=1, le=8)
+    # Uploads to S3 at once per process; more wait. Bounds memory at ~48 MiB per slot.
+    s3_max_uploads: int = Field(default=4, ge=1)
     s3_threads: int = Field(default=32, ge=2)
 
     default_bucket: str = "dante"

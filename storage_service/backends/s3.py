@@ -62,21 +62,24 @@ class _BodyReader:
         self._done = False
 
     async def _gather(self, n: int) -> bytes:
-        # Collect up to n bytes in one hop, so the SDK's part buffer is built from one bytes
-        # object rather than grown (and copied) once per chunk.
+        # Collect exactly n bytes (or what is left) in one hop and join them once: the SDK
+        # then builds its part from one bytes object instead of growing it chunk by chunk,
+        # and only the block that straddles the boundary is split.
         parts = [self._left] if self._left else []
         have = len(self._left)
+        self._left = b""
         while have < n and not self._done:
             try:
                 block = await anext(self._it)
             except StopAsyncIteration:
                 self._done = True
                 break
+            if have + len(block) > n:
+                cut = n - have
+                block, self._left = block[:cut], block[cut:]
             parts.append(block)
             have += len(block)
-        joined = b"".join(parts)
-        self._left = joined[n:]
-        return joined[:n]
+        return b"".join(parts)
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
@@ -97,6 +100,7 @@ class S3Backend:
             "secure": settings.s3_secure,
             "region": settings.s3_region,  # known region: presigning needs no network call
         }
+        self._upload_slots = asyncio.Semaphore(settings.s3_max_uploads)
         self._pool = ThreadPoolExecutor(settings.s3_threads, thread_name_prefix="s3")
         http = urllib3.PoolManager(
             num_pools=4,
@@ -156,6 +160,12 @@ class S3Backend:
     async def put(
         self, bucket: str, key: str, data: AsyncIterator[bytes], *, content_type: str
     ) -> ObjectInfo:
+        async with self._upload_slots:
+            return await self._put(bucket, key, data, content_type=content_type)
+
+    async def _put(
+        self, bucket: str, key: str, data: AsyncIterator[bytes], *, content_type: str
+    ) -> ObjectInfo:
         reader = _BodyReader(data, asyncio.get_running_loop())
         # length=-1: the SDK reads to the end of the stream before it sends the last part, so
         # an error raised at the end (size, checksum) aborts the upload instead of committing.
@@ -166,6 +176,7 @@ class S3Backend:
             reader,
             length=-1,
             part_size=self._settings.s3_part_size,
+            num_parallel_uploads=self._settings.s3_parallel_uploads,
             content_type=content_type,
         )
         return await self.stat(bucket, key)
