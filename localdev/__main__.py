@@ -48,6 +48,15 @@ def up(
         typer.echo("dante: stopped", err=True)
 
 
+@cli.command()
+def clean(data_dir: Path = typer.Option(Path(".dev"), help="the data dir to remove")) -> None:
+    """Forget everything `up` stored (accounts, jobs, keys, objects)."""
+    import shutil
+
+    shutil.rmtree(data_dir, ignore_errors=True)
+    typer.echo(f"removed {data_dir}")
+
+
 def main() -> None:
     cli()
 
