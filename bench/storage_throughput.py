@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,31 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds each watched process spends between ``start()`` and ``stop()``."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid}
+        self._start: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        return {
+            name: round(cpu_seconds(pid) - self._start[name], 1) for name, pid in self.pids.items()
+        }
+
+
 def generated(total: int) -> Iterator[bytes]:
     block = os.urandom(BLOCK)  # incompressible, and the same block reused: O(1) memory
     sent = 0
@@ -75,20 +100,30 @@ def generated(total: int) -> Iterator[bytes]:
 class Result:
     target: str
     size_mib: int
+    upload_mib_s: float
+    download_mib_s: float
+    peak_rss_mib: dict[str, float | None]
+    upload_cpu_s: dict[str, float]
+    download_cpu_s: dict[str, float]
+
+
+@dataclass
+class Timings:
     upload_s: float
     download_s: float
-    upload_mib_s: float = 0.0
-    download_mib_s: float = 0.0
-    peak_rss_mib: dict[str, float | None] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.upload_mib_s = round(self.size_mib / self.upload_s, 1)
-        self.download_mib_s = round(self.size_mib / self.download_s, 1)
+    upload_cpu_s: dict[str, float]
+    download_cpu_s: dict[str, float]
 
 
 def transfer(
-    client: httpx.Client, put_url: str, get_url: str, size: int, headers: dict[str, str]
-) -> tuple[float, float]:
+    client: httpx.Client,
+    put_url: str,
+    get_url: str,
+    size: int,
+    headers: dict[str, str],
+    meter: CpuMeter,
+) -> Timings:
+    meter.start()
     start = time.perf_counter()
     resp = client.put(
         put_url,
@@ -102,6 +137,8 @@ def transfer(
     if resp.status_code not in (200, 201):
         raise RuntimeError(f"PUT {resp.status_code}: {resp.text[:300]}")
     upload = time.perf_counter() - start
+    upload_cpu = meter.stop()
+    meter.start()
     start = time.perf_counter()
     got = 0
     with client.stream("GET", get_url, headers=headers) as stream:
@@ -112,19 +149,19 @@ def transfer(
     download = time.perf_counter() - start
     if got != size:
         raise RuntimeError(f"downloaded {got} bytes, expected {size}")
-    return upload, download
+    return Timings(upload, download, upload_cpu, meter.stop())
 
 
-def via_api(client: httpx.Client, base: str, token: str, size: int) -> tuple[float, float]:
+def via_api(client: httpx.Client, base: str, token: str, size: int, meter: CpuMeter) -> Timings:
     url = f"{base.rstrip('/')}/api/v1/storage/objects/bench/{uuid.uuid4().hex}.bin"
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        return transfer(client, url, url, size, headers)
+        return transfer(client, url, url, size, headers, meter)
     finally:
         client.delete(url, headers=headers)
 
 
-def via_s3(client: httpx.Client, endpoint: str, size: int) -> tuple[float, float]:
+def via_s3(client: httpx.Client, endpoint: str, size: int, meter: CpuMeter) -> Timings:
     from datetime import timedelta
 
     from minio import Minio
@@ -134,7 +171,7 @@ def via_s3(client: httpx.Client, endpoint: str, size: int) -> tuple[float, float
     put = s3.presigned_put_object("dante", key, expires=timedelta(hours=1))
     get = s3.presigned_get_object("dante", key, expires=timedelta(hours=1))
     try:
-        return transfer(client, put, get, size, {})
+        return transfer(client, put, get, size, {}, meter)
     finally:
         s3.remove_object("dante", key)
 
@@ -289,48 +326,53 @@ def run(
             token = token or env["token"]
             s3_endpoint = env["endpoint"]
 
-        def rss(extra: dict[str, int | None]) -> dict[str, float | None]:
-            pids = {"bench-client": os.getpid(), **extra}
+        def measure(target: str, base: str | None, pids: dict[str, int | None]) -> None:
+            pids = {"bench-client": os.getpid(), **pids}
             if env:
                 pids["weed"] = env["weed_pid"]
-            return {name: peak_rss_mib(pid) for name, pid in pids.items() if pid}
+            meter = CpuMeter(pids)
+            if base is None:
+                t = via_s3(client, s3_endpoint or "", size, meter)
+            else:
+                t = via_api(client, base, token or "", size, meter)
+            peaks = {name: peak_rss_mib(pid) for name, pid in meter.pids.items()}
+            results.append(
+                Result(
+                    target,
+                    size_mib,
+                    round(size_mib / t.upload_s, 1),
+                    round(size_mib / t.download_s, 1),
+                    peaks,
+                    t.upload_cpu_s,
+                    t.download_cpu_s,
+                )
+            )
 
         if s3_endpoint:
-            up, down = via_s3(client, s3_endpoint, size)
-            results.append(Result("s3-direct", size_mib, up, down, peak_rss_mib=rss({})))
+            measure("s3-direct", None, {})
         if env:
             for backend, (url, pid) in env["services"].items():
-                up, down = via_api(client, url, token or "", size)
-                results.append(
-                    Result(f"storage-{backend}", size_mib, up, down,
-                           peak_rss_mib=rss({f"storage-{backend}": pid}))
-                )  # fmt: skip
+                measure(f"storage-{backend}", url, {f"storage-{backend}": pid})
         if storage_url:
-            up, down = via_api(client, storage_url, token or "", size)
-            results.append(
-                Result("storage", size_mib, up, down, peak_rss_mib=rss({"storage": storage_pid}))
-            )
+            measure("storage", storage_url, {"storage": storage_pid})
         if gateway_url:
-            up, down = via_api(client, gateway_url, token or "", size)
-            results.append(
-                Result("gateway", size_mib, up, down,
-                       peak_rss_mib=rss({"gateway": gateway_pid, "storage": storage_pid}))
-            )  # fmt: skip
+            measure("gateway", gateway_url, {"gateway": gateway_pid, "storage": storage_pid})
 
-    typer.echo(f"{'target':<15} {'MiB':>6} {'up MiB/s':>9} {'down MiB/s':>11}  peak RSS (MiB)")
+    typer.echo(f"{'target':<14} {'up MiB/s':>9} {'down MiB/s':>11}  peak RSS MiB | CPU s up / down")
     for r in results:
-        peaks = ", ".join(f"{k} {v:.0f}" for k, v in r.peak_rss_mib.items() if v is not None)
-        typer.echo(
-            f"{r.target:<15} {r.size_mib:>6} {r.upload_mib_s:>9} {r.download_mib_s:>11}  {peaks}"
+        procs = ", ".join(
+            f"{name} {rss:.0f} | {r.upload_cpu_s.get(name, 0)}/{r.download_cpu_s.get(name, 0)}"
+            for name, rss in r.peak_rss_mib.items()
+            if rss is not None
         )
+        typer.echo(f"{r.target:<14} {r.upload_mib_s:>9} {r.download_mib_s:>11}  {procs}")
     base = next((r for r in results if r.target == "s3-direct"), None)
-    if base:
-        for r in results:
-            if r is not base:
-                typer.echo(
-                    f"{r.target}: {r.upload_mib_s / base.upload_mib_s:.0%} of direct upload, "
-                    f"{r.download_mib_s / base.download_mib_s:.0%} of direct download"
-                )
+    for r in results:
+        if base and r is not base:
+            typer.echo(
+                f"{r.target}: {r.upload_mib_s / base.upload_mib_s:.0%} of direct upload, "
+                f"{r.download_mib_s / base.download_mib_s:.0%} of direct download"
+            )
     if json_out:
         json_out.write_text(json.dumps([asdict(r) for r in results], indent=2))
 

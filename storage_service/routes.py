@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.convertors import Convertor, register_url_convertor
 
-from shared.auth import AdminPrincipal, CurrentPrincipal, Principal
+from shared.auth import AdminPrincipal, CurrentPrincipal
 from shared.errors import BadRequest
 from storage_service.backends import ObjectInfo
 from storage_service.schemas import (
@@ -172,17 +172,11 @@ def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def _body_scope(
-    principal: Principal, service: StorageService, bucket: str | None, owner: str | None
-) -> Scope:
-    return service.scope(principal, bucket, owner)
-
-
 @router.post("/presign", response_model=PresignOut)
 async def presign(
     body: PresignIn, request: Request, principal: CurrentPrincipal, service: Service
 ) -> PresignOut:
-    scope = _body_scope(principal, service, body.bucket, body.owner)
+    scope = service.scope(principal, body.bucket, body.owner)
     return await service.presign(scope, body.key, body.method, body.expires_in, _base_url(request))
 
 
@@ -191,7 +185,7 @@ async def presign_batch(
     body: PresignBatchIn, request: Request, principal: CurrentPrincipal, service: Service
 ) -> PresignBatchOut:
     """Presign a job's declared inputs (GET) and outputs (PUT) in one call (the scheduler's)."""
-    scope = _body_scope(principal, service, body.bucket, body.owner)
+    scope = service.scope(principal, body.bucket, body.owner)
     return await service.presign_job_io(
         scope, body.inputs, body.outputs, body.expires_in, _base_url(request)
     )

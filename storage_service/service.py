@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
+from prometheus_client import Counter
 
 from shared.auth import Principal
 from shared.errors import Conflict, Forbidden
@@ -31,6 +32,13 @@ from storage_service.streams import ExpectedChecksums, VerifiedStream
 log = structlog.get_logger(__name__)
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+object_bytes = Counter(
+    "dante_storage_object_bytes_total", "Object bytes stored (in) and served (out).", ["direction"]
+)
+object_refusals = Counter(
+    "dante_storage_upload_refusals_total", "Uploads refused, by reason.", ["reason"]
+)
 
 
 @dataclass(frozen=True)
@@ -135,8 +143,11 @@ class StorageService:
                 bucket, full_key, stream, content_type=content_type or DEFAULT_CONTENT_TYPE
             )
         except Exception as exc:
-            log.info("object.put_refused", bucket=bucket, key=full_key, error=type(exc).__name__)
+            reason = getattr(exc, "code", type(exc).__name__)
+            object_refusals.labels(reason).inc()
+            log.info("object.put_refused", bucket=bucket, key=full_key, reason=reason)
             raise
+        object_bytes.labels("in").inc(info.size)
         log.info("object.stored", bucket=bucket, key=full_key, size=info.size)
         return info
 
@@ -151,6 +162,7 @@ class StorageService:
         span = parse_range(range_header, info.size)
         offset, length = (span[0], span[1] - span[0] + 1) if span else (0, info.size)
         body = await self.backend.open(bucket, full_key, offset, length)
+        object_bytes.labels("out").inc(length)
         return Download(info, span, body)
 
     async def delete_object(self, scope: Scope, key: str) -> None:

@@ -28,6 +28,7 @@ async def test_health_ready_metrics(storage: Storage) -> None:
     assert ready.json()["checks"] == {"backend": "ok"}
     metrics = await storage.client.get("/metrics")
     assert "dante_http_requests_total" in metrics.text
+    assert "dante_storage_object_bytes_total" in metrics.text
 
 
 async def test_s3_server_refuses_a_wrong_secret(s3_server: S3Server) -> None:
