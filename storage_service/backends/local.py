@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import struct
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -46,6 +47,16 @@ class LocalBackend:
         self._tmp = self.root / ".tmp"  # same file system as the objects, so rename is atomic
         self.root.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(exist_ok=True)
+        self._sweep_tmp()
+
+    def _sweep_tmp(self, older_than: float = 24 * 3600) -> None:
+        """Drop uploads a crashed process left half-written (a day old: surely not in flight,
+        even with another instance on the same root)."""
+        cutoff = time.time() - older_than
+        for entry in os.scandir(self._tmp):
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
 
     # --- paths --------------------------------------------------------------------------------
 

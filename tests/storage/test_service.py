@@ -131,3 +131,18 @@ def test_no_accepted_key_leaves_its_namespace(key: str) -> None:
         assert ".." not in form.split("/")
         assert "\\" not in form and "\x00" not in form
     assert validate_key(key) == key
+
+
+def test_local_backend_sweeps_stale_partial_uploads(tmp_path: Path) -> None:
+    import os
+
+    from storage_service.backends.local import LocalBackend
+
+    LocalBackend(tmp_path)
+    stale, fresh = tmp_path / ".tmp" / "stale", tmp_path / ".tmp" / "fresh"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"in flight")
+    os.utime(stale, (0, 0))
+    LocalBackend(tmp_path)
+    assert not stale.exists()
+    assert fresh.exists()
