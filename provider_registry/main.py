@@ -16,7 +16,7 @@ from provider_registry.routes import router
 from provider_registry.service import RegistryService
 from provider_registry.settings import RegistrySettings
 from shared.app import create_service_app, service_runtime
-from shared.db import make_engine, ping, run_migrations, unit_of_work
+from shared.db import service_database, unit_of_work
 from shared.nats import close_nats, connect, ensure_streams
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -48,26 +48,23 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_migrations(MIGRATIONS, settings.database_url, "alembic_version_registry")
-        engine = make_engine(settings.database_url)
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
-        nc = await connect(settings.nats_url, "registry")
-        js = nc.jetstream()
-        await ensure_streams(js, ["EVENTS"])
-        app.state.sessions = sessions
-        app.state.js = js
-        app.state.ready_checks["database"] = lambda: ping(engine)
-        app.state.ready_checks["nats"] = lambda: nc.flush(timeout=2)
-        stop = asyncio.Event()
-        sweeper = asyncio.create_task(sweep_forever(sessions, js, settings, stop))
-        try:
-            async with service_runtime(app, settings, jwks=jwks):
-                yield
-        finally:
-            stop.set()
-            await sweeper
-            await close_nats(nc)
-            await engine.dispose()
+        async with service_database(
+            app, settings.database_url, MIGRATIONS, "alembic_version_registry"
+        ) as sessions:
+            nc = await connect(settings.nats_url, "registry")
+            js = nc.jetstream()
+            await ensure_streams(js, ["EVENTS"])
+            app.state.js = js
+            app.state.ready_checks["nats"] = lambda: nc.flush(timeout=2)
+            stop = asyncio.Event()
+            sweeper = asyncio.create_task(sweep_forever(sessions, js, settings, stop))
+            try:
+                async with service_runtime(app, settings, jwks=jwks):
+                    yield
+            finally:
+                stop.set()
+                await sweeper
+                await close_nats(nc)
 
     app = create_service_app(settings, title="Dante provider registry", lifespan=lifespan)
     # The original clients call /providers directly; through the gateway it is /api/v1/providers.

@@ -208,3 +208,19 @@ async def _request_uow(request: Request) -> AsyncIterator[UnitOfWork]:
 # scope="function": the commit happens before the response leaves, so a client that reads
 # right after a 2xx sees its own write.
 UoW = Annotated[UnitOfWork, Depends(_request_uow, scope="function")]
+
+
+@asynccontextmanager
+async def service_database(
+    app: Any, url: str, migrations: Path, version_table: str
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A service's own database for its lifetime: migrated, on ``app.state``, ready-checked."""
+    await run_migrations(migrations, url, version_table)
+    engine = make_engine(url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    app.state.sessions = sessions
+    app.state.ready_checks["database"] = lambda: ping(engine)
+    try:
+        yield sessions
+    finally:
+        await engine.dispose()
