@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 MAX_SCRIPT_BYTES = 256 * 1024
+
+
+def _object_key(key: str) -> str:
+    """A storage key a job reads or writes: relative, plain characters, no ``.``/``..`` parts."""
+    parts = key.split("/")
+    if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError("must be a relative key without empty, '.' or '..' parts")
+    return key
+
+
+ObjectKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-/]{1,512}$"), AfterValidator(_object_key)]
 
 
 class Strict(BaseModel):
@@ -51,6 +62,9 @@ class JobSubmission(Strict):
     max_price_per_hour: float | None = Field(default=None, ge=0)
     labels: dict[str, str] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
+    # storage keys in the owner's namespace: downloaded before the job, uploaded after it
+    inputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
+    outputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="after")
     def _params_match_type(self) -> Self:
@@ -78,4 +92,6 @@ class JobSubmission(Strict):
             "max_price_per_hour": self.max_price_per_hour,
             "labels": self.labels,
             "env": self.env,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
         }

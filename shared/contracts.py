@@ -43,6 +43,23 @@ class JobSubmitted(Message):
     submitted_at: datetime
 
 
+class TaskObject(Message):
+    """One object a task reads or writes, through a presigned URL (the daemon holds no token).
+
+    ``key`` is the storage key in the job owner's namespace. Inputs are downloaded (GET) to
+    ``<workdir>/inputs/<key>`` before the job starts; outputs are uploaded (PUT) from
+    ``<workdir>/outputs/<key>`` after it ends; the log goes to ``jobs/<job_id>/attempt-<n>.log``.
+    """
+
+    key: str
+    url: str
+
+
+def log_key(job_id: str, attempt: int) -> str:
+    """Where an attempt's whole log lands in the owner's namespace."""
+    return f"jobs/{job_id}/attempt-{attempt}.log"
+
+
 class TaskDispatch(Message):
     """``tasks.dispatch.<provider_id>``: everything the daemon needs to run one attempt."""
 
@@ -55,6 +72,11 @@ class TaskDispatch(Message):
     gpu_indices: list[int] = Field(default_factory=list)
     timeout_seconds: int | None = None
     correlation_id: str | None = None
+    # dispatched but not reported running by then → the scheduler requeues the attempt
+    start_deadline: datetime | None = None
+    inputs: list[TaskObject] = Field(default_factory=list)
+    outputs: list[TaskObject] = Field(default_factory=list)
+    log_upload: TaskObject | None = None
 
 
 class TaskCancel(Message):
@@ -76,6 +98,8 @@ class TaskStatus(Message):
     exit_code: int | None = None
     error: str | None = None
     at: datetime
+    # on a terminal report: the storage keys this attempt uploaded (outputs and its log)
+    artifacts: list[str] = Field(default_factory=list)
 
 
 class LogChunk(Message):
