@@ -166,9 +166,10 @@ class Agent:
 
     async def heartbeat_loop(self, stop: asyncio.Event) -> None:
         assert self.client and self.nvml
+        delay = self.next_beat()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.next_beat())
+                await asyncio.wait_for(stop.wait(), delay)
             if stop.is_set():
                 return
             body = {"gpus": self.nvml.metrics(), "running_tasks": len(self.running)}
@@ -178,28 +179,31 @@ class Agent:
                 if exc.response.status_code == 404:  # the registry forgot us: register again
                     await backoff_retry("register", self.register, stop)
                     self.heartbeat_failures = 0
+                    delay = self.next_beat()
                     continue
-                self._beat_failed(f"HTTP {exc.response.status_code}")
-            except CredentialsRejected:
-                raise  # the key was revoked: nothing to retry; the unit's restart limit shows it
+                delay = self._beat_failed(f"HTTP {exc.response.status_code}")
+                continue
             except Exception as exc:  # outage: tasks go on; the next beat tries again
-                self._beat_failed(str(exc) or type(exc).__name__)
-            else:
-                if self.heartbeat_failures:
-                    log.info("heartbeat.resumed", after_failures=self.heartbeat_failures)
-                self.heartbeat_failures = 0
+                delay = self._beat_failed(str(exc) or type(exc).__name__)
+                continue
+            if self.heartbeat_failures:
+                log.info("heartbeat.resumed", after_failures=self.heartbeat_failures)
+            self.heartbeat_failures = 0
+            delay = self.next_beat()
 
-    def _beat_failed(self, error: str) -> None:
+    def _beat_failed(self, error: str) -> float:
         self.heartbeat_failures += 1
+        delay = self.next_beat()
         log.warning(
-            "heartbeat.failed",
-            error=error,
-            failures=self.heartbeat_failures,
-            next_in_s=round(self.next_beat(), 1),
+            "heartbeat.failed", error=error, failures=self.heartbeat_failures, next_in_s=delay
         )
+        return delay
 
     async def on_task(self, msg: Msg) -> None:
-        data = json.loads(msg.data)
+        try:
+            data = json.loads(msg.data)
+        except ValueError as exc:
+            raise Poison("task is not JSON") from exc
         if data.get("kind") == "cancel":
             try:
                 cancel = TaskCancel.model_validate(data)
