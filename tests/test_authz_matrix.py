@@ -404,3 +404,10 @@ def test_no_secret_reaches_any_log_line(cluster: LocalCluster) -> None:
     assert len(lines) > 50 and any(name in line or "user.registered" in line for _, line in lines)
     leaks = [(f, s[:12]) for f, line in lines for s in secrets if s in line]
     assert not leaks, leaks
+
+
+def test_the_revocation_feed_is_not_reachable_through_the_gateway(cluster: LocalCluster) -> None:
+    r = httpx.get(f"{cluster.gateway_url}/internal/revocations")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    direct = httpx.get(f"http://127.0.0.1:{cluster.ports['auth']}/internal/revocations")
+    assert direct.status_code == 200 and set(direct.json()) == {"users", "providers", "tokens"}
