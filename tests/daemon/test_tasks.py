@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,13 @@ async def test_cancel_leaves_no_process_of_the_group(
     assert "never" not in bus.lines(task.job_id)
 
 
+async def _until(pred: Callable[[], bool], limit: float = 60) -> None:
+    """Poll a file-system fact; the bound only stops a hung run."""
+    async with asyncio.timeout(limit):
+        while not pred():  # noqa: ASYNC110 - a file, nothing to await on
+            await asyncio.sleep(0.05)
+
+
 async def test_concurrency_limit_holds_the_next_task(
     daemons: DaemonFactory, bus: Bus, tmp_path: Path
 ) -> None:
@@ -126,6 +134,8 @@ async def test_concurrency_limit_holds_the_next_task(
     # the third was offered and handed back: it waits for a free slot, it did not start
     await d.await_event("consumer.retry", error="at the concurrency limit")
     assert not bus.statuses.get(waiting[0].job_id)
+    # `running` is reported as the process starts, a moment before its first line is written
+    await _until(lambda: journal.exists() and journal.read_text().count("start") >= 2)
     assert journal.read_text().split() == ["start", "start"]
     (tmp_path / f"release-{tasks.index(running[0])}").touch()
     await bus.state(waiting[0].job_id, "running", limit=120)
