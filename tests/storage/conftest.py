@@ -4,10 +4,6 @@ in-process over ``httpx.ASGITransport``, once per backend."""
 from __future__ import annotations
 
 import contextlib
-import json
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +15,7 @@ import pytest
 
 from storage_service.main import create_app
 from storage_service.settings import MiB, StorageSettings
-from tests.support.servers import VENV_BIN, free_port, wait_for_port
+from tests.support.servers import S3Server, weed_mini
 
 S3_ACCESS_KEY = "dante-test"
 S3_SECRET_KEY = "dante-test-secret-0123456789"
@@ -27,94 +23,9 @@ MAX_OBJECT = 12 * MiB  # small enough to test the cap quickly, above one 5 MiB S
 BASE_URL = "http://storage.test"
 
 
-@dataclass(frozen=True)
-class S3Server:
-    endpoint: str  # host:port
-    access_key: str
-    secret_key: str
-
-
-def _weed_ready(endpoint: str) -> bool:
-    from minio import Minio
-
-    client = Minio(endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, secure=False, region="us-east-1")
-    try:
-        client.list_buckets()
-        return True
-    except Exception:
-        return False
-
-
-@contextlib.contextmanager
-def weed_mini() -> Iterator[S3Server]:
-    """``weed mini`` with every listener on a free port and one identity, so requests must be
-    signed with its secret."""
-    root = Path(tempfile.mkdtemp(prefix="dante-weed-"))
-    config = root / "s3.json"
-    identity = {
-        "name": "dante",
-        "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }
-    config.write_text(json.dumps({"identities": [identity]}))
-    s3_port = free_port()
-    ports = {
-        f"-{name}": free_port()
-        for name in (
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "s3.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-        )
-    }
-    args = [
-        str(VENV_BIN / "weed"),
-        "mini",
-        f"-dir={root / 'data'}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-s3.port={s3_port}",
-        f"-s3.config={config}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        "-webdav=false",
-        "-admin.ui=false",
-        "-master.volumeSizeLimitMB=64",
-        *(f"{flag}={port}" for flag, port in ports.items()),
-    ]
-    (root / "data").mkdir()
-    log = open(root / "weed.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"127.0.0.1:{s3_port}"
-    try:
-        wait_for_port(s3_port, timeout=60, proc=proc)
-        deadline = time.monotonic() + 60
-        while not _weed_ready(endpoint):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"weed mini did not serve S3: see {root / 'weed.log'}")
-            time.sleep(0.2)
-        yield S3Server(endpoint, S3_ACCESS_KEY, S3_SECRET_KEY)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        import shutil
-
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    with weed_mini() as server:
+    with weed_mini(S3_ACCESS_KEY, S3_SECRET_KEY) as server:
         yield server
 
 

