@@ -183,7 +183,7 @@ def weed_mini(
     secret_key: str = "dante-test-secret-0123456789",
     *,
     bucket: str | None = None,
-    volume_size_limit_mb: int = 64,
+    volume_size_limit_mb: int | None = 64,
     workdir: Path | None = None,
     timeout: float = 90.0,
 ) -> Iterator[S3Server]:
@@ -225,9 +225,10 @@ def weed_mini(
         "-s3.port.lance=0",
         "-webdav=false",
         "-admin.ui=false",
-        f"-master.volumeSizeLimitMB={volume_size_limit_mb}",
         *(f"-{flag}={free_port()}" for flag in listeners),
     ]
+    if volume_size_limit_mb is not None:  # small volumes keep a test's disk use small
+        args.append(f"-master.volumeSizeLimitMB={volume_size_limit_mb}")
     log = open(root / "weed.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     server = S3Server(f"127.0.0.1:{s3_port}", access_key, secret_key, proc.pid)
