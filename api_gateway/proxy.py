@@ -26,7 +26,6 @@ HOP_BY_HOP = frozenset(
         "transfer-encoding",
         "upgrade",
         "host",
-        "content-length",
     }
 )
 # Identity is what the verified token says; a client must not be able to claim one by header.

@@ -82,13 +82,14 @@ class StorageService:
     # --- who and where ------------------------------------------------------------------------
 
     def scope(self, principal: Principal, bucket: str | None, owner: str | None) -> Scope:
-        """A requester acts in its own namespace; an admin in any (``owner=<user id>``) or in
-        the whole bucket (``owner=*``)."""
+        """A requester acts in its own namespace; an admin or a service (the scheduler
+        presigning a job's objects for its owner) in any (``owner=<user id>``) or in the whole
+        bucket (``owner=*``)."""
         name = validate_bucket(bucket) if bucket else self.settings.default_bucket
         if owner is None or owner == principal.user_id:
             return Scope(name, Namespace.of_user(principal.user_id))
-        if not principal.is_admin:
-            raise Forbidden("only an admin may act in another user's namespace")
+        if not (principal.is_admin or principal.is_service):
+            raise Forbidden("only an admin or a service may act in another user's namespace")
         if owner == ALL_NAMESPACES:
             return Scope(name, Namespace(ALL_NAMESPACES))
         return Scope(name, Namespace.of_user(owner))
