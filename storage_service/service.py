@@ -141,7 +141,11 @@ class StorageService:
         stream = VerifiedStream(body, limit=limit, expected=checksums)
         try:
             info = await self.backend.put(
-                bucket, full_key, stream, content_type=content_type or DEFAULT_CONTENT_TYPE
+                bucket,
+                full_key,
+                stream,
+                content_type=content_type or DEFAULT_CONTENT_TYPE,
+                content_length=content_length,
             )
         except Exception as exc:
             reason = getattr(exc, "code", type(exc).__name__)

@@ -40,6 +40,10 @@ class StorageSettings(ServiceSettings):
     s3_parallel_uploads: int = Field(default=2, ge=1, le=8)
     # Uploads to S3 at once per process; more wait. Bounds memory at ~48 MiB per slot.
     s3_max_uploads: int = Field(default=4, ge=1)
+    # An upload that declares its length up to this size goes to S3 as one streamed PUT
+    # (S3's single-PUT limit is 5 GiB); larger or chunked ones as multipart. 0: always
+    # multipart.
+    s3_single_put_max: int = Field(default=5 * GiB, ge=0, le=5 * GiB)
     s3_threads: int = Field(default=32, ge=2)
 
     default_bucket: str = "dante"

@@ -103,9 +103,12 @@ class VerifiedStream:
             if self.size > self._limit:
                 raise ObjectTooLarge(f"objects are at most {self._limit} bytes")
             buffer += chunk
-            if len(buffer) >= BLOCK:
-                block = bytes(buffer)
-                buffer.clear()
+            # Strictly more than a block: the last bytes are held back until the digests are
+            # checked, so a backend streaming to S3 in one PUT never sends a complete body
+            # that fails its checksum (S3 would commit it).
+            while len(buffer) > BLOCK:
+                block = bytes(buffer[:BLOCK])
+                del buffer[:BLOCK]
                 if hashing:
                     await asyncio.to_thread(self._hash, block)
                 yield block

@@ -47,9 +47,16 @@ class Backend(Protocol):
         """``BucketNotFound`` if absent, ``BucketNotEmpty`` if it holds objects."""
 
     async def put(
-        self, bucket: str, key: str, data: AsyncIterator[bytes], *, content_type: str
+        self,
+        bucket: str,
+        key: str,
+        data: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        content_length: int | None = None,
     ) -> ObjectInfo:
-        """Store what ``data`` yields; the object appears only if ``data`` ends without error."""
+        """Store what ``data`` yields; the object appears only if ``data`` ends without error.
+        ``content_length``, when the client declared it, is exactly what ``data`` yields."""
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
         """``ObjectNotFound`` / ``BucketNotFound`` when absent."""

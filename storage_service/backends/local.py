@@ -125,7 +125,13 @@ class LocalBackend:
     # --- objects ------------------------------------------------------------------------------
 
     async def put(
-        self, bucket: str, key: str, data: AsyncIterator[bytes], *, content_type: str
+        self,
+        bucket: str,
+        key: str,
+        data: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        content_length: int | None = None,
     ) -> ObjectInfo:
         target = self._path(bucket, key)
         await asyncio.to_thread(self._require_bucket, bucket)

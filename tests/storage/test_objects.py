@@ -192,3 +192,35 @@ async def test_size_cap_streamed_body(storage: Storage) -> None:
     exact = await alice.put("exact", generated(MAX_OBJECT))
     assert exact.status_code == 201
     assert exact.json()["size"] == MAX_OBJECT
+
+
+async def test_declared_length_upload_with_checksum(storage: Storage) -> None:
+    """Content-Length declared (S3: one streamed PUT), a whole number of 1 MiB blocks."""
+    alice = storage.user()
+    body = b"".join([block async for block in generated(3 * MiB)])
+    want = hashlib.sha256(body).hexdigest()
+    put = await alice.put("declared", body, headers={"x-checksum-sha256": want})
+    assert put.status_code == 201, put.text
+    assert put.json()["size"] == len(body)
+    got = await alice.get("declared")
+    assert got.content == body
+    assert got.headers["etag"] == f'"{put.json()["etag"]}"'
+
+
+async def test_declared_length_mismatch_never_commits(storage: Storage) -> None:
+    """The failing body is a whole number of blocks, so only the held-back last block keeps a
+    streamed PUT from completing before the digest is checked."""
+    alice = storage.user()
+    await alice.put("blocks", b"original")
+    body = b"".join([block async for block in generated(2 * MiB)])
+    for headers in (
+        {"x-checksum-sha256": hashlib.sha256(b"other").hexdigest()},
+        {"Content-MD5": base64.b64encode(hashlib.md5(b"other").digest()).decode()},
+    ):
+        put = await alice.put("blocks", body, headers=headers)
+        assert put.status_code == 400
+        assert put.json()["error"] == "checksum_mismatch"
+        assert (await alice.get("blocks")).content == b"original"
+        fresh = await alice.put("blocks-new", body, headers=headers)
+        assert fresh.status_code == 400
+        assert (await alice.get("blocks-new")).status_code == 404
