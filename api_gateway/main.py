@@ -4,7 +4,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
@@ -29,16 +28,15 @@ def create_app(
         await ensure_streams(js, ["JOBS", "LOGS"])
         app.state.js = js
         app.state.ready_checks["nats"] = lambda: nc.flush(timeout=2)
-        upstream_client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=3.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        )
+        upstreams: Upstreams | None = None
         try:
             async with service_runtime(app, settings, jwks=jwks) as rt:
-                app.state.upstreams = Upstreams(rt.discovery, upstream_client)
+                upstreams = Upstreams(rt.discovery, settings.upstream_timeout_seconds)
+                app.state.upstreams = upstreams
                 yield
         finally:
-            await upstream_client.aclose()
+            if upstreams is not None:
+                await upstreams.aclose()
             await close_nats(nc)
 
     app = create_service_app(settings, title="Dante API gateway", lifespan=lifespan)

@@ -157,14 +157,15 @@ def echo_app() -> Any:
         body = await request.body()
         return JSONResponse({"headers": dict(request.headers), "size": len(body)})
 
-    async def slow(_: Request) -> JSONResponse:
+    async def slow(request: Request) -> JSONResponse:
+        await request.body()
         await asyncio.sleep(3)  # past the gateway's 1 s upstream timeout
         return JSONResponse({})
 
     return Starlette(
         routes=[
             Route("/api/v1/providers/echo", echo, methods=["GET", "POST"]),
-            Route("/api/v1/providers/slow", slow),
+            Route("/api/v1/providers/slow", slow, methods=["GET", "POST"]),
         ]
     )
 

@@ -4,6 +4,7 @@ token (the scheduler's) presigns a job's objects for their owner."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -191,6 +192,23 @@ async def test_a_slow_upstream_is_504(gateway: Gateway) -> None:
     assert resp.status_code == 504
     assert resp.json()["error"] == "upstream_timeout"
     assert resp.headers["x-request-id"]
+    posted = await gateway.client.post("/api/v1/providers/slow", content=b"{}", headers=user.auth)
+    assert posted.status_code == 504
+
+
+async def test_an_upload_longer_than_the_upstream_timeout_completes(gateway: Gateway) -> None:
+    """The gateway's 1 s upstream timeout counts from the end of the body, not its start."""
+    alice = gateway.via.user()
+    blocks = [os.urandom(64 * 1024) for _ in range(5)]
+
+    async def trickle():  # type: ignore[no-untyped-def]
+        for block in blocks:
+            await asyncio.sleep(0.4)
+            yield block
+
+    put = await alice.put("slow.bin", trickle())
+    assert put.status_code == 201, put.text
+    assert (await alice.get("slow.bin")).content == b"".join(blocks)
 
 
 async def test_no_upstream_is_503(gateway: Gateway) -> None:
