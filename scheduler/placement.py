@@ -14,6 +14,7 @@ class Demand:
     min_vram_mb: int = 0
     max_price_per_hour: float | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    min_compute_capability: str | None = None
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,17 @@ class GpuSlot:
     name: str
     memory_total_mb: int
     healthy: bool = True
+    compute_capability: str | None = None
+
+
+def capability(value: str | None) -> tuple[int, ...] | None:
+    """``"8.9"`` → ``(8, 9)``, compared numerically (``"10.0"`` beats ``"9.0"``)."""
+    if not value:
+        return None
+    try:
+        return tuple(int(p) for p in value.split("."))
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -47,6 +59,10 @@ class Placement:
 def _gpu_fits(gpu: GpuSlot, demand: Demand) -> bool:
     if demand.gpu_model and not fnmatchcase(gpu.name.lower(), demand.gpu_model.lower()):
         return False
+    if demand.min_compute_capability:
+        have, need = capability(gpu.compute_capability), capability(demand.min_compute_capability)
+        if have is None or need is None or have < need:
+            return False  # an unknown capability cannot be promised
     return gpu.memory_total_mb >= demand.min_vram_mb
 
 
@@ -96,3 +112,29 @@ def allocate(cap: Capacity, placement: Placement, at: datetime) -> None:
     cap.running_tasks += 1
     cap.used_indices.update(placement.gpu_indices)
     cap.last_placed_at = at
+
+
+def describe(demand: Demand) -> str:
+    """The demand in words, for a waiting job's events."""
+    parts = [f"{demand.gpu_count} GPU(s)" if demand.gpu_count else "a task slot"]
+    if demand.gpu_model:
+        parts.append(f"model {demand.gpu_model}")
+    if demand.min_vram_mb:
+        parts.append(f">= {demand.min_vram_mb} MB")
+    if demand.min_compute_capability:
+        parts.append(f"compute >= {demand.min_compute_capability}")
+    if demand.max_price_per_hour is not None:
+        parts.append(f"price <= {demand.max_price_per_hour}/h")
+    if demand.labels:
+        parts.append("labels " + ",".join(f"{k}={v}" for k, v in sorted(demand.labels.items())))
+    return ", ".join(parts)
+
+
+def wait_reason(demand: Demand, live: list[Capacity]) -> str:
+    """Why ``choose`` found nothing: no live provider, none that matches, or all busy."""
+    if not live:
+        return "waiting: no live provider"
+    matching = [c for c in live if _static_fit(c, demand) is not None]
+    if not matching:
+        return f"waiting: no live provider offers {describe(demand)}"
+    return f"waiting: {len(matching)} matching live provider(s), none free now ({describe(demand)})"

@@ -6,7 +6,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scheduler.models import Job, JobEvent, ProviderView
+from scheduler.models import Job, JobEvent, JobTag, ProviderView
 from shared.contracts import JobState
 
 ACTIVE = (JobState.DISPATCHED, JobState.RUNNING)
@@ -44,6 +44,17 @@ class JobRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
+    async def dispatch_expired(self, now: datetime, limit: int) -> list[Job]:
+        """Dispatched attempts past their start deadline, locked; other replicas skip them."""
+        stmt = (
+            sa.select(Job)
+            .where(Job.state == JobState.DISPATCHED, Job.start_deadline < now)
+            .order_by(Job.start_deadline)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
     async def active_allocations(self) -> list[tuple[str, list[int]]]:
         stmt = sa.select(Job.provider_id, Job.gpu_indices).where(Job.state.in_(ACTIVE))
         return [(pid, list(idx or [])) for pid, idx in (await self.session.execute(stmt)).all()]
@@ -61,6 +72,9 @@ class JobRepository:
         owner_id: str | None,
         *,
         state: str | None = None,
+        tag: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 50,
         before: tuple[datetime, str] | None = None,
     ) -> list[Job]:
@@ -69,6 +83,13 @@ class JobRepository:
             stmt = stmt.where(Job.owner_id == owner_id)
         if state:
             stmt = stmt.where(Job.state == state)
+        if tag:
+            tagged = sa.select(JobTag.job_id).where(JobTag.tag == tag)
+            stmt = stmt.where(Job.id.in_(tagged))
+        if created_after is not None:
+            stmt = stmt.where(Job.created_at >= created_after)
+        if created_before is not None:
+            stmt = stmt.where(Job.created_at < created_before)
         if before:
             at, job_id = before
             stmt = stmt.where(

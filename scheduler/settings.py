@@ -14,3 +14,10 @@ class SchedulerSettings(ServiceSettings):
     placement_interval_seconds: float = 1.0
     placement_batch: int = 200
     heartbeat_ttl_seconds: float = 30.0
+    # dispatched but not reported running within this → the attempt is presumed lost (a daemon
+    # that died before taking it, or a publish lost in a crash) and the job is requeued
+    dispatch_timeout_seconds: float = 60.0
+    # the service-token client the scheduler presents to storage when presigning job I/O
+    service_client_id: str = "scheduler"
+    service_client_secret: str = ""
+    presign_expires_seconds: int = 6 * 3600

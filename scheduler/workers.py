@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from scheduler.dispatch import Placer, Presigner
 from scheduler.service import SchedulerService
 from scheduler.settings import SchedulerSettings
 from shared.contracts import JobSubmitted, ProviderEvent, TaskStatus
@@ -30,14 +31,16 @@ class Workers:
         sessions: async_sessionmaker[AsyncSession],
         js: JetStreamContext,
         settings: SchedulerSettings,
+        presigner: Presigner | None = None,
     ) -> None:
         self.sessions = sessions
         self.js = js
         self.settings = settings
+        self.presigner = presigner
         self.wake = asyncio.Event()
 
     def _service(self, uow: object) -> SchedulerService:
-        return SchedulerService(uow, self.js, self.settings.heartbeat_ttl_seconds)  # type: ignore[arg-type]
+        return SchedulerService(uow, self.js, self.settings)  # type: ignore[arg-type]
 
     async def on_submitted(self, msg: Msg) -> None:
         try:
@@ -78,7 +81,9 @@ class Workers:
                 )
                 if not got.scalar_one():
                     return 0
-            return await self._service(uow).place(self.settings.placement_batch)
+            service = self._service(uow)
+            await service.expire_dispatches(self.settings.placement_batch)
+            return await Placer(service, self.presigner).place(self.settings.placement_batch)
 
     async def placement_loop(self, stop: asyncio.Event) -> None:
         """Place on a hint (new job, freed capacity) or every interval, with jitter."""

@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {
     "auth_service": ("alembic_version_auth", {"users", "refresh_tokens", "api_keys"}),
     "provider_registry": ("alembic_version_registry", {"providers", "gpus"}),
-    "scheduler": ("alembic_version_scheduler", {"jobs", "job_events", "provider_views"}),
+    "scheduler": (
+        "alembic_version_scheduler",
+        {"jobs", "job_events", "provider_views", "job_tags", "usage_records"},
+    ),
 }
 
 
