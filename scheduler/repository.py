@@ -115,5 +115,9 @@ class ProviderViewRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
+    async def owned_by(self, owner_id: str) -> list[str]:
+        stmt = sa.select(ProviderView.id).where(ProviderView.owner_id == owner_id)
+        return list((await self.session.execute(stmt)).scalars())
+
     async def all_known(self) -> list[ProviderView]:
         return list((await self.session.execute(sa.select(ProviderView))).scalars())

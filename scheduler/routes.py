@@ -100,3 +100,52 @@ async def cancel_job(job_id: str, principal: CurrentPrincipal, service: Service)
         {"job_id": job.id, "status": job.state, "message": "cancellation requested"},
         status_code=202,
     )
+
+
+@router.get("/usage", tags=["usage"])
+async def usage(
+    principal: CurrentPrincipal,
+    service: Service,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    records: int = Query(default=50, ge=0, le=1000),
+) -> dict[str, Any]:
+    """A requester sees what it used and owes; a provider what it earned; an admin, totals."""
+    owner: str | None = None
+    provider_ids: list[str] | None = None
+    if principal.role == "provider":
+        provider_ids = await service.providers.owned_by(principal.user_id)
+        if principal.provider_id and principal.provider_id not in provider_ids:
+            provider_ids.append(principal.provider_id)
+        scope = "provider"
+    elif principal.is_admin:
+        scope = "all"
+    else:
+        owner = principal.user_id
+        scope = "requester"
+    summary = await service.usage.summary(
+        owner_id=owner, provider_ids=provider_ids, since=_aware(since), until=_aware(until)
+    )
+    rows = await service.usage.records(owner_id=owner, provider_ids=provider_ids, limit=records)
+    return {
+        "scope": scope,
+        "provider_ids": provider_ids,
+        **summary,
+        "records": [
+            {
+                "job_id": r.job_id,
+                "attempt": r.attempt,
+                "state": r.state,
+                "provider_id": r.provider_id,
+                "gpu_model": r.gpu_model,
+                "gpu_count": r.gpu_count,
+                "started_at": r.started_at,
+                "ended_at": r.ended_at,
+                "seconds": r.seconds,
+                "gpu_seconds": r.gpu_seconds,
+                "price_per_hour": r.price_per_hour,
+                "cost": r.cost,
+            }
+            for r in rows
+        ],
+    }
