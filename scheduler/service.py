@@ -202,9 +202,16 @@ class SchedulerService:
         out += [{"key": k, "kind": "output"} for k in keys if k in allowed]
         return out
 
-    async def expire_dispatches(self, limit: int = 200) -> int:
-        """Dispatched attempts not reported running by their deadline go back to the queue."""
-        expired = await self.jobs.dispatch_expired(utcnow(), limit)
+    async def expire_dispatches(self, limit: int = 200, *, reports_pending: bool = False) -> int:
+        """Dispatched attempts not reported running by their deadline go back to the queue.
+
+        While status reports wait unread (after a restart, or a burst) a "running" report may
+        be among them, so only attempts a whole extra window late are expired then.
+        """
+        cutoff = utcnow()
+        if reports_pending:
+            cutoff -= timedelta(seconds=self.settings.dispatch_timeout_seconds)
+        expired = await self.jobs.dispatch_expired(cutoff, limit)
         for job in expired:
             await self._requeue_or_fail(
                 job, f"not started by its deadline on provider {job.provider_id}"

@@ -21,3 +21,5 @@ class SchedulerSettings(ServiceSettings):
     service_client_id: str = "scheduler"
     service_client_secret: str = ""
     presign_expires_seconds: int = 6 * 3600
+    # JetStream redelivers a message fetched by a replica that died after this long
+    ack_wait_seconds: float = 30.0

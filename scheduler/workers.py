@@ -22,7 +22,19 @@ from shared.nats import Poison, PullConsumer, correlation_of
 log = structlog.get_logger(__name__)
 
 PLACEMENT_LOCK = 0x646E7465_01
-"""Advisory lock key: one replica places at a time, so GPU accounting never races."""
+"""Advisory lock key: one replica runs a placement round at a time (PostgreSQL).
+
+Why a lock and not only ``SKIP LOCKED``: a round decides per-GPU capacity across many rows,
+so two replicas each claiming *different* queued jobs could still hand the same GPU index on
+one host to both. The lock is transaction-scoped and taken first; under READ COMMITTED every
+later statement of the round sees the previous round's commit, so accounting never races.
+Rows are still claimed ``FOR UPDATE SKIP LOCKED`` so cancels and status updates serialise with
+a round per job. A replica that misses the lock skips the round instead of waiting; intake and
+status handling run on every replica in parallel.
+"""
+
+
+STATUS_CONSUMER = "scheduler-status"
 
 
 class Workers:
@@ -82,8 +94,17 @@ class Workers:
                 if not got.scalar_one():
                     return 0
             service = self._service(uow)
-            await service.expire_dispatches(self.settings.placement_batch)
+            pending = await self._reports_pending()
+            await service.expire_dispatches(self.settings.placement_batch, reports_pending=pending)
             return await Placer(service, self.presigner).place(self.settings.placement_batch)
+
+    async def _reports_pending(self) -> bool:
+        """Are status reports waiting in JetStream (a "running" may be among them)?"""
+        try:
+            info = await self.js.consumer_info("STATUS", STATUS_CONSUMER)
+        except Exception:
+            return True  # cannot tell: be lenient with deadlines
+        return bool(info.num_pending or info.num_ack_pending)
 
     async def placement_loop(self, stop: asyncio.Event) -> None:
         """Place on a hint (new job, freed capacity) or every interval, with jitter."""
@@ -98,15 +119,26 @@ class Workers:
                 await asyncio.wait_for(self.wake.wait(), delay)
 
     async def run(self, stop: asyncio.Event) -> None:
+        wait = self.settings.ack_wait_seconds
         consumers = [
-            PullConsumer(self.js, "JOBS", "scheduler-intake", "jobs.submitted", self.on_submitted),
-            PullConsumer(self.js, "STATUS", "scheduler-status", "jobs.status.*", self.on_status),
+            PullConsumer(
+                self.js,
+                "JOBS",
+                "scheduler-intake",
+                "jobs.submitted",
+                self.on_submitted,
+                ack_wait=wait,
+            ),
+            PullConsumer(
+                self.js, "STATUS", STATUS_CONSUMER, "jobs.status.*", self.on_status, ack_wait=wait
+            ),
             PullConsumer(
                 self.js,
                 "EVENTS",
                 "scheduler-providers",
                 "providers.events.*",
                 self.on_provider_event,
+                ack_wait=wait,
             ),
         ]
         async with asyncio.TaskGroup() as tg:
