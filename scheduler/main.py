@@ -43,7 +43,7 @@ def create_app(
                     yield
             finally:
                 stop.set()
-                await asyncio.wait({task}, timeout=10)
+                await asyncio.wait({task}, timeout=settings.shutdown_grace_seconds)
                 task.cancel()
                 await close_nats(nc)
 

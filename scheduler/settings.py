@@ -23,3 +23,6 @@ class SchedulerSettings(ServiceSettings):
     presign_expires_seconds: int = 6 * 3600
     # JetStream redelivers a message fetched by a replica that died after this long
     ack_wait_seconds: float = 30.0
+    # on shutdown: how long the loops may finish what they hold before being cancelled (safe:
+    # an unacked message is redelivered, a rolled-back round is redone)
+    shutdown_grace_seconds: float = 10.0

@@ -46,3 +46,31 @@ async def registry(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
             yield client
+
+
+@pytest.fixture
+def scheduler_factory(
+    own_nats: str, db_url: str, local_jwks: Callable[[], Any]
+) -> Callable[..., Any]:
+    """The real scheduler app (workers included) in-process, on both dialects, with a client."""
+    import contextlib
+
+    from scheduler.main import create_app
+    from scheduler.settings import SchedulerSettings
+
+    @contextlib.asynccontextmanager
+    async def make(**overrides: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+        fields = {
+            "placement_interval_seconds": 0.1,
+            "heartbeat_ttl_seconds": 600.0,
+            "shutdown_grace_seconds": 0.5,
+            **overrides,
+        }
+        settings = SchedulerSettings(database_url=db_url, nats_url=own_nats, port=0, **fields)
+        app = create_app(settings, jwks=local_jwks)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://sched") as client:
+                yield app, client
+
+    return make

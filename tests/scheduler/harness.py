@@ -25,7 +25,7 @@ import nats
 import sqlalchemy as sa
 from nats.aio.msg import Msg
 
-from shared.contracts import JobState, JobSubmitted, TaskDispatch, TaskStatus
+from shared.contracts import JobState, JobSubmitted, ProviderEvent, TaskDispatch, TaskStatus
 from shared.db import make_engine, utcnow
 from shared.nats import publish
 from tests.support.servers import free_port
@@ -53,6 +53,8 @@ class Harness:
     completed: Counter[str] = field(default_factory=Counter)  # job_id → completions reported
     violations: list[str] = field(default_factory=list)
     run_seconds: tuple[float, float] = (0.01, 0.05)
+    auto_answer: bool = True  # False: only record tasks (a daemon that never starts them)
+    tasks: list[TaskDispatch] = field(default_factory=list)
 
     async def __aenter__(self) -> Harness:
         self.nc = await nats.connect(self.nats_url)
@@ -85,9 +87,9 @@ class Harness:
             assert r.status_code in (200, 201), r.text
             self.providers[pid] = SimProvider(pid, owner, gpus, gpus, body["price_per_hour"])
 
-    async def submit(self, owner: str, gpu_count: int, name: str = "sim") -> str:
+    async def submit(self, owner: str, gpu_count: int, name: str = "sim", **spec_: object) -> str:
         job_id = str(uuid.uuid4())
-        spec = {"resources": {"gpu_count": gpu_count}, "max_retries": 3, "params": {}}
+        spec = {"resources": {"gpu_count": gpu_count}, "max_retries": 3, "params": {}, **spec_}
         msg = JobSubmitted(
             job_id=job_id,
             owner_id=owner,
@@ -104,6 +106,9 @@ class Harness:
             return
         task = TaskDispatch.model_validate_json(msg.data)
         self.dispatches[task.job_id] += 1
+        self.tasks.append(task)
+        if not self.auto_answer:
+            return
         prov = self.providers.get(task.provider_id)
         if prov is None:
             self.violations.append(f"{task.job_id} sent to unknown provider {task.provider_id}")
@@ -126,6 +131,23 @@ class Harness:
         self.completed[task.job_id] += 1
         await self._report(task, JobState.COMPLETED, exit_code=0)
 
+    async def announce(self, pid: str, gpus: list[dict], **fields: object) -> None:
+        """A registry event for a provider the scheduler should know (no registry needed)."""
+        ev = ProviderEvent(
+            kind="registered", provider_id=pid, status="online", at=utcnow(), gpus=gpus, **fields
+        )  # type: ignore[arg-type]
+        await publish(self.js, "providers.events.registered", ev)
+        self.providers[pid] = SimProvider(
+            pid,
+            str(fields.get("owner_id", "")),
+            len(gpus),
+            int(fields.get("max_concurrent_tasks", 1)),
+            0.0,
+        )
+
+    async def report(self, task: TaskDispatch, state: JobState, **kw: object) -> None:
+        await self._report(task, state, **kw)
+
     async def _report(self, task: TaskDispatch, state: JobState, **kw: object) -> None:
         st = TaskStatus(
             job_id=task.job_id,
@@ -138,7 +160,12 @@ class Harness:
         subject = f"jobs.status.{task.job_id}"
         for _ in range(20):  # NATS may be briefly busy; a daemon retries its reports too
             with contextlib.suppress(Exception):
-                await publish(self.js, subject, st, msg_id=f"{task.job_id}:{task.attempt}:{state}")
+                await publish(
+                    self.js,
+                    subject,
+                    st,
+                    msg_id=f"{task.job_id}:{task.attempt}:{task.provider_id}:{state}",
+                )
                 return
             await asyncio.sleep(0.25)
 
