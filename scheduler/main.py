@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -45,6 +46,10 @@ def create_app(
                 stop.set()
                 await asyncio.wait({task}, timeout=settings.shutdown_grace_seconds)
                 task.cancel()
+                # let the cancelled consumers unsubscribe first, or the drain below waits on
+                # their open pull requests until its own timeout
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
                 await close_nats(nc)
 
     app = create_service_app(settings, title="Dante scheduler", lifespan=lifespan)
