@@ -10,10 +10,11 @@ from auth_service.schemas import (
     ApiKeyIn,
     ApiKeyOut,
     LoginIn,
-    ProviderTokenIn,
     ProviderTokenOut,
     RefreshIn,
     RegisterIn,
+    ServiceTokenOut,
+    TokenIn,
     TokenOut,
     UserOut,
 )
@@ -65,7 +66,12 @@ async def create_api_key(body: ApiKeyIn, principal: ProviderUser, service: Servi
     return await service.create_api_key(principal.user_id, body.name, body.expires_in_days)
 
 
-@router.post("/token", response_model=ProviderTokenOut)
-async def provider_token(body: ProviderTokenIn, service: Service) -> ProviderTokenOut:
-    """A provider daemon exchanges its API key for a short-lived token bound to its provider."""
+@router.post("/token", response_model=ProviderTokenOut | ServiceTokenOut)
+async def token(body: TokenIn, service: Service) -> ProviderTokenOut | ServiceTokenOut:
+    """A provider daemon exchanges its API key for a short-lived token bound to its provider;
+    a service exchanges its client credentials for a short-lived ``service`` token."""
+    if body.grant_type == "client_credentials":
+        assert body.client_id is not None and body.client_secret is not None
+        return service.service_token(body.client_id, body.client_secret)
+    assert body.api_key is not None
     return await service.provider_token(body.api_key)

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 USERNAME_PATTERN = r"^[a-zA-Z0-9_.-]{3,32}$"
 # Deliberately simple: one @, a dot in the domain, no spaces. Deliverability is not our check.
@@ -60,12 +60,30 @@ class ApiKeyOut(BaseModel):
     expires_at: datetime | None
 
 
-class ProviderTokenIn(Strict):
-    api_key: str = Field(max_length=256)
+class TokenIn(Strict):
+    """Two grants on one endpoint: a provider daemon's API key, or a service's client
+    credentials (``grant_type: client_credentials``)."""
+
+    grant_type: Literal["api_key", "client_credentials"] = "api_key"
+    api_key: str | None = Field(default=None, max_length=256)
+    client_id: str | None = Field(default=None, max_length=64)
+    client_secret: str | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="after")
+    def _fields_match_grant(self) -> Self:
+        if self.grant_type == "client_credentials":
+            if not (self.client_id and self.client_secret):
+                raise ValueError("client_credentials needs client_id and client_secret")
+        elif not self.api_key:
+            raise ValueError("api_key is required")
+        return self
 
 
-class ProviderTokenOut(BaseModel):
+class ServiceTokenOut(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_at: datetime
+
+
+class ProviderTokenOut(ServiceTokenOut):
     provider_id: str

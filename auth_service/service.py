@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import secrets
 import uuid
 from datetime import datetime, timedelta
 
@@ -10,7 +12,13 @@ import structlog
 from auth_service.keys import KeyRing
 from auth_service.models import ApiKey, RefreshToken, User
 from auth_service.repository import ApiKeyRepository, RefreshTokenRepository, UserRepository
-from auth_service.schemas import ApiKeyOut, ProviderTokenOut, RegisterIn, TokenOut
+from auth_service.schemas import (
+    ApiKeyOut,
+    ProviderTokenOut,
+    RegisterIn,
+    ServiceTokenOut,
+    TokenOut,
+)
 from auth_service.security import digest, hash_password, new_secret, verify_password
 from auth_service.settings import AuthSettings
 from shared.db import UnitOfWork, utcnow
@@ -33,23 +41,46 @@ class AuthService:
     def _access_token(
         self, user: User, ttl: int, *, provider_id: str | None = None
     ) -> tuple[str, datetime]:
+        return self._sign(user.id, user.username, user.role, ttl, provider_id=provider_id)
+
+    def _sign(
+        self, sub: str, name: str, role: str, ttl: int, *, provider_id: str | None = None
+    ) -> tuple[str, datetime]:
         now = utcnow()
         expires = now + timedelta(seconds=ttl)
         claims = {
             "iss": self.settings.jwt_issuer,
             "aud": self.settings.jwt_audience,
-            "sub": user.id,
-            "name": user.username,
-            "role": user.role,
+            "sub": sub,
+            "name": name,
+            "role": role,
             "typ": "access",
             "jti": uuid.uuid4().hex,
-            "iat": int(now.timestamp()),
+            # Millisecond precision (RFC 7519 allows fractions), so "tokens issued before the
+            # revocation" is exact even when a fresh login follows within the same second.
+            "iat": round(now.timestamp(), 3),
             "nbf": int(now.timestamp()),
             "exp": int(expires.timestamp()),
         }
         if provider_id:
             claims["pid"] = provider_id
         return self.keys.sign(claims), expires
+
+    def service_token(self, client_id: str, client_secret: str) -> ServiceTokenOut:
+        """Client-credentials grant: a ``service`` token with subject ``service:<client_id>``."""
+        expected = self.settings.service_clients.get(client_id)
+        # Compare against something even for an unknown client, so timing says nothing.
+        ok = hmac.compare_digest(
+            client_secret.encode(), (expected or secrets.token_hex(32)).encode()
+        )
+        if expected is None or not ok:
+            log.warning("service_token.refused", client_id=client_id)
+            raise Unauthorized("invalid client credentials", code="invalid_client")
+        token, expires = self._sign(
+            f"service:{client_id}", client_id, "service", self.settings.service_token_ttl_seconds
+        )
+        log.info("service_token.issued", client_id=client_id)
+        return ServiceTokenOut(access_token=token, expires_at=expires)
 
     async def _issue(self, user: User, family_id: str | None = None) -> TokenOut:
         access, expires = self._access_token(user, self.settings.access_ttl_seconds)

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
+from pydantic import model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import DEFAULT_PORTS, ServiceSettings
+from shared.settings import DEFAULT_PORTS, InsecureDefault, ServiceSettings
 
 DEV_ADMIN_PASSWORD = "dante-dev-admin"
+DEV_SERVICE_SECRET = "dante-dev-service-secret"
+"""The scheduler's client secret in dev; refused outside dev like every default secret."""
+MIN_SERVICE_SECRET = 32  # characters: a generated secret (``secrets.token_urlsafe(32)`` is 43)
 
 
 class AuthSettings(ServiceSettings):
@@ -20,8 +24,36 @@ class AuthSettings(ServiceSettings):
     access_ttl_seconds: int = 15 * 60
     refresh_ttl_seconds: int = 30 * 24 * 3600
     provider_token_ttl_seconds: int = 15 * 60
+    service_token_ttl_seconds: int = 15 * 60
     admin_username: str = "admin"
     admin_email: str = "admin@dante.local"
     admin_password: str = DEV_ADMIN_PASSWORD
+    # Services that call each other with a client-credentials token: {client_id: secret}.
+    service_clients: dict[str, str] = {"scheduler": DEV_SERVICE_SECRET}
+    # Failed logins tolerated per account and per client IP within the window, then 429.
+    login_window_seconds: int = 15 * 60
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_ip: int = 30
 
     secret_defaults: ClassVar[dict[str, object]] = {"admin_password": DEV_ADMIN_PASSWORD}
+
+    @model_validator(mode="after")
+    def _refuse_weak_client_secrets(self) -> Self:
+        if self.dev:
+            return self
+        for client_id, secret in self.service_clients.items():
+            if secret == DEV_SERVICE_SECRET or len(secret) < MIN_SERVICE_SECRET:
+                raise InsecureDefault(
+                    f"DANTE_AUTH_SERVICE_CLIENTS[{client_id!r}] is a default or weak secret; "
+                    f"use at least {MIN_SERVICE_SECRET} random characters"
+                )
+        return self
+
+    @property
+    def max_token_ttl(self) -> int:
+        """The longest an access token lives: how long a revocation must be remembered."""
+        return max(
+            self.access_ttl_seconds,
+            self.provider_token_ttl_seconds,
+            self.service_token_ttl_seconds,
+        )

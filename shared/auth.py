@@ -22,7 +22,8 @@ from shared.errors import Forbidden, Unauthorized
 log = structlog.get_logger(__name__)
 
 ALLOWED_ALGORITHMS = frozenset({"RS256"})
-ROLES = ("requester", "provider", "admin")
+ROLES = ("requester", "provider", "admin", "service")
+"""``service``: another Dante service calling with a client-credentials token."""
 
 JWKSFetcher = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -41,6 +42,10 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def is_service(self) -> bool:
+        return self.role == "service"
 
     def can_see(self, owner_id: str) -> bool:
         return self.is_admin or owner_id == self.user_id

@@ -1,0 +1,102 @@
+"""Auth fixtures: the auth service as a real process on a free port (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.servers import free_port, wait_for_port
+
+SCHEDULER_SECRET = "test-scheduler-secret-" + uuid.uuid4().hex
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class AuthProcess:
+    url: str
+    log_path: Path
+    key_dir: Path
+    proc: subprocess.Popen[bytes]
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def register(self, role: str = "requester", password: str = PASSWORD) -> dict[str, Any]:
+        name = f"u{uuid.uuid4().hex[:10]}"
+        body = {"username": name, "email": f"{name}@example.com", "password": password}
+        r = httpx.post(f"{self.url}/api/v1/auth/register", json={**body, "role": role})
+        assert r.status_code == 201, r.text
+        return {**body, **r.json()}
+
+    def login(self, username: str, password: str = PASSWORD, **kw: Any) -> httpx.Response:
+        body = {"username": username, "password": password}
+        return httpx.post(f"{self.url}/api/v1/auth/login", json=body, **kw)
+
+    def user(self, role: str = "requester") -> dict[str, Any]:
+        """A registered, logged-in user: its fields plus ``headers`` with the bearer."""
+        u = self.register(role)
+        r = self.login(u["username"])
+        assert r.status_code == 200, r.text
+        tokens = r.json()
+        return {**u, **tokens, "headers": {"authorization": f"Bearer {tokens['access_token']}"}}
+
+
+@contextlib.contextmanager
+def auth_process(root: Path, database_url: str | None = None, **env: str) -> Iterator[AuthProcess]:
+    """``python -m auth_service serve``, as deployed; its log goes to ``root/auth.log``."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = {
+        "ENVIRONMENT": "dev",
+        "PORT": str(port),
+        "DATABASE_URL": database_url or f"sqlite+aiosqlite:///{root}/auth.sqlite",
+        "KEY_DIR": str(root / "keys"),
+        "STATIC_SERVICES": json.dumps({"auth": [url]}),
+        "SERVICE_CLIENTS": json.dumps({"scheduler": SCHEDULER_SECRET}),
+        "LOG_JSON": "true",
+        **env,
+    }
+    full_env = {**os.environ, **{f"DANTE_AUTH_{k}": v for k, v in settings.items()}}
+    log_path = root / "auth.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "auth_service", "serve"],
+            env=full_env,
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, timeout=60, proc=proc)
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/ready", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "auth service not ready"
+            time.sleep(0.1)
+        yield AuthProcess(url, log_path, root / "keys", proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthProcess]:
+    """One auth service (SQLite) shared by the auth tests; each test makes its own users."""
+    with auth_process(tmp_path_factory.mktemp("auth")) as server:
+        yield server
