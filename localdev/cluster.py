@@ -88,6 +88,7 @@ class LocalCluster:
         self.nats_url = ""
         self.provider: dict[str, str] = {}  # the first daemon's credentials
         self.providers: dict[str, dict[str, str]] = {}  # daemon process name → credentials
+        self.service_secret = secrets.token_urlsafe(32)
 
     # --- ports and environment ----------------------------------------------------------------
 
@@ -149,7 +150,10 @@ class LocalCluster:
                     fields["KEY_DIR"] = str(self.data / "keys")
                 if name == "storage":
                     fields["ROOT_DIR"] = str(self.data / "objects")
+                    # presigned URLs must point where a daemon can reach them: the gateway
+                    fields["PUBLIC_URL"] = self.gateway_url
                 fields.update(self._liveness_env(name))
+                fields.update(self._service_client_env(name))
                 argv = [sys.executable, "-m", package, "serve"]
                 self._spawn(name, argv, self._env(prefix, name, **fields), self.ports[name])
             deadline = time.monotonic() + timeout
@@ -195,6 +199,14 @@ class LocalCluster:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['gateway']}"
+
+    def _service_client_env(self, service: str) -> dict[str, str]:
+        """The scheduler's client-credentials secret, fresh per launch, given to both ends."""
+        if service == "auth":
+            return {"SERVICE_CLIENTS": json.dumps({"scheduler": self.service_secret})}
+        if service == "scheduler":
+            return {"SERVICE_CLIENT_ID": "scheduler", "SERVICE_CLIENT_SECRET": self.service_secret}
+        return {}
 
     def _liveness_env(self, service: str) -> dict[str, str]:
         ttl = self.config.heartbeat_ttl

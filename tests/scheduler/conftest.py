@@ -59,7 +59,9 @@ def scheduler_factory(
     from scheduler.settings import SchedulerSettings
 
     @contextlib.asynccontextmanager
-    async def make(**overrides: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    async def make(
+        presigner: Any = None, **overrides: Any
+    ) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
         fields = {
             "placement_interval_seconds": 0.1,
             "heartbeat_ttl_seconds": 600.0,
@@ -67,7 +69,7 @@ def scheduler_factory(
             **overrides,
         }
         settings = SchedulerSettings(database_url=db_url, nats_url=own_nats, port=0, **fields)
-        app = create_app(settings, jwks=local_jwks)
+        app = create_app(settings, jwks=local_jwks, presigner=presigner)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://sched") as client:
