@@ -93,14 +93,19 @@ class Placer:
         caps = {pid: capacity_of(v) for pid, v in views.items()}
         for pid, indices in await svc.jobs.active_allocations():
             if pid in caps:
-                caps[pid].running_tasks += 1
-                caps[pid].used_indices.update(indices)
-        known = [capacity_of(v) for v in await svc.providers.all_known()]
+                cap = caps[pid]
+                cap.running_tasks += 1
+                # a GPU that has since left the host's inventory is not capacity either way
+                cap.used_indices.update(i for i in indices if any(g.index == i for g in cap.gpus))
+        known: list[placement.Capacity] | None = None
+        matcher = placement.Matcher(list(caps.values()))
         placed = 0
         for job in queued:
             demand = demand_of(job)
-            choice = placement.choose(demand, list(caps.values()))
+            choice = matcher.choose(demand)
             if choice is None:
+                if known is None:  # only needed when something does not fit now
+                    known = [capacity_of(v) for v in await svc.providers.all_known()]
                 if known and not placement.ever_fits(demand, known):
                     job.error = "no provider can ever satisfy this job's resources"
                     await svc.transition(job, JobState.FAILED, job.error)
