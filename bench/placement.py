@@ -183,6 +183,7 @@ def run(
     rate: float = typer.Option(20.0, help="paced submissions per second"),
     pg_admin_url: str | None = typer.Option(None, help="PostgreSQL to create a fresh DB on"),
     placement_batch: int = typer.Option(200),
+    keep: bool = typer.Option(False, help="keep the work dir (scheduler log at INFO)"),
 ) -> None:
     """Run both phases and print a table."""
     work = Path(tempfile.mkdtemp(prefix="dante-bench-placement-"))
@@ -200,7 +201,7 @@ def run(
         "DANTE_SCHEDULER_NATS_URL": f"nats://127.0.0.1:{nats_port}",
         "DANTE_SCHEDULER_HEARTBEAT_TTL_SECONDS": "3600",
         "DANTE_SCHEDULER_PLACEMENT_BATCH": str(placement_batch),
-        "DANTE_SCHEDULER_LOG_LEVEL": "WARNING",
+        "DANTE_SCHEDULER_LOG_LEVEL": "INFO" if keep else "WARNING",
     }
     nats_argv = [str(nats_bin), "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", str(work)]
     try:
@@ -213,7 +214,10 @@ def run(
                 measure(f"nats://127.0.0.1:{nats_port}", db_url, providers, jobs, paced_jobs, rate)
             )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if keep:
+            print(f"work dir kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     db = "PostgreSQL" if pg_admin_url else "SQLite"
     print(f"\nplacement bench: {providers} providers x 8 GPUs, {db}, batch {placement_batch}")
     print(f"{'phase':<28}{'jobs':>7}{'jobs/s':>10}{'p50 ms':>10}{'p99 ms':>10}")

@@ -7,7 +7,7 @@ Runs inside one transaction. On PostgreSQL the caller holds the placement adviso
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -49,7 +49,8 @@ def demand_of(job: Job) -> placement.Demand:
     )
 
 
-def capacity_of(view: ProviderView) -> placement.Capacity:
+def capacity_of(view: ProviderView | Any) -> placement.Capacity:
+    """From a provider view (or a plain row with the same columns)."""
     return placement.Capacity(
         provider_id=view.id,
         price_per_hour=view.price_per_hour,
@@ -89,8 +90,8 @@ class Placer:
         if not queued:
             return 0
         ttl = timedelta(seconds=svc.settings.heartbeat_ttl_seconds)
-        views = {v.id: v for v in await svc.providers.live(now - ttl)}
-        caps = {pid: capacity_of(v) for pid, v in views.items()}
+        # plain rows, not ORM objects: with 1,000 hosts this is most of a small round's cost
+        caps = {r.id: capacity_of(r) for r in await svc.providers.live_rows(now - ttl)}
         for pid, indices in await svc.jobs.active_allocations():
             if pid in caps:
                 cap = caps[pid]
@@ -100,6 +101,7 @@ class Placer:
         known: list[placement.Capacity] | None = None
         matcher = placement.Matcher(list(caps.values()))
         placed = 0
+        used: set[str] = set()
         for job in queued:
             demand = demand_of(job)
             choice = matcher.choose(demand)
@@ -121,21 +123,22 @@ class Placer:
             except StorageUnavailable as exc:
                 await self._wait(job, f"waiting: storage unavailable for its inputs/outputs: {exc}")
                 continue
-            placement.allocate(caps[choice.provider_id], choice, now)
-            view = views[choice.provider_id]
-            view.last_placed_at = now
+            cap = caps[choice.provider_id]
+            placement.allocate(cap, choice, now)
+            used.add(cap.provider_id)
             job.provider_id = choice.provider_id
             job.gpu_indices = choice.gpu_indices
-            job.price_per_hour = view.price_per_hour
-            job.gpu_name = self._gpu_name(view, choice.gpu_indices)
+            job.price_per_hour = cap.price_per_hour
+            job.gpu_name = self._gpu_name(cap, choice.gpu_indices)
             await svc.transition(job, JobState.DISPATCHED, f"placed on {choice.provider_id}")
             self._dispatch_after_commit(job, io)
             placed += 1
+        await svc.providers.mark_placed(sorted(used), now)  # least-recently-used tie-break
         return placed
 
     @staticmethod
-    def _gpu_name(view: ProviderView, indices: list[int]) -> str | None:
-        names = sorted({str(g.get("name")) for g in view.gpus or [] if g.get("index") in indices})
+    def _gpu_name(cap: placement.Capacity, indices: list[int]) -> str | None:
+        names = sorted({g.name for g in cap.gpus if g.index in indices})
         return "+".join(names)[:128] if names else None
 
     async def _presign(

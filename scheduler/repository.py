@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -114,6 +115,22 @@ class ProviderViewRepository:
             ProviderView.status == "online", ProviderView.last_seen_at >= since
         )
         return list((await self.session.execute(stmt)).scalars())
+
+    async def live_rows(self, since: datetime) -> Sequence[sa.Row[Any]]:
+        """Live providers as plain rows (no ORM identity map: a round reads ~1,000 of them)."""
+        pv = ProviderView
+        stmt = sa.select(
+            pv.id, pv.max_concurrent_tasks, pv.price_per_hour, pv.labels, pv.gpus, pv.last_placed_at
+        ).where(pv.status == "online", pv.last_seen_at >= since)
+        return (await self.session.execute(stmt)).all()
+
+    async def mark_placed(self, provider_ids: list[str], at: datetime) -> None:
+        if provider_ids:
+            await self.session.execute(
+                sa.update(ProviderView)
+                .where(ProviderView.id.in_(provider_ids))
+                .values(last_placed_at=at)
+            )
 
     async def owned_by(self, owner_id: str) -> list[str]:
         stmt = sa.select(ProviderView.id).where(ProviderView.owner_id == owner_id)

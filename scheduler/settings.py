@@ -26,3 +26,5 @@ class SchedulerSettings(ServiceSettings):
     # on shutdown: how long the loops may finish what they hold before being cancelled (safe:
     # an unacked message is redelivered, a rolled-back round is redone)
     shutdown_grace_seconds: float = 10.0
+    # after a wake-up hint, wait this long so a burst of submissions is placed in one round
+    placement_coalesce_seconds: float = 0.05

@@ -107,16 +107,26 @@ class Workers:
         return bool(info.num_pending or info.num_ack_pending)
 
     async def placement_loop(self, stop: asyncio.Event) -> None:
-        """Place on a hint (new job, freed capacity) or every interval, with jitter."""
+        """Place on a hint (new job, freed capacity) or every interval, with jitter.
+
+        A hint is followed by a short pause (``placement_coalesce_seconds``) so a burst of
+        submissions is placed in one round instead of one round each: a round's fixed cost
+        (reading every live provider) dominates when it places a single job. A full batch
+        means more is waiting, so the next round starts at once.
+        """
         while not stop.is_set():
             self.wake.clear()
+            placed = 0
             try:
-                await self.place_once()
+                placed = await self.place_once()
             except Exception as exc:
                 log.warning("placement.failed", error=str(exc))
+            if placed >= self.settings.placement_batch:
+                continue
             delay = self.settings.placement_interval_seconds * random.uniform(0.8, 1.2)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), delay)
+                await asyncio.sleep(self.settings.placement_coalesce_seconds)
 
     async def run(self, stop: asyncio.Event) -> None:
         wait = self.settings.ack_wait_seconds
