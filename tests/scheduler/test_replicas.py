@@ -71,6 +71,10 @@ async def test_two_replicas_place_500_jobs_exactly_once(
     assert all(h.dispatches[j] == 1 for j in ids)
     assert all(h.completed[j] == 1 for j in ids)
     assert h.violations == []
+    # both replicas really placed jobs (the race was real, not one idle bystander)
+    for i in range(2):
+        log = (tmp_path / f"scheduler-{i}.log").read_text()
+        assert "job.dispatched" in log, f"replica {i} placed nothing"
 
 
 async def test_scheduler_killed_mid_stream_loses_and_duplicates_nothing(
