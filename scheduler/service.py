@@ -97,7 +97,11 @@ class SchedulerService:
             if record is not None:
                 await self.usage.add(record)
 
-    async def _requeue_or_fail(self, job: Job, cause: str) -> None:
+    async def _requeue_or_fail(self, job: Job, cause: str, *, cancel_old: bool = False) -> None:
+        """Retry as attempt + 1, or fail when retries are spent. ``cancel_old`` tells the
+        provider to drop the old attempt (it may still start it late, or be running it)."""
+        if cancel_old and job.provider_id:
+            self._cancel_after_commit(job, job.provider_id, job.attempt)
         if job.attempt <= job.max_retries:
             await self.transition(job, JobState.QUEUED, cause)
             job.attempt += 1
@@ -214,7 +218,7 @@ class SchedulerService:
         expired = await self.jobs.dispatch_expired(cutoff, limit)
         for job in expired:
             await self._requeue_or_fail(
-                job, f"not started by its deadline on provider {job.provider_id}"
+                job, f"not started by its deadline on provider {job.provider_id}", cancel_old=True
             )
         return len(expired)
 
@@ -234,19 +238,26 @@ class SchedulerService:
         provider_id, attempt = job.provider_id, job.attempt
         await self.transition(job, JobState.CANCELLED, f"cancelled by {principal.user_id}")
         if provider_id:
-            cancel = TaskCancel(job_id=job.id, attempt=attempt, provider_id=provider_id)
+            self._cancel_after_commit(job, provider_id, attempt)
+        return job
 
-            async def send() -> None:
+    def _cancel_after_commit(self, job: Job, provider_id: str, attempt: int) -> None:
+        cancel = TaskCancel(job_id=job.id, attempt=attempt, provider_id=provider_id)
+        js, correlation_id = self.js, job.correlation_id
+
+        async def send() -> None:
+            try:
                 await publish(
-                    self.js,
+                    js,
                     f"tasks.dispatch.{provider_id}",
                     cancel,
-                    msg_id=f"{job.id}:{attempt}:cancel",
-                    correlation_id=job.correlation_id,
+                    msg_id=f"{cancel.job_id}:{attempt}:cancel",
+                    correlation_id=correlation_id,
                 )
+            except Exception as exc:  # the stale attempt's reports are refused anyway
+                log.warning("job.cancel_publish_failed", job_id=cancel.job_id, error=str(exc))
 
-            self.uow.after_commit(send)
-        return job
+        self.uow.after_commit(send)
 
     # --- provider events --------------------------------------------------------------------
 
@@ -270,7 +281,9 @@ class SchedulerService:
             view.last_seen_at = max(view.last_seen_at, ev.at)
         if view.status != "online":
             for job in await self.jobs.active_on(ev.provider_id):
-                await self._requeue_or_fail(job, f"provider {ev.provider_id} {view.status}")
+                await self._requeue_or_fail(
+                    job, f"provider {ev.provider_id} {view.status}", cancel_old=True
+                )
 
 
 def public(job: Job) -> dict[str, Any]:

@@ -25,7 +25,14 @@ import nats
 import sqlalchemy as sa
 from nats.aio.msg import Msg
 
-from shared.contracts import JobState, JobSubmitted, ProviderEvent, TaskDispatch, TaskStatus
+from shared.contracts import (
+    JobState,
+    JobSubmitted,
+    ProviderEvent,
+    TaskCancel,
+    TaskDispatch,
+    TaskStatus,
+)
 from shared.db import make_engine, utcnow
 from shared.nats import publish
 from tests.support.servers import free_port
@@ -55,6 +62,7 @@ class Harness:
     run_seconds: tuple[float, float] = (0.01, 0.05)
     auto_answer: bool = True  # False: only record tasks (a daemon that never starts them)
     tasks: list[TaskDispatch] = field(default_factory=list)
+    cancels: list[tuple[str, int]] = field(default_factory=list)  # (job_id, attempt)
 
     async def __aenter__(self) -> Harness:
         self.nc = await nats.connect(self.nats_url)
@@ -103,6 +111,8 @@ class Harness:
 
     async def _on_task(self, msg: Msg) -> None:
         if b'"kind":"cancel"' in msg.data:
+            cancel = TaskCancel.model_validate_json(msg.data)
+            self.cancels.append((cancel.job_id, cancel.attempt))
             return
         task = TaskDispatch.model_validate_json(msg.data)
         self.dispatches[task.job_id] += 1

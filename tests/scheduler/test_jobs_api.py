@@ -192,3 +192,6 @@ async def test_a_dispatch_not_started_by_its_deadline_is_requeued_then_failed(
         sent = [t for t in h.tasks if t.job_id == job_id]
         assert [t.attempt for t in sent] == [1, 2]
         assert all(t.start_deadline is not None for t in sent)
+        # the provider is told to drop each expired attempt, in case it starts it late
+        await until(lambda: _gt(len([c for c in h.cancels if c[0] == job_id]), 1))
+        assert sorted(c for c in h.cancels if c[0] == job_id) == [(job_id, 1), (job_id, 2)]
