@@ -180,7 +180,8 @@ async def test_a_dispatch_not_started_by_its_deadline_is_requeued_then_failed(
         job_id = await h.submit(owner, 1, max_retries=1)
         failed = await job_in(client, me, job_id, "failed")
         assert failed["attempt"] == 2 and "retries exhausted" in failed["error"]
-        evs = await events(client, me, job_id)
+        # transitions only: a "waiting" note may come first if the job beat the provider's event
+        evs = [e for e in await events(client, me, job_id) if e["from"] != e["to"]]
         assert [(e["to"], e["attempt"]) for e in evs] == [
             ("queued", 1),
             ("dispatched", 1),
