@@ -10,6 +10,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from api_gateway.limits import BodyLimit
 from api_gateway.proxy import Upstreams
+from api_gateway.ratelimit import RateLimit
 from api_gateway.routes import router
 from api_gateway.settings import GatewaySettings
 from shared.app import create_service_app, service_runtime
@@ -42,6 +43,14 @@ def create_app(
 
     app = create_service_app(settings, title="Dante API gateway", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, exempt=("/api/v1/storage/",))
+    app.add_middleware(
+        RateLimit,
+        enabled=settings.rate_limit_enabled,
+        user_rate=settings.rate_limit_user_per_second,
+        user_burst=settings.rate_limit_user_burst,
+        ip_rate=settings.rate_limit_ip_per_second,
+        ip_burst=settings.rate_limit_ip_burst,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -13,3 +13,9 @@ class GatewaySettings(ServiceSettings):
     max_body_bytes: int = 1 << 20  # JSON bodies; object uploads are capped by storage itself
     upstream_timeout_seconds: float = 30.0
     cors_origins: list[str] = []
+    # Token buckets per verified user and per client address (api_gateway/ratelimit.py).
+    rate_limit_enabled: bool = True
+    rate_limit_user_per_second: float = 20.0
+    rate_limit_user_burst: int = 100
+    rate_limit_ip_per_second: float = 50.0
+    rate_limit_ip_burst: int = 200

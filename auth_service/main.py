@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from auth_service.keys import KeyRing
-from auth_service.routes import jwks_router, router
+from auth_service.routes import internal_router, jwks_router, router
 from auth_service.service import AuthService
 from auth_service.settings import AuthSettings
 from shared.app import create_service_app, service_runtime
@@ -37,11 +37,19 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             uow = UnitOfWork(session)
             await AuthService(uow, keys, settings).ensure_admin()
             await uow.commit()
-        async with service_runtime(app, settings, jwks=local_jwks):
+
+        async def local_revocations() -> dict:
+            async with sessions() as session:
+                feed = await AuthService(UnitOfWork(session), keys, settings).revocation_feed()
+                await session.commit()  # the expired rows it pruned
+                return feed
+
+        async with service_runtime(app, settings, jwks=local_jwks, revocations=local_revocations):
             yield
         await engine.dispose()
 
     app = create_service_app(settings, title="Dante auth service", lifespan=lifespan)
     app.include_router(jwks_router)
+    app.include_router(internal_router)
     app.include_router(router)
     return app

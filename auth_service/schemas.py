@@ -5,6 +5,8 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from auth_service.rules import MAX_PASSWORD, password_problem, username_problem
+
 USERNAME_PATTERN = r"^[a-zA-Z0-9_.-]{3,32}$"
 # Deliberately simple: one @, a dot in the domain, no spaces. Deliverability is not our check.
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
@@ -17,14 +19,76 @@ class Strict(BaseModel):
 class RegisterIn(Strict):
     username: str = Field(pattern=USERNAME_PATTERN)
     email: str = Field(pattern=EMAIL_PATTERN, max_length=254)
-    password: str = Field(min_length=8, max_length=256)
+    password: str = Field(max_length=MAX_PASSWORD)
+    # Self-registration can never grant admin (or service): only these two are accepted.
     role: Literal["requester", "provider"] = "requester"
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        problem = username_problem(self.username) or password_problem(self.password, self.username)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class UserOut(BaseModel):
     user_id: str
     username: str
     role: str
+
+
+class ProfileOut(UserOut):
+    email: str
+    display_name: str | None
+    active: bool
+    created_at: datetime
+
+
+class ProfileIn(Strict):
+    email: str | None = Field(default=None, pattern=EMAIL_PATTERN, max_length=254)
+    display_name: str | None = Field(default=None, max_length=64)
+    # Accepted only to be refused with a clear 403: an admin sets these.
+    role: str | None = None
+    active: bool | None = None
+
+
+class UserList(BaseModel):
+    users: list[ProfileOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class RoleIn(Strict):
+    role: Literal["requester", "provider", "admin"]
+
+
+class PasswordChangeIn(Strict):
+    current_password: str = Field(max_length=MAX_PASSWORD)
+    new_password: str = Field(max_length=MAX_PASSWORD)
+
+
+class LogoutIn(Strict):
+    refresh_token: str | None = Field(default=None, max_length=256)
+
+
+class LoginOut(BaseModel):
+    at: datetime
+    ip: str
+    user_agent: str
+    success: bool
+    reason: str
+
+
+class ApiKeyInfo(BaseModel):
+    key_id: str
+    provider_id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
 
 
 class LoginIn(Strict):

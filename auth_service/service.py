@@ -9,9 +9,16 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from auth_service.errors import TooManyAttempts
 from auth_service.keys import KeyRing
-from auth_service.models import ApiKey, RefreshToken, User
-from auth_service.repository import ApiKeyRepository, RefreshTokenRepository, UserRepository
+from auth_service.models import ApiKey, LoginAttempt, RefreshToken, Revocation, User
+from auth_service.repository import (
+    ApiKeyRepository,
+    LoginAttemptRepository,
+    RefreshTokenRepository,
+    RevocationRepository,
+    UserRepository,
+)
 from auth_service.schemas import (
     ApiKeyOut,
     ProviderTokenOut,
@@ -21,6 +28,7 @@ from auth_service.schemas import (
 )
 from auth_service.security import digest, hash_password, new_secret, verify_password
 from auth_service.settings import AuthSettings
+from shared.auth import Principal
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Conflict, Unauthorized
 
@@ -35,6 +43,8 @@ class AuthService:
         self.users = UserRepository(uow.session)
         self.refresh_tokens = RefreshTokenRepository(uow.session)
         self.api_keys = ApiKeyRepository(uow.session)
+        self.revocations = RevocationRepository(uow.session)
+        self.logins = LoginAttemptRepository(uow.session)
 
     # --- tokens -----------------------------------------------------------------------------
 
@@ -122,11 +132,54 @@ class AuthService:
         log.info("user.registered", user_id=user.id, role=user.role)
         return user
 
-    async def login(self, username: str, password: str) -> TokenOut:
+    async def _throttle(self, username_key: str, ip: str) -> None:
+        s = self.settings
+        now = utcnow()
+        since = now - timedelta(seconds=s.login_window_seconds)
+        checks = (
+            ("username_key", username_key, s.login_max_failures_per_account, True, "account"),
+            ("ip", ip, s.login_max_failures_per_ip, False, "address"),
+        )
+        for column, value, limit, reset, what in checks:
+            failures = await self.logins.recent_failures(
+                since, column, value, reset_on_success=reset
+            )
+            if len(failures) >= limit:
+                # Free again when the oldest failure that still counts leaves the window.
+                oldest = failures[len(failures) - limit]
+                retry = int((oldest - since).total_seconds()) + 1
+                log.warning("login.throttled", by=what, failures=len(failures))
+                raise TooManyAttempts(f"too many failed logins for this {what}", retry)
+
+    async def login(
+        self, username: str, password: str, *, ip: str = "", user_agent: str = ""
+    ) -> TokenOut:
+        key = username.lower()
+        await self._throttle(key, ip)
         user = await self.users.by_username(username)
+        # The hash is verified even for an unknown user, so both answers take the same time.
         ok = verify_password(password, user.password_hash if user else None)
-        if not ok or user is None or not user.active:
-            log.info("login.failed", known_user=user is not None)
+        reason = "ok"
+        if user is None:
+            reason = "unknown_user"
+        elif not ok:
+            reason = "wrong_password"
+        elif not user.active:
+            reason = "disabled"
+        await self.logins.add(
+            LoginAttempt(
+                id=str(uuid.uuid4()),
+                user_id=user.id if user else None,
+                username_key=key[:254],
+                ip=ip[:64],
+                user_agent=user_agent[:256],
+                success=reason == "ok",
+                reason=reason,
+            )
+        )
+        if reason != "ok" or user is None:
+            log.info("login.failed", reason=reason)
+            await self.uow.commit()  # the failure must count even though we answer 401
             raise Unauthorized("invalid username or password", code="invalid_credentials")
         log.info("login.succeeded", user_id=user.id)
         return await self._issue(user)
@@ -147,6 +200,54 @@ class AuthService:
         if user is None or not user.active:
             raise Unauthorized("invalid refresh token", code="invalid_refresh_token")
         return await self._issue(user, family_id=row.family_id)
+
+    # --- revocation -------------------------------------------------------------------------
+
+    async def revoke(self, kind: str, subject: str, reason: str, *, until: datetime) -> None:
+        """Refuse access tokens: ``user``/``provider`` ones issued before now, or one ``token``.
+
+        ``until`` is when the last token it covers expires; the row is pruned after that.
+        """
+        await self.revocations.add(
+            Revocation(
+                id=str(uuid.uuid4()),
+                kind=kind,
+                subject=subject,
+                revoked_at=utcnow(),
+                expires_at=until,
+                reason=reason,
+            )
+        )
+        log.info("token.revoked", kind=kind, subject=subject, reason=reason)
+
+    async def revoke_user(self, user_id: str, reason: str) -> None:
+        """Every access and refresh token the user holds stops working."""
+        now = utcnow()
+        await self.refresh_tokens.revoke_user(user_id, now)
+        until = now + timedelta(seconds=self.settings.max_token_ttl)
+        await self.revoke("user", user_id, reason, until=until)
+
+    async def revocation_feed(self) -> dict[str, object]:
+        """What every verifier polls: subjects with a cut-off time, and single token ids."""
+        feed: dict[str, dict[str, float]] = {"user": {}, "provider": {}}
+        tokens: list[str] = []
+        for row in await self.revocations.live(utcnow()):
+            if row.kind == "token":
+                tokens.append(row.subject)
+            else:
+                at = row.revoked_at.timestamp()
+                feed[row.kind][row.subject] = max(at, feed[row.kind].get(row.subject, 0.0))
+        return {"users": feed["user"], "providers": feed["provider"], "tokens": tokens}
+
+    async def logout(self, principal: Principal, refresh_token: str | None) -> None:
+        """End this session: its access token now, its refresh-token family for good."""
+        if principal.token_id:
+            until = utcnow() + timedelta(seconds=self.settings.max_token_ttl)
+            await self.revoke("token", principal.token_id, "logout", until=until)
+        if refresh_token:
+            row = await self.refresh_tokens.by_hash(digest(refresh_token))
+            if row is not None and row.user_id == principal.user_id:
+                await self.refresh_tokens.revoke_family(row.family_id, utcnow())
 
     # --- provider keys ----------------------------------------------------------------------
 

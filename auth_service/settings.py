@@ -6,11 +6,10 @@ from typing import ClassVar, Self
 from pydantic import model_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.service_auth import DEV_SERVICE_SECRET
 from shared.settings import DEFAULT_PORTS, InsecureDefault, ServiceSettings
 
 DEV_ADMIN_PASSWORD = "dante-dev-admin"
-DEV_SERVICE_SECRET = "dante-dev-service-secret"
-"""The scheduler's client secret in dev; refused outside dev like every default secret."""
 MIN_SERVICE_SECRET = 32  # characters: a generated secret (``secrets.token_urlsafe(32)`` is 43)
 
 
@@ -29,7 +28,8 @@ class AuthSettings(ServiceSettings):
     admin_email: str = "admin@dante.local"
     admin_password: str = DEV_ADMIN_PASSWORD
     # Services that call each other with a client-credentials token: {client_id: secret}.
-    service_clients: dict[str, str] = {"scheduler": DEV_SERVICE_SECRET}
+    # Empty means: in dev, the scheduler with the dev secret; outside dev, no client at all.
+    service_clients: dict[str, str] = {}
     # Failed logins tolerated per account and per client IP within the window, then 429.
     login_window_seconds: int = 15 * 60
     login_max_failures_per_account: int = 5
@@ -40,6 +40,8 @@ class AuthSettings(ServiceSettings):
     @model_validator(mode="after")
     def _refuse_weak_client_secrets(self) -> Self:
         if self.dev:
+            if not self.service_clients:
+                self.service_clients = {"scheduler": DEV_SERVICE_SECRET}
             return self
         for client_id, secret in self.service_clients.items():
             if secret == DEV_SERVICE_SECRET or len(secret) < MIN_SERVICE_SECRET:

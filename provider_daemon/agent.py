@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import random
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,10 @@ from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from provider_daemon.client import CredentialsRejected, GatewayClient
-from provider_daemon.executor import Outcome, ProcessExecutor
+from provider_daemon.docker_executor import DockerExecutor
+from provider_daemon.executor import Executor, Outcome, ProcessExecutor
 from provider_daemon.inventory import Inventory, Nvml, collect
+from provider_daemon.jobio import TransferFailed, Transfers
 from provider_daemon.logstream import LogStream
 from provider_daemon.settings import DaemonSettings
 from shared.app import create_service_app
@@ -93,7 +96,16 @@ class Agent:
         self.js: JetStreamContext | None = None
         self.client: GatewayClient | None = None
         self.inventory: Inventory | None = None
-        self.executor = ProcessExecutor(settings.state_dir / "work")
+        self.work_root = settings.state_dir / "work"
+        self.executors: dict[str, Executor] = {
+            "script": ProcessExecutor(),
+            "container": DockerExecutor(
+                settings.docker_url, settings.docker_pull_timeout_seconds, settings.docker_pull
+            ),
+        }
+        self.transfers: Transfers | None = None
+        self.stopping = False
+        self.heartbeat_failures = 0
         self._group: asyncio.TaskGroup | None = None
         self._idle = asyncio.Event()  # set whenever no task is running
         self._idle.set()
@@ -103,7 +115,13 @@ class Agent:
     def _load_state(self) -> None:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         if self.fence_path.exists():
-            for line in self.fence_path.read_text().splitlines():
+            lines = self.fence_path.read_text().splitlines()
+            if len(lines) > self.settings.fence_keep:  # months of tasks: keep the newest only
+                lines = lines[-self.settings.fence_keep :]
+                tmp = self.fence_path.with_suffix(".tmp")
+                tmp.write_text("".join(line + "\n" for line in lines))
+                tmp.replace(self.fence_path)
+            for line in lines:
                 job_id, attempt = json.loads(line)
                 self.seen.add((job_id, attempt))
 
@@ -136,12 +154,22 @@ class Agent:
 
     # --- loops -------------------------------------------------------------------------------
 
+    def next_beat(self) -> float:
+        """Seconds to the next heartbeat: the interval with ±20 % jitter (so a fleet restarted
+        together does not beat in step), doubling per consecutive failure up to the cap."""
+        s = self.settings
+        base = min(
+            s.heartbeat_max_backoff_seconds,
+            s.heartbeat_interval_seconds * 2 ** min(self.heartbeat_failures, 10),
+        )
+        return max(s.heartbeat_interval_seconds, base) * random.uniform(0.8, 1.2)
+
     async def heartbeat_loop(self, stop: asyncio.Event) -> None:
         assert self.client and self.nvml
-        interval = self.settings.heartbeat_interval_seconds
+        delay = self.next_beat()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval * random.uniform(0.8, 1.2))
+                await asyncio.wait_for(stop.wait(), delay)
             if stop.is_set():
                 return
             body = {"gpus": self.nvml.metrics(), "running_tasks": len(self.running)}
@@ -150,13 +178,32 @@ class Agent:
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code == 404:  # the registry forgot us: register again
                     await backoff_retry("register", self.register, stop)
-                else:
-                    log.warning("heartbeat.failed", status=exc.response.status_code)
+                    self.heartbeat_failures = 0
+                    delay = self.next_beat()
+                    continue
+                delay = self._beat_failed(f"HTTP {exc.response.status_code}")
+                continue
             except Exception as exc:  # outage: tasks go on; the next beat tries again
-                log.warning("heartbeat.failed", error=str(exc) or type(exc).__name__)
+                delay = self._beat_failed(str(exc) or type(exc).__name__)
+                continue
+            if self.heartbeat_failures:
+                log.info("heartbeat.resumed", after_failures=self.heartbeat_failures)
+            self.heartbeat_failures = 0
+            delay = self.next_beat()
+
+    def _beat_failed(self, error: str) -> float:
+        self.heartbeat_failures += 1
+        delay = self.next_beat()
+        log.warning(
+            "heartbeat.failed", error=error, failures=self.heartbeat_failures, next_in_s=delay
+        )
+        return delay
 
     async def on_task(self, msg: Msg) -> None:
-        data = json.loads(msg.data)
+        try:
+            data = json.loads(msg.data)
+        except ValueError as exc:
+            raise Poison("task is not JSON") from exc
         if data.get("kind") == "cancel":
             try:
                 cancel = TaskCancel.model_validate(data)
@@ -175,6 +222,12 @@ class Agent:
         if key in self.seen:
             log.info("task.duplicate", job_id=task.job_id, attempt=task.attempt)
             return
+        if self.stopping:  # draining: leave it in the stream for the next start
+            raise Retry("draining", delay=5.0)
+        if task.start_deadline is not None and task.start_deadline < utcnow():
+            # The scheduler has requeued this attempt already; running it would double the work.
+            log.warning("task.expired", job_id=task.job_id, attempt=task.attempt)
+            return
         if len(self.running) >= self.settings.max_concurrent_tasks:
             raise Retry("at the concurrency limit", delay=2.0)
         self.seen.add(key)
@@ -190,21 +243,39 @@ class Agent:
     async def _execute(self, entry: Running) -> None:
         task = entry.task
         tasks_running.inc()
+        artifacts: list[str] = []
         with correlation(task.correlation_id, job_id=task.job_id, attempt=task.attempt):
             outcome: Outcome
+            workdir = self.work_root / f"{task.job_id}-{task.attempt}"
+            logfile = self.work_root / f"{task.job_id}-{task.attempt}.log"
             try:
-                assert self.js is not None
-                workdir = self.executor.work_root / f"{task.job_id}-{task.attempt}"
-                workdir.mkdir(parents=True, exist_ok=True)
+                assert self.js is not None and self.transfers is not None
+                (workdir / "outputs").mkdir(parents=True, exist_ok=True)
                 async with LogStream(
                     self.js,
                     task.job_id,
                     task.attempt,
-                    workdir / "output.log",
+                    logfile,
                     self.settings.log_flush_seconds,
                     task.correlation_id,
                 ) as stream:
-                    outcome = await self.executor.run(task, stream.line, entry.cancel)
+                    try:
+                        await self.transfers.fetch_inputs(task.inputs, workdir / "inputs")
+                    except TransferFailed as exc:
+                        outcome = Outcome(JobState.FAILED, None, f"input not available: {exc}")
+                        await stream.line(f"dante: {outcome.error}")
+                    else:
+                        executor = self.executors.get(task.type)
+                        if executor is None:
+                            outcome = Outcome(JobState.FAILED, None, f"no executor for {task.type}")
+                        else:
+                            outcome = await executor.run(task, workdir, stream.line, entry.cancel)
+                if not entry.draining:  # a drained attempt runs again elsewhere, from scratch
+                    artifacts, errors = await self.transfers.store_outputs(
+                        task.outputs, workdir / "outputs", task.log_upload, logfile
+                    )
+                    if errors and outcome.state == JobState.COMPLETED:
+                        outcome = Outcome(JobState.FAILED, outcome.exit_code, "; ".join(errors))
             except Exception as exc:
                 log.exception("task.crashed")
                 outcome = Outcome(JobState.FAILED, None, f"daemon error: {exc}")
@@ -217,7 +288,11 @@ class Agent:
                 outcome = Outcome(JobState.QUEUED, None, "provider drained before the task ended")
             log.info("task.finished", state=str(outcome.state), exit_code=outcome.exit_code)
             tasks_total.labels(str(outcome.state)).inc()
-            await self.report(task, outcome.state, outcome.exit_code, outcome.error)
+            await self.report(task, outcome.state, outcome.exit_code, outcome.error, artifacts)
+            # The results are uploaded (or were never asked for): months of jobs must not fill
+            # the disk. The log file stays only until it is uploaded or the attempt is reported.
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            logfile.unlink(missing_ok=True)
 
     async def report(
         self,
@@ -225,6 +300,7 @@ class Agent:
         state: JobState,
         exit_code: int | None = None,
         error: str | None = None,
+        artifacts: list[str] | None = None,
     ) -> None:
         """Publish a status; retried until the stream has it, since the scheduler relies on it."""
         assert self.js is not None
@@ -236,6 +312,7 @@ class Agent:
             exit_code=exit_code,
             error=error,
             at=utcnow(),
+            artifacts=artifacts or [],
         )
 
         async def send() -> None:
@@ -287,8 +364,12 @@ class Agent:
         self._load_state()
         self.nvml = self.nvml or Nvml()
         self.inventory = collect(self.nvml)
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with (
+            httpx.AsyncClient(timeout=10) as http,
+            httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10)) as io_http,
+        ):
             self.client = GatewayClient(s.gateway_url, s.api_key, http)
+            self.transfers = Transfers(io_http)
             provider_id = await backoff_retry("register", self.register, stop)
             nc = await connect(s.nats_url, f"daemon-{provider_id}")
             self.js = nc.jetstream()
@@ -319,6 +400,7 @@ class Agent:
                     tg.create_task(consumer.run(taking))
                     log.info("daemon.ready", provider_id=provider_id)
                     await stop.wait()
+                    self.stopping = True
                     taking.set()
                     await self.drain()
                     server.should_exit = True

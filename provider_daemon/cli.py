@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from dataclasses import asdict
 
 import typer
 
@@ -52,17 +51,19 @@ def gpus(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> No
     from rich.table import Table
 
     from provider_daemon.inventory import Nvml, collect
+    from shared.app import setup_logging
 
+    setup_logging(DaemonSettings())  # log lines go to stderr: stdout is the table or the JSON
     nvml = Nvml()
     try:
         inv = collect(nvml)
     finally:
         nvml.close()
     if as_json:
-        typer.echo(json.dumps(asdict(inv), indent=2))
+        typer.echo(json.dumps(inv.as_json(), indent=2))
         return
     table = Table(title=f"driver {inv.driver_version or '-'}  CUDA {inv.cuda_version or '-'}")
-    for col in ("index", "name", "memory MiB", "compute", "power W", "uuid"):
+    for col in ("index", "name", "memory MiB", "compute", "power W", "healthy", "uuid"):
         table.add_column(col)
     for g in inv.gpus:
         table.add_row(
@@ -71,11 +72,38 @@ def gpus(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> No
             str(g.memory_total_mb),
             g.compute_capability or "-",
             str(g.power_limit_w or "-"),
+            "yes" if g.healthy else "NO",
             g.uuid,
         )
     console = Console()
     console.print(table if inv.gpus else "no NVIDIA GPU found: this host offers CPU only")
     console.print(f"CPUs: {inv.cpu_count}  memory: {inv.memory_mb} MiB")
+
+
+@app.command()
+def check(
+    require_gpu: bool = typer.Option(False, "--require-gpu", help="no NVIDIA GPU is a failure"),
+) -> None:
+    """NVML, state dir, NATS, gateway, credentials (and Docker): exit code 1 if any fails."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from provider_daemon.checks import FAIL, WARN, run_checks
+    from shared.app import setup_logging
+
+    settings = DaemonSettings()
+    setup_logging(settings)
+    results = asyncio.run(run_checks(settings, require_gpu))
+    table = Table(title="dante-provider check")
+    for col in ("check", "status", "detail"):
+        table.add_column(col)
+    colour = {FAIL: "red", WARN: "yellow"}
+    for c in results:
+        style = colour.get(c.status, "green")
+        table.add_row(c.name, f"[{style}]{c.status}[/{style}]", c.detail)
+    Console(width=200).print(table)
+    if any(c.status == FAIL for c in results):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

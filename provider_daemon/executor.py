@@ -9,6 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -18,6 +19,9 @@ log = structlog.get_logger(__name__)
 
 LineSink = Callable[[str], Awaitable[None]]
 
+# The daemon's own settings (its API key among them) never reach a job's environment.
+_PRIVATE_PREFIXES = ("DANTE_",)
+
 
 @dataclass
 class Outcome:
@@ -26,11 +30,31 @@ class Outcome:
     error: str | None = None
 
 
+class Executor(Protocol):
+    async def run(
+        self,
+        task: TaskDispatch,
+        workdir: Path,
+        sink: LineSink,
+        cancel: asyncio.Event,
+    ) -> Outcome: ...
+
+
+def job_env(task: TaskDispatch, workspace: Path | str) -> dict[str, str]:
+    """What every job sees, whichever executor runs it; ``workspace`` as the job sees it."""
+    return {
+        **{str(k): str(v) for k, v in (task.spec.get("env") or {}).items()},
+        "CUDA_VISIBLE_DEVICES": ",".join(map(str, task.gpu_indices)),
+        "DANTE_JOB_ID": task.job_id,
+        "DANTE_ATTEMPT": str(task.attempt),
+        "DANTE_INPUTS_DIR": f"{workspace}/inputs",
+        "DANTE_OUTPUTS_DIR": f"{workspace}/outputs",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 class ProcessExecutor:
     """Runs a script task with ``CUDA_VISIBLE_DEVICES`` set to the assigned GPUs."""
-
-    def __init__(self, work_root: Path) -> None:
-        self.work_root = work_root
 
     def _command(self, task: TaskDispatch, workdir: Path) -> list[str]:
         params = task.spec.get("params", {})
@@ -40,17 +64,11 @@ class ProcessExecutor:
         script.write_text(params["script_content"])
         return [params.get("script_interpreter", "bash"), str(script)]
 
-    async def run(self, task: TaskDispatch, sink: LineSink, cancel: asyncio.Event) -> Outcome:
-        workdir = self.work_root / f"{task.job_id}-{task.attempt}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            **{str(k): str(v) for k, v in (task.spec.get("env") or {}).items()},
-            "CUDA_VISIBLE_DEVICES": ",".join(map(str, task.gpu_indices)),
-            "DANTE_JOB_ID": task.job_id,
-            "DANTE_ATTEMPT": str(task.attempt),
-            "PYTHONUNBUFFERED": "1",
-        }
+    async def run(
+        self, task: TaskDispatch, workdir: Path, sink: LineSink, cancel: asyncio.Event
+    ) -> Outcome:
+        host = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_PREFIXES)}
+        env = {**host, **job_env(task, workdir)}
         try:
             argv = self._command(task, workdir)
             proc = await asyncio.create_subprocess_exec(
@@ -64,7 +82,7 @@ class ProcessExecutor:
             )
         except (OSError, ValueError, KeyError) as exc:
             return Outcome(JobState.FAILED, None, f"could not start: {exc}")
-        log.info("task.started", job_id=task.job_id, pid=proc.pid)
+        log.info("task.started", job_id=task.job_id, pid=proc.pid, executor="process")
 
         async def pump() -> None:
             assert proc.stdout is not None
@@ -75,12 +93,15 @@ class ProcessExecutor:
         waiting = asyncio.create_task(proc.wait())
         cancelled = asyncio.create_task(cancel.wait())
         timeout = task.timeout_seconds
-        done, _ = await asyncio.wait(
-            {waiting, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        try:
+            done, _ = await asyncio.wait(
+                {waiting, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:  # the daemon itself being cancelled must not leave the job running
+            if not waiting.done():
+                self._kill_group(proc.pid)
         outcome: Outcome | None = None
         if waiting not in done:
-            self._kill_group(proc.pid)
             await waiting
             outcome = (
                 Outcome(JobState.CANCELLED, None, "cancelled")
@@ -88,7 +109,8 @@ class ProcessExecutor:
                 else Outcome(JobState.TIMED_OUT, None, f"exceeded {timeout}s")
             )
         cancelled.cancel()
-        # Output written by grandchildren may still be in the pipe; the group is gone, so it ends.
+        # Background children of a job that ended are killed too: nothing is left behind, and
+        # once they are gone the pipe they may hold open reaches EOF.
         self._kill_group(proc.pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pumping, 10)

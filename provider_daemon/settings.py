@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import SettingsConfigDict
 
@@ -23,3 +24,12 @@ class DaemonSettings(ServiceSettings):
     heartbeat_interval_seconds: float = 10.0
     drain_grace_seconds: float = 30.0
     log_flush_seconds: float = 0.1
+    # Heartbeat failures back off from the interval up to this, then resume the interval.
+    heartbeat_max_backoff_seconds: float = 60.0
+    # The Docker executor (container jobs): the Engine API socket (None: DOCKER_HOST or the
+    # default socket), how long an image pull may take, and whether to pull present images.
+    docker_url: str | None = None
+    docker_pull_timeout_seconds: float = 600.0
+    docker_pull: Literal["missing", "always"] = "missing"
+    # Finished (job, attempt) pairs remembered to fence duplicate deliveries.
+    fence_keep: int = 10_000

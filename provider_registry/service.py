@@ -65,7 +65,13 @@ class RegistryService:
             raise NotFound("provider not found")
         if principal.is_admin:
             return provider
-        if principal.provider_id == provider_id or provider.owner_id == principal.user_id:
+        if principal.provider_id is not None:
+            # A daemon's token is bound to one provider: it never acts for a sibling host,
+            # even one its owner also runs.
+            if principal.provider_id == provider_id:
+                return provider
+            raise Forbidden("a provider token acts only for its own provider")
+        if principal.role == "provider" and provider.owner_id == principal.user_id:
             return provider
         raise Forbidden("not your provider")
 

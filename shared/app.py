@@ -163,20 +163,39 @@ def jwks_from_discovery(discovery: Discovery, http: httpx.AsyncClient) -> Callab
     return fetch
 
 
+def revocations_from_discovery(discovery: Discovery, http: httpx.AsyncClient) -> Callable[[], Any]:
+    async def fetch() -> dict[str, Any]:
+        base = (await discovery.resolve("auth"))[0]
+        resp = await http.get(f"{base}/internal/revocations", timeout=2)
+        resp.raise_for_status()
+        return resp.json()
+
+    return fetch
+
+
 @asynccontextmanager
 async def service_runtime(
     app: FastAPI,
     settings: ServiceSettings,
     *,
     jwks: Callable[[], Any] | None = None,
+    revocations: Callable[[], Any] | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Discovery registration, an HTTP client and the token verifier, for one service process."""
+    """Discovery registration, an HTTP client and the token verifier, for one service process.
+
+    Tests that hand in their own ``jwks`` (no auth service running) get no revocation feed
+    unless they hand one in too.
+    """
     discovery = make_discovery(settings)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
+    if revocations is None and jwks is None:
+        revocations = revocations_from_discovery(discovery, http)
     verifier = TokenVerifier(
         jwks or jwks_from_discovery(discovery, http),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
+        fetch_revocations=revocations,
+        revocation_poll=settings.revocation_poll_seconds,
     )
     instance = ServiceInstance(
         name=settings.service_name,

@@ -2,6 +2,13 @@
 
 Only asymmetric algorithms are accepted, and only the one the key itself declares, so a token
 signed with ``alg: none`` or HMAC (including HMAC keyed with the public key) never verifies.
+
+Revocation: the auth service serves a small feed (``GET /internal/revocations``) of users and
+provider ids whose tokens issued before a cut-off are void, plus single token ids (logout).
+Every verifier re-reads it at most every ``revocation_poll`` seconds (5 by default), on demand,
+so a revoked or disabled user's token is refused everywhere within that bound. If the feed
+cannot be read the last copy stays in force (fail open on the feed, never on signatures): an
+auth outage must not take every service down with it.
 """
 
 from __future__ import annotations
@@ -26,6 +33,36 @@ ROLES = ("requester", "provider", "admin", "service")
 """``service``: another Dante service calling with a client-credentials token."""
 
 JWKSFetcher = Callable[[], Awaitable[dict[str, Any]]]
+RevocationFetcher = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Revocations:
+    users: dict[str, float]
+    providers: dict[str, float]
+    tokens: frozenset[str]
+
+    @classmethod
+    def parse(cls, feed: dict[str, Any]) -> Revocations:
+        return cls(
+            users={str(k): float(v) for k, v in feed.get("users", {}).items()},
+            providers={str(k): float(v) for k, v in feed.get("providers", {}).items()},
+            tokens=frozenset(str(t) for t in feed.get("tokens", [])),
+        )
+
+    def refuses(self, claims: dict[str, Any]) -> bool:
+        issued = float(claims.get("iat", 0))
+        if claims.get("jti") in self.tokens:
+            return True
+        cutoff = self.users.get(str(claims.get("sub")))
+        if cutoff is not None and issued < cutoff:
+            return True
+        pid = claims.get("pid")
+        cutoff = self.providers.get(str(pid)) if pid else None
+        return cutoff is not None and issued < cutoff
+
+
+NO_REVOCATIONS = Revocations({}, {}, frozenset())
 
 
 @dataclass(frozen=True)
@@ -65,7 +102,14 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         refetch_floor: float = 10.0,
+        fetch_revocations: RevocationFetcher | None = None,
+        revocation_poll: float = 5.0,
     ) -> None:
+        self._fetch_revocations = fetch_revocations
+        self._poll = revocation_poll
+        self._revocations = NO_REVOCATIONS
+        self._revocations_at = float("-inf")
+        self._revocation_lock = asyncio.Lock()
         self._fetch = fetch_jwks
         self._issuer = issuer
         self._audience = audience
@@ -85,6 +129,20 @@ class TokenVerifier:
                 log.warning("jwks.fetch_failed", error=str(exc))
                 return
             self._keys = {k["kid"]: k for k in jwks.get("keys", []) if "kid" in k}
+
+    async def revocations(self) -> Revocations:
+        """The current revocation list, re-read if older than the poll interval."""
+        if self._fetch_revocations is None:
+            return NO_REVOCATIONS
+        if time.monotonic() - self._revocations_at >= self._poll:
+            async with self._revocation_lock:
+                if time.monotonic() - self._revocations_at >= self._poll:
+                    self._revocations_at = time.monotonic()
+                    try:
+                        self._revocations = Revocations.parse(await self._fetch_revocations())
+                    except Exception as exc:
+                        log.warning("revocations.fetch_failed", error=type(exc).__name__)
+        return self._revocations
 
     async def key_for(self, kid: str) -> dict[str, Any] | None:
         if kid not in self._keys:
@@ -117,6 +175,8 @@ class TokenVerifier:
             raise Unauthorized(f"invalid token: {exc}") from exc
         if claims.get("typ") != "access" or claims.get("role") not in ROLES:
             raise Unauthorized("not an access token")
+        if (await self.revocations()).refuses(claims):
+            raise Unauthorized("token revoked", code="token_revoked")
         return Principal(
             user_id=str(claims["sub"]),
             role=claims["role"],

@@ -24,6 +24,8 @@ from shared.errors import ServiceUnavailable, Unauthorized
 log = structlog.get_logger(__name__)
 
 TokenUrlResolver = Callable[[], Awaitable[str]]
+DEV_SERVICE_SECRET = "dante-dev-service-secret"
+"""The scheduler's client secret in dev mode on both sides (auth accepts it only in dev)."""
 TOKEN_PATH = "/api/v1/auth/token"
 
 

@@ -45,6 +45,8 @@ class ServiceSettings(BaseSettings):
     consul_port: int = 8500
     jwt_issuer: str = "dante-auth"
     jwt_audience: str = "dante"
+    # How stale a verifier's copy of the auth service's revocation feed may get (shared/auth.py).
+    revocation_poll_seconds: float = 5.0
 
     # Names of fields that hold secrets, and the dev defaults that must not survive into prod.
     secret_defaults: ClassVar[dict[str, object]] = {}

@@ -12,7 +12,10 @@ from shared.db import make_engine, run_migrations
 ROOT = Path(__file__).resolve().parent.parent
 
 SERVICES = {
-    "auth_service": ("alembic_version_auth", {"users", "refresh_tokens", "api_keys"}),
+    "auth_service": (
+        "alembic_version_auth",
+        {"users", "refresh_tokens", "api_keys", "revocations", "login_attempts"},
+    ),
     "provider_registry": ("alembic_version_registry", {"providers", "gpus"}),
     "scheduler": (
         "alembic_version_scheduler",

@@ -30,6 +30,29 @@ class AuthProcess:
     key_dir: Path
     proc: subprocess.Popen[bytes]
 
+    def admin(self) -> dict[str, str]:
+        """Bearer headers of the first admin (created from settings; dev password)."""
+        from auth_service.settings import DEV_ADMIN_PASSWORD
+
+        r = self.login("admin", DEV_ADMIN_PASSWORD)
+        assert r.status_code == 200, r.text
+        return {"authorization": f"Bearer {r.json()['access_token']}"}
+
+    def get(self, path: str, headers: dict[str, str], **kw: Any) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", headers=headers, **kw)
+
+    def post(self, path: str, headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", headers=headers or {}, **kw)
+
+    def wait_status(self, path: str, headers: dict[str, str], status: int) -> httpx.Response:
+        """GET until it answers ``status`` (revocations reach verifiers within a poll)."""
+        deadline = time.monotonic() + 30
+        while True:
+            r = self.get(path, headers)
+            if r.status_code == status or time.monotonic() > deadline:
+                return r
+            time.sleep(0.1)
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -98,5 +121,9 @@ def auth_process(root: Path, database_url: str | None = None, **env: str) -> Ite
 @pytest.fixture(scope="session")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthProcess]:
     """One auth service (SQLite) shared by the auth tests; each test makes its own users."""
-    with auth_process(tmp_path_factory.mktemp("auth")) as server:
+    # Per-IP throttling is tested on its own process; here every test is one client address.
+    root = tmp_path_factory.mktemp("auth")
+    with auth_process(
+        root, REVOCATION_POLL_SECONDS="0.2", LOGIN_MAX_FAILURES_PER_IP="100000"
+    ) as server:
         yield server

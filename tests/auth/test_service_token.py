@@ -12,7 +12,7 @@ import pytest
 from auth_service.settings import AuthSettings
 from shared.auth import TokenVerifier
 from shared.errors import Unauthorized
-from shared.service_auth import ServiceTokenSource, static_token_url
+from shared.service_auth import DEV_SERVICE_SECRET, ServiceTokenSource, static_token_url
 from tests.auth.conftest import SCHEDULER_SECRET, AuthProcess
 
 
@@ -109,7 +109,11 @@ async def test_token_source_reports_refused_credentials(auth_server: AuthProcess
 def test_weak_or_default_client_secret_is_refused_outside_dev() -> None:
     strong = "x" * 40
     with pytest.raises(ValueError, match="SERVICE_CLIENTS"):
-        AuthSettings(environment="prod", admin_password="a-real-admin-pw-123")
+        AuthSettings(
+            environment="prod",
+            admin_password="a-real-admin-pw-123",
+            service_clients={"scheduler": DEV_SERVICE_SECRET},
+        )
     with pytest.raises(ValueError, match="SERVICE_CLIENTS"):
         AuthSettings(
             environment="prod",
@@ -120,4 +124,7 @@ def test_weak_or_default_client_secret_is_refused_outside_dev() -> None:
         environment="prod", admin_password="a-real-admin-pw-123", service_clients={"s": strong}
     )
     assert ok.service_clients == {"s": strong}
-    assert AuthSettings(environment="dev").service_clients["scheduler"]
+    assert AuthSettings(environment="dev").service_clients == {"scheduler": DEV_SERVICE_SECRET}
+    # outside dev, no configured client means no client (not the dev default)
+    prod = AuthSettings(environment="prod", admin_password="a-real-admin-pw-123")
+    assert prod.service_clients == {}

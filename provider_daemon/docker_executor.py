@@ -1,0 +1,190 @@
+"""Running a container task through the Docker Engine API (aiodocker).
+
+aiodocker rather than docker-py: the daemon is one asyncio program, and docker-py's blocking
+calls (a log stream that follows for hours, a ``wait`` that blocks until exit) would each need a
+thread; aiodocker speaks the same Engine API natively on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from provider_daemon.executor import LineSink, Outcome, job_env
+from shared.contracts import JobState, TaskDispatch
+
+log = structlog.get_logger(__name__)
+
+WORKSPACE = "/workspace"  # where the job's work directory is mounted inside the container
+
+
+def _command(value: Any) -> list[str] | None:
+    if value is None or value == "":
+        return None
+    return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+
+
+def container_config(task: TaskDispatch, workdir: Path) -> dict[str, Any]:
+    """The ``POST /containers/create`` body. Never privileged, no added capabilities, the work
+    directory as the only mount, and GPUs requested the NVIDIA way (``DeviceRequests`` with the
+    assigned device ids, which the NVIDIA Container Toolkit maps into the container)."""
+    params = task.spec.get("params", {})
+    resources = task.spec.get("resources") or {}
+    env = {
+        **job_env(task, WORKSPACE),
+        **{str(k): str(v) for k, v in (params.get("docker_env_vars") or {}).items()},
+    }
+    # Inside the container the toolkit exposes only the requested GPUs, renumbered from 0.
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(task.gpu_indices)))
+    host: dict[str, Any] = {
+        "Binds": [f"{workdir.resolve()}:{WORKSPACE}:rw"],
+        "Privileged": False,
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges"],
+        "NetworkMode": "bridge",
+        "AutoRemove": False,  # removed by us after the logs and exit code are read
+    }
+    if resources.get("cpu"):
+        host["NanoCpus"] = int(float(resources["cpu"]) * 1e9)
+    if resources.get("memory_mb"):
+        host["Memory"] = int(resources["memory_mb"]) * 1024 * 1024
+        host["MemorySwap"] = host["Memory"]  # no swap beyond the limit
+    if task.gpu_indices:
+        host["DeviceRequests"] = [
+            {
+                "Driver": "nvidia",
+                "DeviceIDs": [str(i) for i in task.gpu_indices],
+                "Capabilities": [["gpu"]],
+            }
+        ]
+    elif params.get("docker_gpus") not in (None, 0, "0", ""):
+        # The original's docker_gpus asked for GPUs; the scheduler decides which: none given
+        # means none were placed, and a container must not take GPUs other jobs were given.
+        raise ValueError("docker_gpus asks for GPUs but none were assigned to this task")
+    config: dict[str, Any] = {
+        "Image": params["docker_image"],
+        "Env": [f"{k}={v}" for k, v in env.items()],
+        "WorkingDir": WORKSPACE,
+        # The daemon's own uid: the workspace is its (mode 0700), and with every capability
+        # dropped a root user in the container could not write there anyway.
+        "User": f"{os.getuid()}:{os.getgid()}",
+        "Tty": False,
+        "OpenStdin": False,
+        "Labels": {"dante.job_id": task.job_id, "dante.attempt": str(task.attempt)},
+        "HostConfig": host,
+    }
+    cmd = _command(params.get("docker_command"))
+    if cmd:
+        config["Cmd"] = cmd
+    return config
+
+
+class DockerExecutor:
+    def __init__(
+        self, url: str | None = None, pull_timeout: float = 600.0, pull: str = "missing"
+    ) -> None:
+        self.url = url
+        self.pull_timeout = pull_timeout
+        self.pull = pull  # "missing": pull only absent images; "always": refresh every time
+
+    async def _ensure_image(self, docker: Any, image: str) -> None:
+        from aiodocker.exceptions import DockerError
+
+        if self.pull == "missing":
+            try:
+                await docker.images.inspect(image)
+                return
+            except DockerError as exc:
+                if exc.status != 404:
+                    raise
+        async with asyncio.timeout(self.pull_timeout):
+            await docker.images.pull(image)
+
+    async def run(
+        self, task: TaskDispatch, workdir: Path, sink: LineSink, cancel: asyncio.Event
+    ) -> Outcome:
+        import aiodocker
+        from aiodocker.exceptions import DockerError
+
+        params = task.spec.get("params", {})
+        if not params.get("docker_image"):
+            return Outcome(JobState.FAILED, None, "a container task needs params.docker_image")
+        try:
+            config = container_config(task, workdir)
+        except ValueError as exc:
+            return Outcome(JobState.FAILED, None, str(exc))
+        async with aiodocker.Docker(url=self.url) as docker:
+            try:
+                await self._ensure_image(docker, params["docker_image"])
+            except TimeoutError:
+                return Outcome(
+                    JobState.FAILED, None, f"image pull exceeded {self.pull_timeout:.0f}s"
+                )
+            except DockerError as exc:
+                return Outcome(JobState.FAILED, None, f"image pull failed: {exc.message}")
+            name = f"dante-{task.job_id}-{task.attempt}"
+            try:
+                container = await docker.containers.create(config, name=name)
+            except DockerError as exc:
+                return Outcome(JobState.FAILED, None, f"could not create: {exc.message}")
+            try:
+                return await self._supervise(task, container, sink, cancel)
+            except DockerError as exc:
+                return Outcome(JobState.FAILED, None, f"docker: {exc.message}")
+            finally:
+                with contextlib.suppress(Exception):
+                    await container.delete(force=True)
+                log.info("task.container_removed", container=name)
+
+    async def _supervise(
+        self, task: TaskDispatch, container: Any, sink: LineSink, cancel: asyncio.Event
+    ) -> Outcome:
+        await container.start()
+        log.info("task.started", job_id=task.job_id, container=container.id, executor="docker")
+
+        async def pump() -> None:
+            partial = ""
+            async for chunk in container.log(stdout=True, stderr=True, follow=True):
+                partial += chunk
+                *lines, partial = partial.split("\n")
+                for line in lines:
+                    await sink(line.rstrip("\r"))
+            if partial:
+                await sink(partial.rstrip("\r"))
+
+        pumping = asyncio.create_task(pump())
+        waiting = asyncio.create_task(container.wait())
+        cancelled = asyncio.create_task(cancel.wait())
+        timeout = task.timeout_seconds
+        outcome: Outcome | None = None
+        try:
+            done, _ = await asyncio.wait(
+                {waiting, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if waiting not in done:
+                await container.kill(signal="SIGKILL")
+                outcome = (
+                    Outcome(JobState.CANCELLED, None, "cancelled")
+                    if cancelled in done
+                    else Outcome(JobState.TIMED_OUT, None, f"exceeded {timeout}s")
+                )
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(waiting, 30)
+            result = await waiting if outcome is None else None
+        finally:
+            cancelled.cancel()
+            if not waiting.done():
+                waiting.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pumping, 10)
+        if outcome is not None:
+            return outcome
+        code = int((result or {}).get("StatusCode", -1))
+        state = JobState.COMPLETED if code == 0 else JobState.FAILED
+        return Outcome(state, code, None if code == 0 else f"exit code {code}")
