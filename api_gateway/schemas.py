@@ -54,7 +54,14 @@ class JobSubmission(Strict):
     gpu_type: str | None = Field(default=None, max_length=128)
     gpu_count: int | None = Field(default=None, ge=0, le=64)
     priority: int = Field(default=5, ge=0, le=10)
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    tags: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=32
+    )
+    # flat aliases of native fields, for clients that keep everything at the top level
+    gpu_model: str | None = Field(default=None, max_length=128)
+    min_vram_mb: int | None = Field(default=None, ge=0)
+    min_compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+    max_price: float | None = Field(default=None, ge=0)
     # the native spec
     resources: Resources | None = None
     timeout_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
@@ -72,13 +79,37 @@ class JobSubmission(Strict):
         self.params = model.model_validate(self.params).model_dump(exclude_none=True)
         return self
 
+    @model_validator(mode="after")
+    def _aliases_agree(self) -> Self:
+        """A flat alias and its native field may both be given only if they say the same."""
+        res = self.resources
+        native = {k: getattr(res, k) for k in res.model_fields_set} if res else {}
+        native["max_price"] = self.max_price_per_hour
+        flat = {
+            "gpu_count": self.gpu_count,
+            "gpu_model": self.gpu_model or self.gpu_type,
+            "min_vram_mb": self.min_vram_mb,
+            "min_compute_capability": self.min_compute_capability,
+            "max_price": self.max_price,
+        }
+        if self.gpu_model and self.gpu_type and self.gpu_model != self.gpu_type:
+            raise ValueError("gpu_type and gpu_model disagree")
+        for name, value in flat.items():
+            other = native.get(name)
+            if value is not None and other is not None and value != other:
+                raise ValueError(f"{name} is given twice with different values")
+        return self
+
     def normalized_spec(self) -> dict[str, Any]:
         """One spec shape for the scheduler and daemon, whatever shape the client used."""
         res = self.resources or Resources()
-        if self.gpu_count is not None and self.resources is None:
-            res = res.model_copy(update={"gpu_count": self.gpu_count})
-        if self.gpu_type and not res.gpu_model:
-            res = res.model_copy(update={"gpu_model": self.gpu_type})
+        flat = {
+            "gpu_count": self.gpu_count,
+            "gpu_model": self.gpu_model or self.gpu_type,
+            "min_vram_mb": self.min_vram_mb,
+            "min_compute_capability": self.min_compute_capability,
+        }
+        res = res.model_copy(update={k: v for k, v in flat.items() if v is not None})
         return {
             "type": self.type,
             "name": self.name,
@@ -89,7 +120,9 @@ class JobSubmission(Strict):
             "tags": self.tags,
             "timeout_seconds": self.timeout_seconds,
             "max_retries": self.max_retries,
-            "max_price_per_hour": self.max_price_per_hour,
+            "max_price_per_hour": (
+                self.max_price_per_hour if self.max_price_per_hour is not None else self.max_price
+            ),
             "labels": self.labels,
             "env": self.env,
             "inputs": self.inputs,

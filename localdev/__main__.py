@@ -17,12 +17,18 @@ cli = typer.Typer(add_completion=False)
 @cli.command()
 def up(
     data_dir: Path = typer.Option(Path(".dev"), help="where every service keeps its data"),
+    daemons: int = typer.Option(1, min=1, help="provider daemons to run (each its own provider)"),
+    heartbeat_ttl: float | None = typer.Option(
+        None, help="seconds without a heartbeat before a provider is offline (default 30)"
+    ),
 ) -> None:
     """Bring the whole platform up; Ctrl-C (or SIGTERM) stops every process it started."""
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    cluster = LocalCluster(ClusterConfig(data_dir=data_dir))
+    cluster = LocalCluster(
+        ClusterConfig(data_dir=data_dir, daemons=daemons, heartbeat_ttl=heartbeat_ttl)
+    )
     try:
         cluster.start()
     except Exception as exc:

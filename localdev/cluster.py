@@ -65,6 +65,10 @@ class ClusterConfig:
     log_dir: Path | None = None  # None: children log to this terminal
     heartbeat_interval: float = 5.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    daemons: int = 1  # provider daemons to start, each its own provider account and key
+    # registry heartbeat TTL (and the scheduler's liveness window); None keeps the default 30 s.
+    # Tests lower it so a killed daemon is swept offline in seconds.
+    heartbeat_ttl: float | None = None
 
 
 @dataclass
@@ -82,7 +86,9 @@ class LocalCluster:
         self.procs: list[Proc] = []
         self.ports: dict[str, int] = {}
         self.nats_url = ""
-        self.provider: dict[str, str] = {}
+        self.provider: dict[str, str] = {}  # the first daemon's credentials
+        self.providers: dict[str, dict[str, str]] = {}  # daemon process name → credentials
+        self.service_secret = secrets.token_urlsafe(32)
 
     # --- ports and environment ----------------------------------------------------------------
 
@@ -144,15 +150,18 @@ class LocalCluster:
                     fields["KEY_DIR"] = str(self.data / "keys")
                 if name == "storage":
                     fields["ROOT_DIR"] = str(self.data / "objects")
+                    # presigned URLs must point where a daemon can reach them: the gateway
+                    fields["PUBLIC_URL"] = self.gateway_url
+                fields.update(self._liveness_env(name))
+                fields.update(self._service_client_env(name))
                 argv = [sys.executable, "-m", package, "serve"]
                 self._spawn(name, argv, self._env(prefix, name, **fields), self.ports[name])
             deadline = time.monotonic() + timeout
             for proc in self.procs:
                 if proc.name != "nats":
                     self._wait_ready(proc, deadline)
-            self._provision_provider()
-            self._start_daemon()
-            self._wait_ready(self.procs[-1], deadline)
+            for i in range(self.config.daemons):
+                self.start_daemon(i + 1, deadline=deadline)
         except BaseException:
             self.stop()
             raise
@@ -191,16 +200,49 @@ class LocalCluster:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['gateway']}"
 
-    def _provision_provider(self) -> None:
-        """A provider account and an API key for the local daemon, kept across restarts."""
-        path = self.data / "provider-credentials.json"
+    def _service_client_env(self, service: str) -> dict[str, str]:
+        """The scheduler's client-credentials secret, fresh per launch, given to both ends."""
+        if service == "auth":
+            return {"SERVICE_CLIENTS": json.dumps({"scheduler": self.service_secret})}
+        if service == "scheduler":
+            return {"SERVICE_CLIENT_ID": "scheduler", "SERVICE_CLIENT_SECRET": self.service_secret}
+        return {}
+
+    def _liveness_env(self, service: str) -> dict[str, str]:
+        ttl = self.config.heartbeat_ttl
+        if ttl is None:
+            return {}
+        if service == "registry":
+            return {"HEARTBEAT_TTL_SECONDS": str(ttl), "SWEEP_INTERVAL_SECONDS": str(ttl / 3)}
+        if service == "scheduler":
+            return {"HEARTBEAT_TTL_SECONDS": str(ttl)}
+        return {}
+
+    @staticmethod
+    def daemon_name(n: int) -> str:
+        return "daemon" if n == 1 else f"daemon-{n}"
+
+    def start_daemon(self, n: int, deadline: float | None = None) -> Proc:
+        """Start daemon number ``n`` (1 is the default one), provisioning its provider first."""
+        name = self.daemon_name(n)
+        creds = self._provision_provider(name)
+        self.providers[name] = creds
+        if n == 1:
+            self.provider = creds
+        proc = self._start_daemon(name, creds)
+        self._wait_ready(proc, deadline or time.monotonic() + 60)
+        return proc
+
+    def _provision_provider(self, daemon: str) -> dict[str, str]:
+        """A provider account and an API key for one local daemon, kept across restarts."""
+        suffix = "" if daemon == "daemon" else f"-{daemon}"
+        path = self.data / f"provider-credentials{suffix}.json"
         gw = self.gateway_url
         if path.exists():
             creds = json.loads(path.read_text())
             resp = httpx.post(f"{gw}/api/v1/auth/token", json={"api_key": creds["api_key"]})
             if resp.status_code == 200:
-                self.provider = creds
-                return
+                return creds
         username = f"local-provider-{secrets.token_hex(3)}"
         password = secrets.token_urlsafe(18)
         httpx.post(
@@ -226,21 +268,22 @@ class LocalCluster:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(creds, fh)
-        self.provider = creds
+        return creds
 
-    def _start_daemon(self) -> None:
-        self.ports.setdefault("daemon", self._pick(DEFAULT_PORTS["daemon"]))
+    def _start_daemon(self, name: str, creds: dict[str, str]) -> Proc:
+        preferred = DEFAULT_PORTS["daemon"] if name == "daemon" else 0
+        self.ports.setdefault(name, self._pick(preferred) if preferred else free_port())
         env = self._env(
             "DANTE_DAEMON_",
-            "daemon",
+            name,
             GATEWAY_URL=self.gateway_url,
-            API_KEY=self.provider["api_key"],
-            STATE_DIR=str(self.data / "daemon"),
-            NAME="local-daemon",
+            API_KEY=creds["api_key"],
+            STATE_DIR=str(self.data / name),
+            NAME=f"local-{name}",
             HEARTBEAT_INTERVAL_SECONDS=str(self.config.heartbeat_interval),
         )
         argv = [sys.executable, "-m", "provider_daemon", "run"]
-        self._spawn("daemon", argv, env, self.ports["daemon"])
+        return self._spawn(name, argv, env, self.ports[name])
 
     # --- stop ----------------------------------------------------------------------------------
 

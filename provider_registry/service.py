@@ -23,6 +23,7 @@ def provider_event(kind: str, p: Provider) -> ProviderEvent:
     return ProviderEvent(
         kind=kind,  # type: ignore[arg-type]
         provider_id=p.id,
+        owner_id=p.owner_id,
         status=p.status,
         at=utcnow(),
         max_concurrent_tasks=p.max_concurrent_tasks,

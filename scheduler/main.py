@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -8,19 +9,44 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from scheduler.dispatch import Presigner
 from scheduler.routes import router
 from scheduler.settings import SchedulerSettings
+from scheduler.storage_io import HttpPresigner
 from scheduler.workers import Workers
-from shared.app import create_service_app, service_runtime
+from shared.app import Runtime, create_service_app, service_runtime
 from shared.db import service_database
 from shared.nats import close_nats, connect, ensure_streams
+from shared.service_auth import ServiceTokenSource, token_url_from_discovery
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def _presigner(settings: SchedulerSettings, runtime: Runtime) -> HttpPresigner | None:
+    """Storage I/O needs the scheduler's service credentials; without them, jobs that declare
+    inputs/outputs wait (their events say so) and jobs without I/O run without a log upload."""
+    if not settings.service_client_secret:
+        return None
+    tokens = ServiceTokenSource(
+        token_url_from_discovery(runtime.discovery),
+        settings.service_client_id,
+        settings.service_client_secret,
+        http=runtime.http,
+    )
+
+    async def storage_base() -> str:
+        return (await runtime.discovery.resolve("storage"))[0]
+
+    return HttpPresigner(storage_base, runtime.http, tokens, settings.presign_expires_seconds)
+
+
 def create_app(
-    settings: SchedulerSettings | None = None, *, jwks: Callable[[], Any] | None = None
+    settings: SchedulerSettings | None = None,
+    *,
+    jwks: Callable[[], Any] | None = None,
+    presigner: Presigner | None = None,
 ) -> FastAPI:
+    """``jwks`` and ``presigner`` replace the auth and storage clients (tests pass their own)."""
     settings = settings or SchedulerSettings()
 
     @asynccontextmanager
@@ -33,19 +59,26 @@ def create_app(
             await ensure_streams(js)
             app.state.js = js
             app.state.ready_checks["nats"] = lambda: nc.flush(timeout=2)
-            workers = Workers(sessions, js, settings)
-            app.state.workers = workers
             stop = asyncio.Event()
-            # Two-step shutdown: stop taking work (the loops see `stop`), then drain NATS.
-            task = asyncio.create_task(workers.run(stop))
-            try:
-                async with service_runtime(app, settings, jwks=jwks):
+            async with contextlib.AsyncExitStack() as exits:
+                exits.push_async_callback(close_nats, nc)  # last: after the loops stopped
+                runtime = await exits.enter_async_context(service_runtime(app, settings, jwks=jwks))
+                workers = Workers(
+                    sessions, js, settings, presigner or _presigner(settings, runtime)
+                )
+                app.state.workers = workers
+                # Two-step shutdown: stop taking work (the loops see `stop`), then drain NATS.
+                task = asyncio.create_task(workers.run(stop))
+                try:
                     yield
-            finally:
-                stop.set()
-                await asyncio.wait({task}, timeout=10)
-                task.cancel()
-                await close_nats(nc)
+                finally:
+                    stop.set()
+                    await asyncio.wait({task}, timeout=settings.shutdown_grace_seconds)
+                    task.cancel()
+                    # let the cancelled consumers unsubscribe first, or the drain below waits
+                    # on their open pull requests until its own timeout
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     app = create_service_app(settings, title="Dante scheduler", lifespan=lifespan)
     app.include_router(router)

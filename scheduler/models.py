@@ -18,7 +18,10 @@ class Job(SchedulerBase):
     """The system of record for a job: spec, owner, state and where it runs."""
 
     __tablename__ = "jobs"
-    __table_args__ = (sa.Index("ix_jobs_placement", "state", "priority", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_jobs_placement", "state", "priority", "created_at"),
+        sa.Index("ix_jobs_owner_created", "owner_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
     owner_id: Mapped[str] = mapped_column(sa.String(36), index=True)
@@ -31,6 +34,7 @@ class Job(SchedulerBase):
     gpu_count: Mapped[int] = mapped_column(sa.Integer, default=0)
     gpu_model: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
     min_vram_mb: Mapped[int] = mapped_column(sa.Integer, default=0)
+    min_compute_capability: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
     max_price_per_hour: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
     timeout_seconds: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
@@ -45,6 +49,25 @@ class Job(SchedulerBase):
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # dispatched but not reported running by then: the attempt is presumed lost and requeued
+    start_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # what the current attempt costs, fixed at placement (the provider may change its price)
+    price_per_hour: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    gpu_name: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    # the last reason placement gave for leaving the job queued (an event is written on change)
+    wait_reason: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    artifacts: Mapped[list[dict[str, str]]] = mapped_column(sa.JSON, default=list)
+
+
+class JobTag(SchedulerBase):
+    """One row per (job, tag): tag filters use an index instead of scanning JSON."""
+
+    __tablename__ = "job_tags"
+
+    job_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(sa.String(128), primary_key=True, index=True)
 
 
 class JobEvent(SchedulerBase):
@@ -74,3 +97,26 @@ class ProviderView(SchedulerBase):
     gpus: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON, default=list)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    owner_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)
+
+
+class UsageRecord(SchedulerBase):
+    """What one attempt used and cost, written once when it ends (one row per job attempt)."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (sa.UniqueConstraint("job_id", "attempt", name="uq_usage_job_attempt"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    owner_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    provider_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    state: Mapped[str] = mapped_column(sa.String(16))
+    gpu_model: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    gpu_count: Mapped[int] = mapped_column(sa.Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    seconds: Mapped[float] = mapped_column(sa.Float)
+    gpu_seconds: Mapped[float] = mapped_column(sa.Float)
+    price_per_hour: Mapped[float] = mapped_column(sa.Float)
+    cost: Mapped[float] = mapped_column(sa.Float)

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scheduler.models import Job, JobEvent, ProviderView
+from scheduler.models import Job, JobEvent, JobTag, ProviderView
 from shared.contracts import JobState
 
 ACTIVE = (JobState.DISPATCHED, JobState.RUNNING)
@@ -44,6 +45,17 @@ class JobRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
+    async def dispatch_expired(self, now: datetime, limit: int) -> list[Job]:
+        """Dispatched attempts past their start deadline, locked; other replicas skip them."""
+        stmt = (
+            sa.select(Job)
+            .where(Job.state == JobState.DISPATCHED, Job.start_deadline < now)
+            .order_by(Job.start_deadline)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
     async def active_allocations(self) -> list[tuple[str, list[int]]]:
         stmt = sa.select(Job.provider_id, Job.gpu_indices).where(Job.state.in_(ACTIVE))
         return [(pid, list(idx or [])) for pid, idx in (await self.session.execute(stmt)).all()]
@@ -61,6 +73,9 @@ class JobRepository:
         owner_id: str | None,
         *,
         state: str | None = None,
+        tag: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
         limit: int = 50,
         before: tuple[datetime, str] | None = None,
     ) -> list[Job]:
@@ -69,6 +84,13 @@ class JobRepository:
             stmt = stmt.where(Job.owner_id == owner_id)
         if state:
             stmt = stmt.where(Job.state == state)
+        if tag:
+            tagged = sa.select(JobTag.job_id).where(JobTag.tag == tag)
+            stmt = stmt.where(Job.id.in_(tagged))
+        if created_after is not None:
+            stmt = stmt.where(Job.created_at >= created_after)
+        if created_before is not None:
+            stmt = stmt.where(Job.created_at < created_before)
         if before:
             at, job_id = before
             stmt = stmt.where(
@@ -92,6 +114,26 @@ class ProviderViewRepository:
         stmt = sa.select(ProviderView).where(
             ProviderView.status == "online", ProviderView.last_seen_at >= since
         )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def live_rows(self, since: datetime) -> Sequence[sa.Row[Any]]:
+        """Live providers as plain rows (no ORM identity map: a round reads ~1,000 of them)."""
+        pv = ProviderView
+        stmt = sa.select(
+            pv.id, pv.max_concurrent_tasks, pv.price_per_hour, pv.labels, pv.gpus, pv.last_placed_at
+        ).where(pv.status == "online", pv.last_seen_at >= since)
+        return (await self.session.execute(stmt)).all()
+
+    async def mark_placed(self, provider_ids: list[str], at: datetime) -> None:
+        if provider_ids:
+            await self.session.execute(
+                sa.update(ProviderView)
+                .where(ProviderView.id.in_(provider_ids))
+                .values(last_placed_at=at)
+            )
+
+    async def owned_by(self, owner_id: str) -> list[str]:
+        stmt = sa.select(ProviderView.id).where(ProviderView.owner_id == owner_id)
         return list((await self.session.execute(stmt)).scalars())
 
     async def all_known(self) -> list[ProviderView]:

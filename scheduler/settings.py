@@ -14,3 +14,17 @@ class SchedulerSettings(ServiceSettings):
     placement_interval_seconds: float = 1.0
     placement_batch: int = 200
     heartbeat_ttl_seconds: float = 30.0
+    # dispatched but not reported running within this → the attempt is presumed lost (a daemon
+    # that died before taking it, or a publish lost in a crash) and the job is requeued
+    dispatch_timeout_seconds: float = 60.0
+    # the service-token client the scheduler presents to storage when presigning job I/O
+    service_client_id: str = "scheduler"
+    service_client_secret: str = ""
+    presign_expires_seconds: int = 6 * 3600
+    # JetStream redelivers a message fetched by a replica that died after this long
+    ack_wait_seconds: float = 30.0
+    # on shutdown: how long the loops may finish what they hold before being cancelled (safe:
+    # an unacked message is redelivered, a rolled-back round is redone)
+    shutdown_grace_seconds: float = 10.0
+    # after a wake-up hint, wait this long so a burst of submissions is placed in one round
+    placement_coalesce_seconds: float = 0.05

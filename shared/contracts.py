@@ -123,3 +123,4 @@ class ProviderEvent(Message):
     price_per_hour: float = 0.0
     labels: dict[str, str] = Field(default_factory=dict)
     gpus: list[dict[str, Any]] = Field(default_factory=list)
+    owner_id: str | None = None  # the provider account (for its earnings); None if not sent

@@ -17,7 +17,10 @@ SERVICES = {
         {"users", "refresh_tokens", "api_keys", "revocations", "login_attempts"},
     ),
     "provider_registry": ("alembic_version_registry", {"providers", "gpus"}),
-    "scheduler": ("alembic_version_scheduler", {"jobs", "job_events", "provider_views"}),
+    "scheduler": (
+        "alembic_version_scheduler",
+        {"jobs", "job_events", "provider_views", "job_tags", "usage_records"},
+    ),
 }
 
 

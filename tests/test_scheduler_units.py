@@ -94,3 +94,63 @@ def test_zero_gpu_jobs_need_only_a_free_slot() -> None:
     assert placement.choose(placement.Demand(), [cpu]) == placement.Placement("cpu", [])
     placement.allocate(cpu, placement.Placement("cpu", []), datetime.now(UTC))
     assert placement.choose(placement.Demand(), [cpu]) is None
+
+
+def test_compute_capability_compares_numerically_and_unknown_never_fits() -> None:
+    new = placement.Capacity(
+        "new", 1.0, 4, gpus=[placement.GpuSlot(0, "B200", 192000, compute_capability="10.0")]
+    )
+    old = placement.Capacity(
+        "old", 1.0, 4, gpus=[placement.GpuSlot(0, "V100", 16384, compute_capability="7.0")]
+    )
+    unknown = placement.Capacity("unk", 0.1, 4, gpus=[placement.GpuSlot(0, "X", 99999)])
+    want9 = placement.Demand(1, min_compute_capability="9.0")
+    assert placement.choose(want9, [old, unknown, new]) == placement.Placement("new", [0])
+    assert placement.choose(want9, [old, unknown]) is None
+    assert placement.capability("10.0") > placement.capability("9.0")
+
+
+def test_wait_reason_names_what_is_missing() -> None:
+    busy = _cap("busy", [("H100", 81920)], running_tasks=8)
+    demand = placement.Demand(1, gpu_model="H100*", max_price_per_hour=2.0)
+    assert placement.wait_reason(demand, []) == "waiting: no live provider"
+    assert "none free now" in placement.wait_reason(demand, [busy])
+    missing = placement.wait_reason(placement.Demand(2, gpu_model="A100*"), [busy])
+    assert missing == "waiting: no live provider offers 2 GPU(s), model A100*"
+
+
+def test_flat_aliases_fold_into_the_native_spec_and_conflicts_are_refused() -> None:
+    from pydantic import ValidationError
+
+    from api_gateway.schemas import JobSubmission
+
+    base = {"type": "script", "name": "n", "params": {"script_content": "true"}}
+    flat = JobSubmission(
+        **base,
+        gpu_type="H100*",
+        gpu_count=2,
+        min_vram_mb=1,
+        min_compute_capability="9.0",
+        max_price=2.5,
+        labels={"region": "eu"},
+    ).normalized_spec()
+    native = JobSubmission(
+        **base,
+        resources={
+            "gpu_count": 2,
+            "gpu_model": "H100*",
+            "min_vram_mb": 1,
+            "min_compute_capability": "9.0",
+        },
+        max_price_per_hour=2.5,
+        labels={"region": "eu"},
+    ).normalized_spec()
+    assert flat == native
+    assert flat["resources"]["min_compute_capability"] == "9.0"
+    for clash in (
+        {"gpu_count": 1, "resources": {"gpu_count": 2}},
+        {"max_price": 1.0, "max_price_per_hour": 2.0},
+        {"gpu_type": "A100", "gpu_model": "H100"},
+    ):
+        with pytest.raises(ValidationError):
+            JobSubmission(**base, **clash)

@@ -1,0 +1,214 @@
+"""One placement round: queued jobs onto live providers, their I/O presigned, tasks published.
+
+Runs inside one transaction. On PostgreSQL the caller holds the placement advisory lock (see
+``workers.py``) and the queued rows are claimed ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Protocol
+
+import structlog
+
+from scheduler import placement
+from scheduler.models import Job, ProviderView
+from scheduler.service import SchedulerService
+from shared.contracts import JobState, TaskDispatch, TaskObject, log_key
+from shared.db import utcnow
+from shared.nats import publish
+
+log = structlog.get_logger(__name__)
+
+
+class StorageUnavailable(Exception):
+    """Presigning failed for a reason that may pass (storage down, auth not ready)."""
+
+
+class MissingInput(Exception):
+    """A declared input does not exist in the owner's namespace: the job can never run."""
+
+
+class Presigned(Protocol):
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+
+
+class Presigner(Protocol):
+    async def presign(self, owner: str, inputs: list[str], outputs: list[str]) -> Presigned: ...
+
+
+def demand_of(job: Job) -> placement.Demand:
+    return placement.Demand(
+        gpu_count=job.gpu_count,
+        gpu_model=job.gpu_model,
+        min_vram_mb=job.min_vram_mb,
+        max_price_per_hour=job.max_price_per_hour,
+        labels=dict(job.spec.get("labels") or {}),
+        min_compute_capability=job.min_compute_capability,
+    )
+
+
+def capacity_of(view: ProviderView | Any) -> placement.Capacity:
+    """From a provider view (or a plain row with the same columns)."""
+    return placement.Capacity(
+        provider_id=view.id,
+        price_per_hour=view.price_per_hour,
+        max_tasks=view.max_concurrent_tasks,
+        labels=dict(view.labels or {}),
+        gpus=[
+            placement.GpuSlot(
+                index=int(g["index"]),
+                name=str(g.get("name", "")),
+                memory_total_mb=int(g.get("memory_total_mb", 0)),
+                healthy=bool(g.get("healthy", True)),
+                compute_capability=g.get("compute_capability"),
+            )
+            for g in view.gpus or []
+        ],
+        last_placed_at=view.last_placed_at,
+    )
+
+
+class Placer:
+    def __init__(self, service: SchedulerService, presigner: Presigner | None = None) -> None:
+        self.svc = service
+        self.presigner = presigner
+        self._storage_down: str | None = None
+
+    async def _wait(self, job: Job, reason: str) -> None:
+        """Say why the job waits, once per distinct reason (not once per round)."""
+        if job.wait_reason != reason[:255]:
+            job.wait_reason = reason[:255]
+            await self.svc.note(job, reason)
+
+    async def place(self, limit: int = 200) -> int:
+        """Queued jobs in priority/FIFO order; a job that cannot go now lets smaller ones by."""
+        svc = self.svc
+        now = utcnow()
+        queued = await svc.jobs.queued(limit)
+        if not queued:
+            return 0
+        ttl = timedelta(seconds=svc.settings.heartbeat_ttl_seconds)
+        # plain rows, not ORM objects: with 1,000 hosts this is most of a small round's cost
+        caps = {r.id: capacity_of(r) for r in await svc.providers.live_rows(now - ttl)}
+        for pid, indices in await svc.jobs.active_allocations():
+            if pid in caps:
+                cap = caps[pid]
+                cap.running_tasks += 1
+                # a GPU that has since left the host's inventory is not capacity either way
+                cap.used_indices.update(i for i in indices if any(g.index == i for g in cap.gpus))
+        known: list[placement.Capacity] | None = None
+        matcher = placement.Matcher(list(caps.values()))
+        placed = 0
+        used: set[str] = set()
+        for job in queued:
+            demand = demand_of(job)
+            choice = matcher.choose(demand)
+            if choice is None:
+                if known is None:  # only needed when something does not fit now
+                    known = [capacity_of(v) for v in await svc.providers.all_known()]
+                if known and not placement.ever_fits(demand, known):
+                    job.error = "no provider can ever satisfy this job's resources"
+                    await svc.transition(job, JobState.FAILED, job.error)
+                else:
+                    await self._wait(job, placement.wait_reason(demand, list(caps.values())))
+                continue
+            try:
+                io = await self._presign(job)
+            except MissingInput as exc:
+                job.error = str(exc)
+                await svc.transition(job, JobState.FAILED, job.error)
+                continue
+            except StorageUnavailable as exc:
+                await self._wait(job, f"waiting: storage unavailable for its inputs/outputs: {exc}")
+                continue
+            cap = caps[choice.provider_id]
+            placement.allocate(cap, choice, now)
+            used.add(cap.provider_id)
+            job.provider_id = choice.provider_id
+            job.gpu_indices = choice.gpu_indices
+            job.price_per_hour = cap.price_per_hour
+            job.gpu_name = self._gpu_name(cap, choice.gpu_indices)
+            await svc.transition(job, JobState.DISPATCHED, f"placed on {choice.provider_id}")
+            self._dispatch_after_commit(job, io)
+            placed += 1
+        await svc.providers.mark_placed(sorted(used), now)  # least-recently-used tie-break
+        return placed
+
+    @staticmethod
+    def _gpu_name(cap: placement.Capacity, indices: list[int]) -> str | None:
+        names = sorted({g.name for g in cap.gpus if g.index in indices})
+        return "+".join(names)[:128] if names else None
+
+    async def _presign(
+        self, job: Job
+    ) -> tuple[list[TaskObject], list[TaskObject], TaskObject | None]:
+        """URLs for the job's inputs, outputs and log. Storage down: a job with declared I/O
+        waits; a job without any still runs (its log stays on the LOGS stream)."""
+        inputs = list(job.spec.get("inputs") or [])
+        outputs = list(job.spec.get("outputs") or [])
+        needs_io = bool(inputs or outputs)
+        if self.presigner is None or self._storage_down:
+            if needs_io:
+                raise StorageUnavailable(self._storage_down or "no storage configured")
+            return [], [], None
+        log_name = log_key(job.id, job.attempt)
+        try:
+            got = await self.presigner.presign(job.owner_id, inputs, [*outputs, log_name])
+        except StorageUnavailable as exc:
+            self._storage_down = str(exc)  # one failure per round, not one timeout per job
+            log.warning("dispatch.storage_unavailable", job_id=job.id, error=str(exc))
+            if needs_io:
+                raise
+            return [], [], None
+        return (
+            [TaskObject(key=k, url=got.inputs[k]) for k in inputs],
+            [TaskObject(key=k, url=got.outputs[k]) for k in outputs],
+            TaskObject(key=log_name, url=got.outputs[log_name]),
+        )
+
+    def _dispatch_after_commit(
+        self, job: Job, io: tuple[list[TaskObject], list[TaskObject], TaskObject | None]
+    ) -> None:
+        inputs, outputs, log_upload = io
+        task = TaskDispatch(
+            job_id=job.id,
+            attempt=job.attempt,
+            provider_id=job.provider_id or "",
+            type=job.type,  # type: ignore[arg-type]
+            name=job.name,
+            spec=job.spec,
+            gpu_indices=list(job.gpu_indices),
+            timeout_seconds=job.timeout_seconds,
+            correlation_id=job.correlation_id,
+            start_deadline=job.start_deadline,
+            inputs=inputs,
+            outputs=outputs,
+            log_upload=log_upload,
+        )
+        js = self.svc.js
+
+        async def send() -> None:
+            # Lost if the process dies here or NATS is down: the job is dispatched in the
+            # database, and its start deadline requeues it (attempt + 1), so nothing is stranded.
+            try:
+                await publish(
+                    js,
+                    f"tasks.dispatch.{task.provider_id}",
+                    task,
+                    msg_id=f"{task.job_id}:{task.attempt}",
+                    correlation_id=task.correlation_id,
+                )
+            except Exception as exc:
+                log.warning("job.dispatch_publish_failed", job_id=task.job_id, error=str(exc))
+                return
+            log.info(
+                "job.dispatched",
+                job_id=task.job_id,
+                provider_id=task.provider_id,
+                attempt=task.attempt,
+                correlation_id=task.correlation_id,
+            )
+
+        self.svc.uow.after_commit(send)

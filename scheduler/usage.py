@@ -1,0 +1,105 @@
+"""Usage metering: one record per job that ends on a provider, and the usage queries.
+
+Price model: a provider's ``price_per_hour`` is per GPU-hour (per hour for a CPU-only task),
+fixed on the job when it is placed, so a later price change never rewrites a running bill.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scheduler.models import Job, UsageRecord
+
+
+def meter(job: Job, ended_at: datetime) -> UsageRecord | None:
+    """The usage of the job's current attempt, ending now; None if it never reached a host."""
+    if not job.provider_id:
+        return None
+    started = job.started_at or ended_at  # never reported running: nothing ran, nothing billed
+    seconds = max(0.0, (ended_at - started).total_seconds())
+    units = max(job.gpu_count, 1)
+    price = job.price_per_hour or 0.0
+    return UsageRecord(
+        job_id=job.id,
+        attempt=job.attempt,
+        owner_id=job.owner_id,
+        provider_id=job.provider_id,
+        state=job.state,
+        gpu_model=job.gpu_name,
+        gpu_count=job.gpu_count,
+        started_at=started,
+        ended_at=ended_at,
+        seconds=seconds,
+        gpu_seconds=seconds * job.gpu_count,
+        price_per_hour=price,
+        cost=round(seconds * units * price / 3600.0, 6),
+    )
+
+
+class UsageRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, record: UsageRecord) -> None:
+        self.session.add(record)
+
+    async def summary(
+        self,
+        *,
+        owner_id: str | None = None,
+        provider_ids: list[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Totals, and a breakdown by GPU model, over the records that match."""
+        where = []
+        if owner_id is not None:
+            where.append(UsageRecord.owner_id == owner_id)
+        if provider_ids is not None:
+            where.append(UsageRecord.provider_id.in_(provider_ids))
+        if since is not None:
+            where.append(UsageRecord.ended_at >= since)
+        if until is not None:
+            where.append(UsageRecord.ended_at < until)
+        cols = (
+            sa.func.count(UsageRecord.id),
+            sa.func.coalesce(sa.func.sum(UsageRecord.seconds), 0.0),
+            sa.func.coalesce(sa.func.sum(UsageRecord.gpu_seconds), 0.0),
+            sa.func.coalesce(sa.func.sum(UsageRecord.cost), 0.0),
+        )
+        total = (await self.session.execute(sa.select(*cols).where(*where))).one()
+        rows = (
+            await self.session.execute(
+                sa.select(UsageRecord.gpu_model, *cols)
+                .where(*where)
+                .group_by(UsageRecord.gpu_model)
+                .order_by(UsageRecord.gpu_model)
+            )
+        ).all()
+
+        def shape(r: Any) -> dict[str, Any]:
+            return {
+                "jobs": int(r[0]),
+                "seconds": round(float(r[1]), 3),
+                "gpu_seconds": round(float(r[2]), 3),
+                "cost": round(float(r[3]), 6),
+            }
+
+        return {
+            "totals": shape(total),
+            "by_gpu_model": [{"gpu_model": r[0], **shape(r[1:])} for r in rows],
+        }
+
+    async def records(
+        self, *, owner_id: str | None, provider_ids: list[str] | None, limit: int
+    ) -> list[UsageRecord]:
+        stmt = sa.select(UsageRecord).order_by(UsageRecord.ended_at.desc()).limit(limit)
+        if owner_id is not None:
+            stmt = stmt.where(UsageRecord.owner_id == owner_id)
+        if provider_ids is not None:
+            stmt = stmt.where(UsageRecord.provider_id.in_(provider_ids))
+        return list((await self.session.execute(stmt)).scalars())
