@@ -52,6 +52,7 @@ SECRETS = (
     "DANTE_ADMIN_PASSWORD",
     "DANTE_PROVIDER_PASSWORD",
     "DANTE_STORAGE_PRESIGN_SECRET",
+    "DANTE_SCHEDULER_CLIENT_SECRET",
 )
 
 
@@ -485,3 +486,14 @@ def test_bootstrap_fails_on_a_wrong_password(tmp_path: Path) -> None:
     }
     assert bootstrap.main(env, client, attempts=1, delay=0) == 1
     assert not (tmp_path / "api_key").exists()
+
+
+def test_the_scheduler_holds_the_client_secret_auth_expects(config: dict[str, Any]) -> None:
+    """Service tokens work in compose only if both sides name the same secret."""
+    services = config["services"]
+    clients = json.loads(services["auth"]["environment"]["DANTE_AUTH_SERVICE_CLIENTS"])
+    scheduler = services["scheduler"]["environment"]
+    assert clients == {"scheduler": scheduler["DANTE_SCHEDULER_SERVICE_CLIENT_SECRET"]}
+    storage = services["storage"]["environment"]
+    assert storage["DANTE_STORAGE_PRESIGN_VIA"] == "service"  # daemons never need MinIO's address
+    assert storage["DANTE_STORAGE_PUBLIC_URL"] == "http://gateway:8080"
