@@ -15,7 +15,13 @@ from prometheus_client import Counter
 from shared.auth import Principal
 from shared.errors import Conflict, Forbidden
 from storage_service.backends import Backend, ObjectInfo
-from storage_service.errors import BucketNotFound, InvalidCursor, InvalidKey, ObjectTooLarge
+from storage_service.errors import (
+    BucketNotFound,
+    InvalidCursor,
+    InvalidKey,
+    ObjectNotFound,
+    ObjectTooLarge,
+)
 from storage_service.keys import ALL_NAMESPACES, Namespace, validate_bucket, validate_key
 from storage_service.presign import PresignSigner
 from storage_service.ranges import parse_range
@@ -246,7 +252,10 @@ class StorageService:
         ins: dict[str, str] = {}
         for key in inputs:
             full = scope.ns.full_key(key)
-            await self.backend.stat(scope.bucket, full)
+            try:
+                await self.backend.stat(scope.bucket, full)
+            except ObjectNotFound:
+                raise ObjectNotFound(f"no such input: {key}") from None
             ins[key] = self._presign_url("GET", scope.bucket, full, expires_in, base_url)
         outs = {
             key: self._presign_url(

@@ -188,6 +188,7 @@ async def test_batch_owner_rules(storage: Storage) -> None:
     assert refused.status_code == 403
     missing = await alice.request("POST", "/presign/batch", json={"inputs": ["absent.txt"]})
     assert missing.status_code == 404
+    assert missing.json()["detail"] == "no such input: absent.txt"  # the job's error names it
     traversal = await alice.request("POST", "/presign/batch", json={"outputs": ["../../x"]})
     assert traversal.status_code == 400
     ok = await admin.request(

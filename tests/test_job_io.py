@@ -1,0 +1,129 @@
+"""A job's inputs, outputs and log travel through storage, end to end on real processes.
+
+The requester uploads an input, the scheduler presigns exactly the job's declared objects, the
+daemon downloads and uploads through those URLs (it holds no token), and the owner reads the
+results back from storage. Everything goes through the gateway.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from localdev.cluster import ClusterConfig, LocalCluster
+
+pytestmark = pytest.mark.e2e
+
+TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    data = tmp_path_factory.mktemp("cluster-io")
+    config = ClusterConfig(
+        data_dir=data, prefer_default_ports=False, log_dir=data / "logs", heartbeat_interval=1.0
+    )
+    c = LocalCluster(config)
+    c.start()
+    yield c
+    c.stop()
+
+
+def _user(gw: str) -> dict[str, str]:
+    name = f"io{uuid.uuid4().hex[:10]}"
+    password = "correct horse battery"
+    r = httpx.post(
+        f"{gw}/api/v1/auth/register",
+        json={"username": name, "email": f"{name}@example.com", "password": password},
+    )
+    assert r.status_code == 201, r.text
+    login = httpx.post(f"{gw}/api/v1/auth/login", json={"username": name, "password": password})
+    assert login.status_code == 200, login.text
+    return {"authorization": f"Bearer {login.json()['access_token']}"}
+
+
+def _submit(gw: str, headers: dict[str, str], script: str, **spec: Any) -> str:
+    body = {"type": "script", "name": "io", "params": {"script_content": script}, **spec}
+    r = httpx.post(f"{gw}/api/v1/jobs", json=body, headers=headers)
+    assert r.status_code == 202, r.text
+    return r.json()["job_id"]
+
+
+def _wait_terminal(gw: str, headers: dict[str, str], job_id: str, limit: float = 60) -> dict:
+    """Poll until the job ends. The bound only stops a hung run; speed is measured in bench/."""
+    deadline = time.monotonic() + limit
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=headers)
+        if r.status_code == 200:
+            job = r.json()
+            if job["status"] in TERMINAL:
+                return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not end: {job}")
+
+
+def test_inputs_are_read_and_outputs_and_log_land_in_the_owners_storage(
+    cluster: LocalCluster,
+) -> None:
+    gw = cluster.gateway_url
+    owner, stranger = _user(gw), _user(gw)
+    put = httpx.put(
+        f"{gw}/api/v1/storage/objects/data/words.txt",
+        content=b"alpha\nbeta\n",
+        headers={**owner, "content-type": "text/plain"},
+    )
+    assert put.status_code in (200, 201), put.text
+
+    script = (
+        'tr a-z A-Z < "$DANTE_INPUTS_DIR/data/words.txt" > "$DANTE_OUTPUTS_DIR/results/upper.txt"\n'
+        "echo converted\n"
+    )
+    job_id = _submit(
+        gw,
+        owner,
+        'mkdir -p "$DANTE_OUTPUTS_DIR/results"\n' + script,
+        inputs=["data/words.txt"],
+        outputs=["results/upper.txt"],
+    )
+    job = _wait_terminal(gw, owner, job_id)
+    assert job["status"] == "completed", job
+
+    log_key = f"jobs/{job_id}/attempt-1.log"
+    assert {(a["key"], a["kind"]) for a in job["artifacts"]} == {
+        ("results/upper.txt", "output"),
+        (log_key, "log"),
+    }
+    out = httpx.get(f"{gw}/api/v1/storage/objects/results/upper.txt", headers=owner)
+    assert out.status_code == 200 and out.content == b"ALPHA\nBETA\n"
+    log = httpx.get(f"{gw}/api/v1/storage/objects/{log_key}", headers=owner)
+    assert log.status_code == 200 and log.text == "converted\n"
+
+    # the results are the owner's alone
+    for key in ("results/upper.txt", log_key):
+        assert httpx.get(f"{gw}/api/v1/storage/objects/{key}", headers=stranger).status_code == 404
+
+
+def test_a_job_whose_input_is_missing_fails_with_a_clear_reason(cluster: LocalCluster) -> None:
+    gw = cluster.gateway_url
+    owner = _user(gw)
+    job_id = _submit(gw, owner, "echo never", inputs=["data/not-there.csv"])
+    job = _wait_terminal(gw, owner, job_id)
+    assert job["status"] == "failed", job
+    assert "data/not-there.csv" in (job.get("error") or ""), job
+
+
+def test_a_declared_output_the_job_never_wrote_is_not_listed(cluster: LocalCluster) -> None:
+    gw = cluster.gateway_url
+    owner = _user(gw)
+    job_id = _submit(gw, owner, "echo nothing written", outputs=["results/missing.bin"])
+    job = _wait_terminal(gw, owner, job_id)
+    assert job["status"] == "completed", job
+    assert [a["key"] for a in job["artifacts"]] == [f"jobs/{job_id}/attempt-1.log"]
+    missing = httpx.get(f"{gw}/api/v1/storage/objects/results/missing.bin", headers=owner)
+    assert missing.status_code == 404
