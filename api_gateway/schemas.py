@@ -45,6 +45,25 @@ class ContainerParams(Strict):
     docker_gpus: str | int | None = None
 
 
+def docker_gpu_count(value: str | int) -> int | None:
+    """How many GPUs ``docker_gpus`` asks for: ``2``, ``"2"``, ``"0,1"``, ``"device=0,1"``;
+    ``"all"`` → None (any number: the client must say how many). Device ids only count: on a
+    shared host the scheduler assigns the indices."""
+    if isinstance(value, int):
+        if not 0 <= value <= 64:
+            raise ValueError("docker_gpus must be between 0 and 64")
+        return value
+    text = value.strip().strip('"').removeprefix("device=")
+    if text == "all":
+        return None
+    if text.isdigit():
+        return docker_gpu_count(int(text))
+    ids = [part.strip() for part in text.split(",")]
+    if not all(ids) or len(ids) > 64:
+        raise ValueError("docker_gpus must be a count, 'all', or a list of device ids")
+    return len(ids)
+
+
 class JobSubmission(Strict):
     type: Literal["script", "container"]
     name: str = Field(min_length=1, max_length=128)
@@ -77,6 +96,23 @@ class JobSubmission(Strict):
     def _params_match_type(self) -> Self:
         model = ScriptParams if self.type == "script" else ContainerParams
         self.params = model.model_validate(self.params).model_dump(exclude_none=True)
+        return self
+
+    @model_validator(mode="after")
+    def _docker_gpus_agree(self) -> Self:
+        """The original's ``docker_gpus`` asks for a number of GPUs; the scheduler picks which."""
+        if self.type != "container" or self.params.get("docker_gpus") in (None, ""):
+            return self
+        asked = docker_gpu_count(self.params["docker_gpus"])
+        explicit = self.gpu_count
+        if explicit is None and self.resources and "gpu_count" in self.resources.model_fields_set:
+            explicit = self.resources.gpu_count
+        if asked is None and explicit is None:
+            raise ValueError("docker_gpus 'all' cannot be placed: say how many with gpu_count")
+        if asked is not None and explicit is not None and asked != explicit:
+            raise ValueError("docker_gpus and gpu_count disagree")
+        if explicit is None:
+            self.gpu_count = asked
         return self
 
     @model_validator(mode="after")
