@@ -23,6 +23,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -148,17 +151,50 @@ def transfer(
     upload = time.perf_counter() - start
     upload_cpu = meter.stop()
     meter.start()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
+    got = (
+        curl_get(get_url, headers)
+        if CLIENT["download"] == "curl"
+        else httpx_get(client, get_url, headers)
+    )
+    download = time.perf_counter() - start
+    if got != size:
+        raise RuntimeError(f"downloaded {got} bytes, expected {size}")
+    download_cpu = meter.stop()
+    if CLIENT["download"] == "curl":
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+        download_cpu["curl"] = round(used, 1)
+    return Timings(upload, download, upload_cpu, download_cpu)
+
+
+# Which client downloads: this process through httpx (pure Python parsing, so the client's own
+# CPU competes with the services on a small machine), or curl, what the README's users run.
+CLIENT = {"download": "httpx"}
+
+
+def httpx_get(client: httpx.Client, url: str, headers: dict[str, str]) -> int:
     got = 0
-    with client.stream("GET", get_url, headers=headers) as stream:
+    with client.stream("GET", url, headers=headers) as stream:
         if stream.status_code != 200:
             raise RuntimeError(f"GET {stream.status_code}: {stream.read()[:300]!r}")
         for chunk in stream.iter_raw(BLOCK):
             got += len(chunk)
-    download = time.perf_counter() - start
-    if got != size:
-        raise RuntimeError(f"downloaded {got} bytes, expected {size}")
-    return Timings(upload, download, upload_cpu, meter.stop())
+    return got
+
+
+def curl_get(url: str, headers: dict[str, str]) -> int:
+    curl = shutil.which("curl")
+    if curl is None:
+        raise RuntimeError("--client curl needs curl on the PATH")
+    argv = [curl, "-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download}"]
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    done = subprocess.run([*argv, url], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"curl GET failed ({done.returncode}): {done.stderr.strip()[:300]}")
+    return int(done.stdout)
 
 
 def via_api(client: httpx.Client, base: str, token: str, size: int, meter: CpuMeter) -> Timings:
@@ -204,7 +240,13 @@ def run(
     storage_pid: int | None = typer.Option(None, help="storage pid, to read its peak RSS"),
     s3_endpoint: str | None = typer.Option(None, help="S3 host:port for s3-direct (no launch)"),
     json_out: Path | None = typer.Option(None, help="also write the results as JSON here"),
+    client_name: str = typer.Option(
+        "httpx", "--client", help="who downloads: httpx (this process) or curl (a subprocess)"
+    ),
 ) -> None:
+    if client_name not in ("httpx", "curl"):
+        raise typer.BadParameter("--client must be httpx or curl")
+    CLIENT["download"] = client_name
     size = size_mib * MiB
     wanted = [t.strip() for t in targets.split(",") if t.strip()]
     results: list[Result] = []
@@ -285,7 +327,8 @@ def describe(r: Result) -> str:
         for name, rss in r.peak_rss_mib.items()
         if rss is not None
     )
-    return f"{r.target:<14} {r.upload_mib_s:>9} {r.download_mib_s:>11}  {procs}"
+    extra = "".join(f", {n} -/{c}" for n, c in r.download_cpu_s.items() if n not in r.peak_rss_mib)
+    return f"{r.target:<14} {r.upload_mib_s:>9} {r.download_mib_s:>11}  {procs}{extra}"
 
 
 @cli.callback()
