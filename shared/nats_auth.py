@@ -215,19 +215,12 @@ def bootstrap(directory: Path, store_dir: Path | None = None) -> Path:
     (every time) the server config; returns the config path. Keys are kept across restarts."""
     directory.mkdir(parents=True, exist_ok=True)
     seeds_path = directory / "seeds.json"
-    if seeds_path.exists():
-        seeds = json.loads(seeds_path.read_text())
-    else:
-        seeds = {
-            k: KeyPair.generate(kind).seed
-            for k, kind in (
-                ("operator", "operator"),
-                ("account", "account"),
-                ("signing", "account"),
-                ("system", "account"),
-                ("service", "user"),
-            )
-        }
+    seeds = json.loads(seeds_path.read_text()) if seeds_path.exists() else {}
+    kinds = {"operator": "operator", "account": "account", "signing": "account"}
+    kinds |= {"system": "account", "service": "user"}
+    missing = {k: KeyPair.generate(kind).seed for k, kind in kinds.items() if k not in seeds}
+    if missing:  # a key removed from the file is made anew: that is how one is rotated
+        seeds |= missing
         _write(seeds_path, json.dumps(seeds, indent=1))
     keys = {k: KeyPair.from_seed(v) for k, v in seeds.items()}
     operator, account, signing, system = (
