@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from auth_service.keys import KeyRing
+from auth_service.nats_creds import NatsIssuer
 from auth_service.routes import internal_router, jwks_router, router
 from auth_service.service import AuthService
 from auth_service.settings import AuthSettings
@@ -24,6 +25,11 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys = KeyRing(settings.key_dir)
         app.state.keys = keys
+        app.state.nats_issuer = (
+            NatsIssuer(settings.nats_dir, settings.nats_user_ttl_seconds)
+            if settings.nats_dir
+            else None
+        )
 
         async def local_jwks() -> dict:
             return keys.jwks()

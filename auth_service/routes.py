@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from auth_service.accounts import AccountService, profile
+from auth_service.nats_creds import NatsCredentialsIn, NatsCredentialsOut, issuer_or_refuse
 from auth_service.schemas import (
     ApiKeyIn,
     ApiKeyInfo,
@@ -27,7 +28,13 @@ from auth_service.schemas import (
     UserList,
     UserOut,
 )
-from shared.auth import AdminPrincipal, CurrentPrincipal, Principal, require_role
+from shared.auth import (
+    AdminPrincipal,
+    CurrentPrincipal,
+    Principal,
+    ProviderPrincipal,
+    require_role,
+)
 from shared.db import UoW
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -195,3 +202,13 @@ async def token(body: TokenIn, service: Service) -> ProviderTokenOut | ServiceTo
         return service.service_token(body.client_id, body.client_secret)
     assert body.api_key is not None
     return await service.provider_token(body.api_key)
+
+
+@router.post("/nats-credentials", response_model=NatsCredentialsOut)
+async def nats_credentials(
+    body: NatsCredentialsIn, principal: ProviderPrincipal, request: Request
+) -> NatsCredentialsOut:
+    """A daemon's NATS user: its own tasks only (see docs/nats.md). Provider tokens only."""
+    issuer = issuer_or_refuse(request.app.state.nats_issuer)
+    assert principal.provider_id is not None
+    return issuer.issue(principal.provider_id, body.public_key)

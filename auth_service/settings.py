@@ -24,6 +24,10 @@ class AuthSettings(ServiceSettings):
     refresh_ttl_seconds: int = 30 * 24 * 3600
     provider_token_ttl_seconds: int = 15 * 60
     service_token_ttl_seconds: int = 15 * 60
+    # Per-provider NATS users (docs/nats.md): the folder holding account-signing.seed and
+    # account.pub from shared.nats_auth.bootstrap; None: NATS runs without them.
+    nats_dir: Path | None = None
+    nats_user_ttl_seconds: int = 3600
     admin_username: str = "admin"
     admin_email: str = "admin@dante.local"
     admin_password: str = DEV_ADMIN_PASSWORD

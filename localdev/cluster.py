@@ -23,6 +23,7 @@ from typing import IO
 
 import httpx
 
+from shared.nats_auth import bootstrap
 from shared.settings import DEFAULT_PORTS
 
 SERVICES = (
@@ -69,6 +70,9 @@ class ClusterConfig:
     # registry heartbeat TTL (and the scheduler's liveness window); None keeps the default 30 s.
     # Tests lower it so a killed daemon is swept offline in seconds.
     heartbeat_ttl: float | None = None
+    # Per-provider NATS users (docs/nats.md): services share a full-permission user, each
+    # daemon gets a JWT from the auth service allowing its own tasks only. False: no NATS auth.
+    nats_auth: bool = True
 
 
 @dataclass
@@ -89,6 +93,7 @@ class LocalCluster:
         self.provider: dict[str, str] = {}  # the first daemon's credentials
         self.providers: dict[str, dict[str, str]] = {}  # daemon process name → credentials
         self.service_secret = secrets.token_urlsafe(32)
+        self.nats_creds: Path | None = None  # the services' .creds file when nats_auth is on
 
     # --- ports and environment ----------------------------------------------------------------
 
@@ -148,6 +153,8 @@ class LocalCluster:
                     )
                 if name == "auth":
                     fields["KEY_DIR"] = str(self.data / "keys")
+                    if self.nats_creds:
+                        fields["NATS_DIR"] = str(self.nats_creds.parent)
                 if name == "storage":
                     fields["ROOT_DIR"] = str(self.data / "objects")
                     # presigned URLs must point where a daemon can reach them: the gateway
@@ -155,7 +162,10 @@ class LocalCluster:
                 fields.update(self._liveness_env(name))
                 fields.update(self._service_client_env(name))
                 argv = [sys.executable, "-m", package, "serve"]
-                self._spawn(name, argv, self._env(prefix, name, **fields), self.ports[name])
+                env = self._env(prefix, name, **fields)
+                if self.nats_creds:
+                    env["DANTE_NATS_CREDS"] = str(self.nats_creds)
+                self._spawn(name, argv, env, self.ports[name])
             deadline = time.monotonic() + timeout
             for proc in self.procs:
                 if proc.name != "nats":
@@ -174,6 +184,11 @@ class LocalCluster:
         port = self._pick(NATS_DEV_PORT)
         self.nats_url = f"nats://127.0.0.1:{port}"
         argv = [exe, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(self.data / "nats")]
+        if self.config.nats_auth:
+            # Keys are made once under .dev/nats-auth and kept, so restarts keep their users.
+            conf = bootstrap(self.data / "nats-auth")
+            self.nats_creds = conf.parent / "service.creds"
+            argv += ["-c", str(conf)]
         proc = self._spawn("nats", argv, dict(os.environ), port)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -282,6 +297,7 @@ class LocalCluster:
             NAME=f"local-{name}",
             HEARTBEAT_INTERVAL_SECONDS=str(self.config.heartbeat_interval),
         )
+        env.pop("DANTE_NATS_CREDS", None)  # a daemon never holds the services' NATS user
         argv = [sys.executable, "-m", "provider_daemon", "run"]
         return self._spawn(name, argv, env, self.ports[name])
 

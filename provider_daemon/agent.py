@@ -7,8 +7,10 @@ import contextlib
 import json
 import random
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +38,12 @@ from shared.nats import (
     Poison,
     PullConsumer,
     Retry,
+    UserCredentials,
     close_nats,
     connect,
-    ensure_streams,
     publish,
 )
+from shared.nats_auth import KeyPair
 
 log = structlog.get_logger(__name__)
 
@@ -326,6 +329,30 @@ class Agent:
 
         await backoff_retry("status", send, asyncio.Event(), cap=5.0)
 
+    async def renew_nats_jwt(
+        self, creds: UserCredentials, expires_at: str, stop: asyncio.Event
+    ) -> None:
+        """Fetch a fresh NATS JWT at two thirds of the current one's life. The server closes
+        the connection when a JWT expires; the reconnect then presents the fresh one."""
+        assert self.client is not None
+        while not stop.is_set():
+            left = datetime.fromisoformat(expires_at).timestamp() - time.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(1.0, left * 2 / 3))
+            if stop.is_set():
+                return
+            try:
+                issued = await self.client.nats_credentials(creds.key.public_key)
+            except Exception as exc:  # an outage: try again in a while, the old JWT still works
+                log.warning("nats.renew_failed", error=str(exc) or type(exc).__name__)
+                expires_at = datetime.fromtimestamp(time.time() + 30, UTC).isoformat()
+                continue
+            if issued is None:
+                return
+            creds.jwt = issued["jwt"]
+            expires_at = issued["expires_at"]
+            log.info("nats.jwt_renewed", expires_at=expires_at)
+
     async def drain(self) -> None:
         """Let running tasks finish within the grace period, then hand the rest back."""
         if not self.running:
@@ -371,11 +398,19 @@ class Agent:
             self.client = GatewayClient(s.gateway_url, s.api_key, http)
             self.transfers = Transfers(io_http)
             provider_id = await backoff_retry("register", self.register, stop)
-            nc = await connect(s.nats_url, f"daemon-{provider_id}")
-            self.js = nc.jetstream()
-            await backoff_retry(
-                "streams", lambda: ensure_streams(self.js, ["TASKS", "STATUS", "LOGS"]), stop
+            # The nkey is made here and its seed never leaves this process; the platform signs
+            # a JWT for its public half that allows this provider's own tasks only.
+            key = KeyPair.generate("user")
+            issued = await backoff_retry(
+                "nats_credentials", lambda: self.client.nats_credentials(key.public_key), stop
             )
+            creds = None
+            if issued is not None:
+                creds = UserCredentials(key, issued["jwt"], issued["inbox_prefix"])
+            nc = await connect(s.nats_url, f"daemon-{provider_id}", creds)
+            self.js = nc.jetstream()
+            # Streams are the services' to create (a daemon's NATS user may not): wait for them.
+            await backoff_retry("streams", lambda: self.js.stream_info("TASKS"), stop)
             consumer = PullConsumer(
                 self.js,
                 "TASKS",
@@ -398,6 +433,8 @@ class Agent:
                     tg.create_task(server.serve())
                     tg.create_task(self.heartbeat_loop(stop))
                     tg.create_task(consumer.run(taking))
+                    if creds is not None:
+                        tg.create_task(self.renew_nats_jwt(creds, issued["expires_at"], stop))
                     log.info("daemon.ready", provider_id=provider_id)
                     await stop.wait()
                     self.stopping = True

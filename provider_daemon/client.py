@@ -58,3 +58,17 @@ class GatewayClient:
 
     async def heartbeat(self, body: dict[str, Any]) -> None:
         await self.request("POST", f"/api/v1/providers/{self.provider_id}/heartbeat", json=body)
+
+    async def nats_credentials(self, public_key: str) -> dict[str, Any] | None:
+        """A NATS user JWT for this provider's nkey; None where the platform runs NATS without
+        per-provider users (the auth service answers ``nats_auth_disabled``)."""
+        headers = {"authorization": f"Bearer {await self._bearer()}"}
+        resp = await self.http.post(
+            f"{self.base}/api/v1/auth/nats-credentials",
+            json={"public_key": public_key},
+            headers=headers,
+        )
+        if resp.status_code == 404 and resp.json().get("error") == "nats_auth_disabled":
+            return None
+        resp.raise_for_status()
+        return resp.json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from prometheus_client import Counter
 from pydantic import BaseModel
 
 from shared.logging import correlation
+from shared.nats_auth import KeyPair, read_creds
 
 log = structlog.get_logger(__name__)
 
@@ -77,8 +79,40 @@ messages_handled = Counter(
 )
 
 
-async def connect(url: str, name: str) -> NATS:
-    """Connect with unbounded reconnects: a NATS restart must not take a service down."""
+CREDS_ENV = "DANTE_NATS_CREDS"
+"""A ``.creds`` file for services on a permissioned server (see docs/nats.md); unset: no auth."""
+
+
+@dataclass
+class UserCredentials:
+    """A NATS user: its nkey (the seed stays in this process) and a JWT that may be replaced
+    while connected; a reconnect presents whatever ``jwt`` holds then."""
+
+    key: KeyPair
+    jwt: str
+    inbox_prefix: str = "_INBOX"
+
+    @classmethod
+    def from_file(cls, path: str) -> UserCredentials:
+        jwt, seed = read_creds(open(path).read())  # noqa: SIM115 - a small file read once
+        return cls(KeyPair.from_seed(seed), jwt)
+
+
+async def connect(url: str, name: str, credentials: UserCredentials | None = None) -> NATS:
+    """Connect with unbounded reconnects: a NATS restart must not take a service down.
+
+    Without ``credentials``, a service uses the creds file named by ``DANTE_NATS_CREDS``, if any.
+    """
+    if credentials is None and os.environ.get(CREDS_ENV):
+        credentials = UserCredentials.from_file(os.environ[CREDS_ENV])
+    auth: dict[str, object] = {}
+    if credentials is not None:
+        creds = credentials
+        auth = {
+            "user_jwt_cb": lambda: creds.jwt.encode(),
+            "signature_cb": creds.key.sign_nonce,
+            "inbox_prefix": creds.inbox_prefix,
+        }
 
     async def _disconnected() -> None:
         log.warning("nats.disconnected", client=name)
@@ -98,6 +132,7 @@ async def connect(url: str, name: str) -> NATS:
         disconnected_cb=_disconnected,
         reconnected_cb=_reconnected,
         error_cb=_error,
+        **auth,  # type: ignore[arg-type]
     )
 
 
@@ -173,6 +208,9 @@ class PullConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         config = ConsumerConfig(
+            # The name too, so nats-py creates it on CONSUMER.CREATE.<stream>.<name>.<filter>:
+            # a daemon's NATS user may create only its own consumer with its own filter.
+            name=self.durable,
             durable_name=self.durable,
             ack_wait=self.ack_wait,
             max_deliver=self.max_deliver,

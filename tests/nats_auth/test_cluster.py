@@ -1,0 +1,105 @@
+"""localdev in its default, permissioned NATS mode: the auth service issues daemon users through
+the gateway, a plain client is refused, and the issued user is held to its own tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+
+from localdev.cluster import ClusterConfig, LocalCluster
+from shared.nats import UserCredentials
+from shared.nats_auth import KeyPair
+
+REFUSED = (nats.errors.Error, TimeoutError, asyncio.TimeoutError)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    data = tmp_path_factory.mktemp("nats-cluster")
+    c = LocalCluster(ClusterConfig(data_dir=data, prefer_default_ports=False, log_dir=data / "l"))
+    c.start()  # waits until the daemon is ready, which needs its NATS user
+    yield c
+    c.stop()
+
+
+def provider_token(cluster: LocalCluster) -> str:
+    resp = httpx.post(
+        f"{cluster.gateway_url}/api/v1/auth/token", json={"api_key": cluster.provider["api_key"]}
+    )
+    resp.raise_for_status()
+    return resp.json()["access_token"]
+
+
+def issue(cluster: LocalCluster, public_key: str) -> httpx.Response:
+    return httpx.post(
+        f"{cluster.gateway_url}/api/v1/auth/nats-credentials",
+        json={"public_key": public_key},
+        headers={"authorization": f"Bearer {provider_token(cluster)}"},
+    )
+
+
+async def test_a_plain_client_is_refused(cluster: LocalCluster) -> None:
+    with pytest.raises(REFUSED):
+        await nats.connect(cluster.nats_url, allow_reconnect=False, connect_timeout=5)
+
+
+async def test_the_gateway_hands_a_provider_a_user_held_to_its_own_tasks(
+    cluster: LocalCluster,
+) -> None:
+    key = KeyPair.generate("user")
+    resp = await asyncio.to_thread(issue, cluster, key.public_key)
+    assert resp.status_code == 200, resp.text
+    creds = UserCredentials(key, resp.json()["jwt"], resp.json()["inbox_prefix"])
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = await nats.connect(
+        cluster.nats_url,
+        allow_reconnect=False,
+        error_cb=on_error,
+        user_jwt_cb=lambda: creds.jwt.encode(),
+        signature_cb=creds.key.sign_nonce,
+        inbox_prefix=creds.inbox_prefix,
+    )
+    try:
+        js = nc.jetstream(timeout=2)
+        pid = cluster.provider["provider_id"]
+        assert (await js.consumer_info("TASKS", f"daemon-{pid}")).name == f"daemon-{pid}"
+        other = str(uuid.uuid4())
+        with pytest.raises(REFUSED):
+            await js.pull_subscribe(
+                f"tasks.dispatch.{other}", durable=f"daemon-{other}", stream="TASKS"
+            )
+        assert any("permissions violation" in str(e).lower() for e in errors)
+    finally:
+        await nc.close()
+
+
+def test_only_provider_tokens_get_nats_users(cluster: LocalCluster, tmp_path: Path) -> None:
+    gw = cluster.gateway_url
+    name = f"u{uuid.uuid4().hex[:8]}"
+    httpx.post(
+        f"{gw}/api/v1/auth/register",
+        json={"username": name, "email": f"{name}@x.org", "password": "correct horse battery"},
+    ).raise_for_status()
+    login = httpx.post(
+        f"{gw}/api/v1/auth/login", json={"username": name, "password": "correct horse battery"}
+    )
+    body = {"public_key": KeyPair.generate("user").public_key}
+    user = {"authorization": f"Bearer {login.json()['access_token']}"}
+    resp = httpx.post(f"{gw}/api/v1/auth/nats-credentials", json=body, headers=user)
+    assert resp.status_code == 403 and resp.json()["error"] == "forbidden"
+    resp = httpx.post(f"{gw}/api/v1/auth/nats-credentials", json=body)
+    assert resp.status_code == 401
+    bad = {"public_key": KeyPair.generate("account").public_key}
+    token = {"authorization": f"Bearer {provider_token(cluster)}"}
+    resp = httpx.post(f"{gw}/api/v1/auth/nats-credentials", json=bad, headers=token)
+    assert resp.status_code in (400, 422)
