@@ -58,7 +58,8 @@ class Upstreams:
         self.timeout = timeout_seconds
         self._counters: dict[str, itertools.count[int]] = {}
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=200),
+            # idle connections closed well before the services' 30 s keep-alive (shared/app.py)
+            connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=10),
             auto_decompress=False,  # bytes pass through as the service sent them
             read_bufsize=READ_BUFFER,
             # Only what the client sent goes upstream; aiohttp would add its own defaults.

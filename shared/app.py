@@ -230,6 +230,10 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        # Longer than the gateway keeps an idle upstream connection (10 s): the side that
+        # reuses a connection must be the one to close it first, or a request sent as the
+        # server closes is lost ("Server disconnected"), and one with a body cannot be retried.
+        timeout_keep_alive=30,
     )
 
 
