@@ -8,8 +8,11 @@ from dataclasses import dataclass
 
 import httpx
 
+from provider_daemon.client import GatewayClient
 from provider_daemon.inventory import Nvml, collect
 from provider_daemon.settings import DaemonSettings
+from shared.nats import UserCredentials
+from shared.nats_auth import KeyPair
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -47,12 +50,34 @@ def check_state_dir(s: DaemonSettings) -> Check:
         return Check("state dir", FAIL, f"{s.state_dir}: {exc.strerror or exc}")
 
 
-async def check_nats(s: DaemonSettings) -> Check:
+async def nats_user(s: DaemonSettings, http: httpx.AsyncClient) -> UserCredentials | None:
+    """The provider's own NATS user, as ``run`` gets it; None where NATS has no users or the
+    key is refused (the credentials line says why)."""
+    if not s.api_key:
+        return None
+    key = KeyPair.generate("user")
+    try:
+        issued = await GatewayClient(s.gateway_url, s.api_key, http).nats_credentials(
+            key.public_key
+        )
+    except Exception:
+        return None
+    return UserCredentials(key, issued["jwt"], issued["inbox_prefix"]) if issued else None
+
+
+async def check_nats(s: DaemonSettings, creds: UserCredentials | None = None) -> Check:
     import nats
 
     async def quiet(_: Exception) -> None:  # the table reports the failure, once
         return None
 
+    auth: dict[str, object] = {}
+    if creds is not None:
+        auth = {
+            "user_jwt_cb": lambda: creds.jwt.encode(),
+            "signature_cb": creds.key.sign_nonce,
+            "inbox_prefix": creds.inbox_prefix,
+        }
     try:
         # nats-py keeps retrying a refused connection on its own; the outer bound ends that.
         nc = await asyncio.wait_for(
@@ -62,6 +87,7 @@ async def check_nats(s: DaemonSettings) -> Check:
                 allow_reconnect=False,
                 max_reconnect_attempts=0,
                 error_cb=quiet,
+                **auth,  # type: ignore[arg-type]
             ),
             10,
         )
@@ -70,6 +96,9 @@ async def check_nats(s: DaemonSettings) -> Check:
     except Exception as exc:
         return Check("nats", FAIL, f"{s.nats_url}: {type(exc).__name__} {exc}".strip())
     try:
+        if creds is not None:  # a provider's user may read its tasks' stream, nothing wider
+            await nc.jetstream().stream_info("TASKS")
+            return Check("nats", OK, f"{s.nats_url} (as this provider's user, TASKS stream)")
         info = await nc.jetstream().account_info()
         return Check("nats", OK, f"{s.nats_url} (JetStream, {info.streams} streams)")
     except Exception as exc:
@@ -117,8 +146,9 @@ async def check_docker(s: DaemonSettings) -> Check:
 
 
 async def run_checks(s: DaemonSettings, require_gpu: bool = False) -> list[Check]:
-    out = [check_nvml(require_gpu), check_state_dir(s), await check_nats(s)]
+    out = [check_nvml(require_gpu), check_state_dir(s)]
     async with httpx.AsyncClient(timeout=10) as http:
-        out += await check_gateway(s, http)
-    out.append(await check_docker(s))
+        gateway = await check_gateway(s, http)
+        creds = await nats_user(s, http) if all(c.status == OK for c in gateway) else None
+    out += [await check_nats(s, creds), *gateway, await check_docker(s)]
     return out

@@ -103,3 +103,24 @@ def test_only_provider_tokens_get_nats_users(cluster: LocalCluster, tmp_path: Pa
     token = {"authorization": f"Bearer {provider_token(cluster)}"}
     resp = httpx.post(f"{gw}/api/v1/auth/nats-credentials", json=bad, headers=token)
     assert resp.status_code in (400, 422)
+
+
+def test_dante_provider_check_connects_as_the_providers_own_user(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """`check` gets a NATS user the way `run` does; a plain connection would be refused here."""
+    from tests.daemon.test_cli import check, rows
+
+    r = check(
+        tmp_path,
+        gateway_url=cluster.gateway_url,
+        nats_url=cluster.nats_url,
+        api_key=cluster.provider["api_key"],
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = rows(r.stdout)
+    assert got["nats"][0] == "ok" and "this provider's user" in got["nats"][1], got
+    # without a key there is no user, and the permissioned server refuses the connection
+    r = check(tmp_path, gateway_url=cluster.gateway_url, nats_url=cluster.nats_url)
+    assert r.returncode == 1
+    assert rows(r.stdout)["nats"][0] == "FAIL"
