@@ -6,6 +6,7 @@ here by the job's owner through the gateway; the daemon moves the bytes with no 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,11 @@ async def test_inputs_in_outputs_and_log_out(
         lines = logged.text.splitlines()
         assert lines[1] == "written" and lines[0].startswith("inputs in /")
         assert (await client.get(f"{objects}/results/never-written.txt")).status_code == 404
-    # the work directory is gone once the results are stored
-    assert not list((d.state_dir / "work").iterdir())
+    # the work directory goes once the results are stored (just after the report is sent)
+    work = d.state_dir / "work"
+    async with asyncio.timeout(30):
+        while list(work.iterdir()):  # noqa: ASYNC110 - a directory, nothing to await on
+            await asyncio.sleep(0.05)
 
 
 async def test_a_missing_input_fails_the_attempt_with_a_clear_error(
