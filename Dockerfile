@@ -21,13 +21,14 @@ RUN /opt/dante/bin/pip install . \
     && /opt/dante/bin/pip uninstall --yes pip
 
 FROM python:3.11-slim
-# A fixed uid so host-side volume permissions and the systemd unit's user can match it.
+# A fixed uid so host-side volume permissions and the systemd unit's user can match it. A named
+# volume mounted on keys/ or nats-auth/ starts with these owners and modes (Docker copies them).
 RUN groupadd --system --gid 10001 dante \
     && useradd --system --uid 10001 --gid dante --home-dir /var/lib/dante \
         --shell /usr/sbin/nologin dante \
-    && mkdir -p /var/lib/dante/keys /var/lib/dante/daemon \
+    && mkdir -p /var/lib/dante/keys /var/lib/dante/daemon /var/lib/dante/nats-auth \
     && chown -R dante:dante /var/lib/dante \
-    && chmod 0700 /var/lib/dante/keys
+    && chmod 0700 /var/lib/dante/keys /var/lib/dante/nats-auth
 COPY --from=build /opt/dante /opt/dante
 COPY deploy/bootstrap_provider.py /opt/dante/share/bootstrap_provider.py
 ENV PATH=/opt/dante/bin:$PATH \

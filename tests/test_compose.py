@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from shared.nats import CREDS_ENV
 from shared.settings import DEFAULT_PORTS
 from tests.support import servers
 
@@ -40,13 +41,12 @@ SERVICES = {
     "storage": ("storage_service", "DANTE_STORAGE_"),
 }
 DATABASE_SERVICES = ("auth", "registry", "scheduler")
-INFRA = ("postgres", "nats", "consul", "minio", "minio-init")
+INFRA = ("postgres", "nats-auth-init", "nats", "consul", "minio", "minio-init")
 SECRETS = (
     "POSTGRES_PASSWORD",
     "DANTE_AUTH_DB_PASSWORD",
     "DANTE_REGISTRY_DB_PASSWORD",
     "DANTE_SCHEDULER_DB_PASSWORD",
-    "NATS_TOKEN",
     "MINIO_ROOT_PASSWORD",
     "DANTE_S3_SECRET_KEY",
     "DANTE_ADMIN_PASSWORD",
@@ -135,10 +135,11 @@ def test_each_service_runs_its_package_and_registers_in_consul(
     assert env[f"{prefix}ADVERTISE_HOST"] == name
     assert env[f"{prefix}PORT"] == str(port)
     assert env[f"{prefix}ENVIRONMENT"] == "prod"
-    assert urlsplit(env[f"{prefix}NATS_URL"]).hostname == "nats"
+    assert env[f"{prefix}NATS_URL"] == "nats://nats:4222"  # the user comes from DANTE_NATS_CREDS
     assert f"http://127.0.0.1:{port}/health" in " ".join(svc["healthcheck"]["test"])
-    # A prefix from another service would be silently ignored by pydantic-settings.
-    assert all(k.startswith(prefix) for k in env if k.startswith("DANTE_"))
+    # A prefix from another service would be silently ignored by pydantic-settings;
+    # DANTE_NATS_CREDS is read by shared.nats itself, unprefixed.
+    assert all(k.startswith(prefix) for k in env if k.startswith("DANTE_") and k != CREDS_ENV)
 
 
 SETTINGS_CLASSES = {
@@ -192,9 +193,17 @@ def test_daemons_use_the_daemon_prefix(gpu_config: dict[str, Any]) -> None:
 def test_every_service_is_health_checked_or_waits_on_conditions(
     gpu_config: dict[str, Any],
 ) -> None:
+    awaited = {
+        dep
+        for svc in gpu_config["services"].values()
+        for dep, cond in (svc.get("depends_on") or {}).items()
+        if cond["condition"] == "service_completed_successfully"
+    }
     for name, svc in gpu_config["services"].items():
         deps = svc.get("depends_on") or {}
-        assert "healthcheck" in svc or deps, f"{name} has neither a healthcheck nor depends_on"
+        # A one-shot others wait to complete needs neither (nats-auth-init runs first of all).
+        one_shot = name in awaited and svc.get("restart") in ("no", "on-failure")
+        assert "healthcheck" in svc or deps or one_shot, f"{name}: no healthcheck, no depends_on"
         if "healthcheck" in svc:
             assert svc["healthcheck"].get("disable") is not True, name
             assert svc["healthcheck"]["test"], name
@@ -269,6 +278,7 @@ def test_one_database_and_role_per_service(config: dict[str, Any], secrets: dict
 def test_infrastructure_is_persistent_and_jetstream_is_on(config: dict[str, Any]) -> None:
     svcs = config["services"]
     assert "-js" in svcs["nats"]["command"]
+    assert svcs["nats"]["command"][svcs["nats"]["command"].index("-sd") + 1] == "/data"
     assert {v["target"] for v in svcs["nats"]["volumes"]} >= {"/data"}
     assert "-dev" not in svcs["consul"]["command"]
     assert "-server" in svcs["consul"]["command"]
@@ -302,9 +312,8 @@ def test_only_the_entry_points_are_published(config: dict[str, Any]) -> None:
 def test_secrets_come_from_the_env_file(config: dict[str, Any], secrets: dict[str, str]) -> None:
     auth = config["services"]["auth"]["environment"]
     assert auth["DANTE_AUTH_ADMIN_PASSWORD"] == secrets["DANTE_ADMIN_PASSWORD"]
-    nats = urlsplit(auth["DANTE_AUTH_NATS_URL"])
-    assert nats.username == secrets["NATS_TOKEN"]
-    assert config["services"]["nats"]["environment"]["NATS_TOKEN"] == secrets["NATS_TOKEN"]
+    # NATS has no shared secret: its keys are made by nats-auth-init (test_compose_nats.py).
+    assert urlsplit(auth["DANTE_AUTH_NATS_URL"]).username is None
     # Each secret is only ever written as ${NAME:?...}: no fallback value in the file.
     text = COMPOSE_FILE.read_text()
     for name in SECRETS:
