@@ -11,7 +11,7 @@ import httpx
 from provider_daemon.client import GatewayClient
 from provider_daemon.inventory import Nvml, collect
 from provider_daemon.settings import DaemonSettings
-from shared.nats import UserCredentials
+from shared.nats import UserCredentials, auth_options
 from shared.nats_auth import KeyPair
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -71,13 +71,7 @@ async def check_nats(s: DaemonSettings, creds: UserCredentials | None = None) ->
     async def quiet(_: Exception) -> None:  # the table reports the failure, once
         return None
 
-    auth: dict[str, object] = {}
-    if creds is not None:
-        auth = {
-            "user_jwt_cb": lambda: creds.jwt.encode(),
-            "signature_cb": creds.key.sign_nonce,
-            "inbox_prefix": creds.inbox_prefix,
-        }
+    auth = auth_options(creds)
     try:
         # nats-py keeps retrying a refused connection on its own; the outer bound ends that.
         nc = await asyncio.wait_for(

@@ -98,6 +98,17 @@ class UserCredentials:
         return cls(KeyPair.from_seed(seed), jwt)
 
 
+def auth_options(creds: UserCredentials | None) -> dict[str, object]:
+    """nats-py connect options that present ``creds`` (none: connect without a user)."""
+    if creds is None:
+        return {}
+    return {
+        "user_jwt_cb": lambda: creds.jwt.encode(),
+        "signature_cb": creds.key.sign_nonce,
+        "inbox_prefix": creds.inbox_prefix,
+    }
+
+
 async def connect(url: str, name: str, credentials: UserCredentials | None = None) -> NATS:
     """Connect with unbounded reconnects: a NATS restart must not take a service down.
 
@@ -105,14 +116,7 @@ async def connect(url: str, name: str, credentials: UserCredentials | None = Non
     """
     if credentials is None and os.environ.get(CREDS_ENV):
         credentials = UserCredentials.from_file(os.environ[CREDS_ENV])
-    auth: dict[str, object] = {}
-    if credentials is not None:
-        creds = credentials
-        auth = {
-            "user_jwt_cb": lambda: creds.jwt.encode(),
-            "signature_cb": creds.key.sign_nonce,
-            "inbox_prefix": creds.inbox_prefix,
-        }
+    auth = auth_options(credentials)
 
     async def _disconnected() -> None:
         log.warning("nats.disconnected", client=name)
