@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -42,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from shared.contracts import JobSubmitted, ProviderEvent  # noqa: E402
 from shared.db import utcnow  # noqa: E402
+from tests.support.servers import spawned  # noqa: E402
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True)
 MODELS = [("NVIDIA H100 80GB", 81920), ("NVIDIA A100-SXM4-40GB", 40960), ("RTX 4090", 24564)]
@@ -51,20 +51,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    with log.open("ab") as fh:
-        proc = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def fresh_pg_database(admin_url: str) -> str:
@@ -206,8 +192,10 @@ def run(
     nats_argv = [str(nats_bin), "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", str(work)]
     try:
         with (
-            process(nats_argv, dict(os.environ), work / "nats.log"),
-            process([sys.executable, "-m", "scheduler", "serve"], env, work / "sched.log") as s,
+            spawned(nats_argv, dict(os.environ), work / "nats.log", cwd=ROOT),
+            spawned(
+                [sys.executable, "-m", "scheduler", "serve"], env, work / "sched.log", cwd=ROOT
+            ) as s,
         ):
             asyncio.run(wait_ready(sched_port, s))
             thr, burst, paced, missing = asyncio.run(

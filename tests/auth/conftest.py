@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import free_port, spawned, wait_for_port
 
 SCHEDULER_SECRET = "test-scheduler-secret-" + uuid.uuid4().hex
 PASSWORD = "correct horse battery"
@@ -94,28 +94,14 @@ def auth_process(root: Path, database_url: str | None = None, **env: str) -> Ite
     }
     full_env = {**os.environ, **{f"DANTE_AUTH_{k}": v for k, v in settings.items()}}
     log_path = root / "auth.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "auth_service", "serve"],
-            env=full_env,
-            cwd=root,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    argv = [sys.executable, "-m", "auth_service", "serve"]
+    with spawned(argv, full_env, log_path, cwd=root) as proc:
         wait_for_port(port, timeout=60, proc=proc)
         deadline = time.monotonic() + 60
         while httpx.get(f"{url}/ready", timeout=5).status_code != 200:
             assert time.monotonic() < deadline, "auth service not ready"
             time.sleep(0.1)
         yield AuthProcess(url, log_path, root / "keys", proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ from shared.contracts import (
 )
 from shared.db import make_engine, utcnow
 from shared.nats import publish
-from tests.support.servers import free_port
+from tests.support.servers import free_port, spawned
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -195,24 +195,8 @@ def scheduler_process(
         "DANTE_SCHEDULER_LOG_JSON": "true",
         **{f"DANTE_SCHEDULER_{k.upper()}": v for k, v in settings.items()},
     }
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "scheduler", "serve"],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with spawned([sys.executable, "-m", "scheduler", "serve"], env, log_path, cwd=ROOT) as proc:
         yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 async def wait_healthy(proc: subprocess.Popen[bytes], port: int, limit: float = 60) -> None:

@@ -20,6 +20,30 @@ from pathlib import Path
 VENV_BIN = Path(sys.executable).parent
 
 
+def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM, give it ``grace`` seconds to shut down cleanly, then SIGKILL a straggler."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def spawned(
+    argv: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None
+) -> Iterator[subprocess.Popen]:
+    """A real process with its output appended to ``log_path``, stopped on the way out."""
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,11 +90,7 @@ def nats_server(store_dir: Path | None = None, config: Path | None = None) -> It
         wait_for_port(port, proc=proc)
         yield f"nats://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, grace=10)
         if tmp is not None:
             tmp.cleanup()
 
@@ -244,12 +264,7 @@ def weed_mini(
             time.sleep(0.2)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
