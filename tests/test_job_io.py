@@ -8,7 +8,6 @@ results back from storage. Everything goes through the gateway.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from localdev.cluster import ClusterConfig, LocalCluster
+from tests.support.accounts import new_user
 
 pytestmark = pytest.mark.e2e
 
@@ -32,19 +32,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     c.start()
     yield c
     c.stop()
-
-
-def _user(gw: str) -> dict[str, str]:
-    name = f"io{uuid.uuid4().hex[:10]}"
-    password = "correct horse battery"
-    r = httpx.post(
-        f"{gw}/api/v1/auth/register",
-        json={"username": name, "email": f"{name}@example.com", "password": password},
-    )
-    assert r.status_code == 201, r.text
-    login = httpx.post(f"{gw}/api/v1/auth/login", json={"username": name, "password": password})
-    assert login.status_code == 200, login.text
-    return {"authorization": f"Bearer {login.json()['access_token']}"}
 
 
 def _submit(gw: str, headers: dict[str, str], script: str, **spec: Any) -> str:
@@ -72,7 +59,7 @@ def test_inputs_are_read_and_outputs_and_log_land_in_the_owners_storage(
     cluster: LocalCluster,
 ) -> None:
     gw = cluster.gateway_url
-    owner, stranger = _user(gw), _user(gw)
+    owner, stranger = new_user(gw)["headers"], new_user(gw)["headers"]
     put = httpx.put(
         f"{gw}/api/v1/storage/objects/data/words.txt",
         content=b"alpha\nbeta\n",
@@ -111,7 +98,7 @@ def test_inputs_are_read_and_outputs_and_log_land_in_the_owners_storage(
 
 def test_a_job_whose_input_is_missing_fails_with_a_clear_reason(cluster: LocalCluster) -> None:
     gw = cluster.gateway_url
-    owner = _user(gw)
+    owner = new_user(gw)["headers"]
     job_id = _submit(gw, owner, "echo never", inputs=["data/not-there.csv"])
     job = _wait_terminal(gw, owner, job_id)
     assert job["status"] == "failed", job
@@ -120,7 +107,7 @@ def test_a_job_whose_input_is_missing_fails_with_a_clear_reason(cluster: LocalCl
 
 def test_a_declared_output_the_job_never_wrote_is_not_listed(cluster: LocalCluster) -> None:
     gw = cluster.gateway_url
-    owner = _user(gw)
+    owner = new_user(gw)["headers"]
     job_id = _submit(gw, owner, "echo nothing written", outputs=["results/missing.bin"])
     job = _wait_terminal(gw, owner, job_id)
     assert job["status"] == "completed", job

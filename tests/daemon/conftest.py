@@ -30,6 +30,7 @@ import pytest
 
 from localdev.cluster import ClusterConfig, LocalCluster
 from shared.contracts import LogChunk, TaskCancel, TaskDispatch, TaskStatus
+from tests.support.accounts import provider_key
 from tests.support.servers import free_port
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out", "queued"}
@@ -50,27 +51,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     c.start()
     yield c
     c.stop()
-
-
-def new_user(gw: str, role: str) -> dict[str, Any]:
-    name = f"d{uuid.uuid4().hex[:10]}"
-    password = "correct horse battery"
-    httpx.post(
-        f"{gw}/api/v1/auth/register",
-        json={"username": name, "email": f"{name}@example.com", "password": password, "role": role},
-    ).raise_for_status()
-    login = httpx.post(f"{gw}/api/v1/auth/login", json={"username": name, "password": password})
-    login.raise_for_status()
-    token = login.json()["access_token"]
-    return {"user_id": login.json()["user_id"], "headers": {"authorization": f"Bearer {token}"}}
-
-
-def provider_key(gw: str) -> dict[str, str]:
-    """A provider account and an API key for it: ``{api_key, provider_id, ...}``."""
-    user = new_user(gw, "provider")
-    key = httpx.post(f"{gw}/api/v1/auth/api-keys", json={"name": "test"}, headers=user["headers"])
-    key.raise_for_status()
-    return key.json()
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from localdev.cluster import LocalCluster
-from tests.daemon.conftest import provider_key
+from tests.support.accounts import provider_key
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e

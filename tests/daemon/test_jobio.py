@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from shared.contracts import TaskObject, log_key
-from tests.daemon.conftest import Bus, DaemonFactory, new_user
+from tests.daemon.conftest import Bus, DaemonFactory
+from tests.support.accounts import new_user
 
 pytestmark = pytest.mark.e2e
 

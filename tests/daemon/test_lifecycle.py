@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from localdev.cluster import LocalCluster
-from tests.daemon.conftest import Bus, DaemonFactory, group_members, new_user, provider_key
+from tests.daemon.conftest import Bus, DaemonFactory, group_members
+from tests.support.accounts import new_user, provider_key
 
 pytestmark = pytest.mark.e2e
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.conftest import Bus, DaemonFactory, alive, group_members
+from tests.support.accounts import provider_key
 
 pytestmark = pytest.mark.e2e
 
@@ -154,8 +155,6 @@ async def test_concurrency_limit_holds_the_next_task(
 async def test_duplicate_delivery_runs_once_even_after_a_restart(
     daemons: DaemonFactory, bus: Bus, tmp_path: Path
 ) -> None:
-    from tests.daemon.conftest import provider_key
-
     creds = provider_key(daemons.cluster.gateway_url)
     d = daemons.start(creds)
     runs = tmp_path / "runs"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from localdev.cluster import ClusterConfig, LocalCluster
+from tests.support.accounts import new_user
 
 pytestmark = pytest.mark.e2e
 
@@ -35,17 +35,6 @@ def two_daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
     cluster.stop()
 
 
-def _requester(gw: str) -> dict[str, str]:
-    name = f"u{uuid.uuid4().hex[:10]}"
-    body = {"username": name, "email": f"{name}@example.com", "password": "correct horse 42"}
-    assert httpx.post(f"{gw}/api/v1/auth/register", json=body).status_code == 201
-    login = httpx.post(
-        f"{gw}/api/v1/auth/login", json={k: body[k] for k in ("username", "password")}
-    )
-    assert login.status_code == 200, login.text
-    return {"authorization": f"Bearer {login.json()['access_token']}"}
-
-
 def _job(gw: str, auth: dict[str, str], job_id: str) -> dict:
     r = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=auth)
     return r.json() if r.status_code == 200 else {}
@@ -53,7 +42,7 @@ def _job(gw: str, auth: dict[str, str], job_id: str) -> dict:
 
 def test_killed_daemon_job_completes_on_the_other_provider(two_daemons: LocalCluster) -> None:
     gw = two_daemons.gateway_url
-    auth = _requester(gw)
+    auth = new_user(gw)["headers"]
     script = "echo started; sleep 4; echo finished"
     r = httpx.post(
         f"{gw}/api/v1/jobs",
