@@ -94,6 +94,7 @@ class RateLimit:
             principal = await scope["app"].state.verifier.verify(token)
         except DanteError:
             return None  # the route answers 401; the address bucket already counted it
+        scope.setdefault("state", {})["principal"] = principal  # the route needs no 2nd verify
         self._known[token] = (principal.user_id, time.time() + 60)
         if len(self._known) > 10_000:
             self._known.popitem(last=False)

@@ -11,7 +11,7 @@ from api_gateway import logs
 from api_gateway.proxy import Upstreams
 from api_gateway.schemas import JobSubmission
 from shared.app import correlation_id
-from shared.auth import CurrentPrincipal, Principal, bearer_token
+from shared.auth import CurrentPrincipal, Principal, current_principal
 from shared.contracts import JobSubmitted
 from shared.db import utcnow
 from shared.errors import Forbidden, NotFound, ServiceUnavailable
@@ -125,7 +125,7 @@ async def _authenticate(request: Request) -> Principal | None:
     path = request.url.path
     if any(path.startswith(p) for p in PUBLIC_PREFIXES):
         return None
-    return await request.app.state.verifier.verify(bearer_token(request))
+    return await current_principal(request)
 
 
 @router.api_route(

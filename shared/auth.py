@@ -197,8 +197,12 @@ def bearer_token(request: Request) -> str:
 
 async def current_principal(request: Request) -> Principal:
     """Dependency: the verified caller. The verifier lives on ``app.state`` (set in lifespan)."""
-    verifier: TokenVerifier = request.app.state.verifier
-    principal = await verifier.verify(bearer_token(request))
+    token = bearer_token(request)
+    # Verified earlier in this same request (the gateway's rate limiter does): not twice.
+    principal = getattr(request.state, "principal", None)
+    if principal is None or principal.token != token:
+        verifier: TokenVerifier = request.app.state.verifier
+        principal = await verifier.verify(token)
     structlog.contextvars.bind_contextvars(user_id=principal.user_id)
     return principal
 
