@@ -12,7 +12,7 @@ from api_gateway.proxy import Upstreams
 from api_gateway.schemas import JobSubmission
 from shared.app import correlation_id
 from shared.auth import CurrentPrincipal, Principal, current_principal
-from shared.contracts import JobSubmitted
+from shared.contracts import JOBS_SUBMITTED, JobSubmitted
 from shared.db import utcnow
 from shared.errors import Forbidden, NotFound, ServiceUnavailable
 from shared.nats import publish
@@ -62,12 +62,12 @@ async def submit_job(
         owner_id=principal.user_id,
         type=body.type,
         name=body.name,
-        spec=body.normalized_spec(),
+        spec=body.to_spec(),
         submitted_at=now,
     )
     try:
         await publish(
-            request.app.state.js, "jobs.submitted", message, msg_id=job_id, correlation_id=cid
+            request.app.state.js, JOBS_SUBMITTED, message, msg_id=job_id, correlation_id=cid
         )
     except Exception as exc:
         log.error("job.publish_failed", error=str(exc))

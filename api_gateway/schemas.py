@@ -2,47 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MAX_SCRIPT_BYTES = 256 * 1024
+from shared.contracts import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_PRIORITY,
+    PARAMS,
+    ComputeCapability,
+    ContainerParams,
+    GpuCount,
+    GpuGlob,
+    JobSpec,
+    JobType,
+    MaxRetries,
+    ObjectKey,
+    ParamModels,
+    Price,
+    Priority,
+    Resources,
+    ScriptParams,
+    Tag,
+    TimeoutSeconds,
+    params_by_type,
+)
 
-
-def _object_key(key: str) -> str:
-    """A storage key a job reads or writes: relative, plain characters, no ``.``/``..`` parts."""
-    parts = key.split("/")
-    if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError("must be a relative key without empty, '.' or '..' parts")
-    return key
-
-
-ObjectKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-/]{1,512}$"), AfterValidator(_object_key)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Resources(Strict):
-    gpu_count: int = Field(default=0, ge=0, le=64)
-    gpu_model: str | None = Field(default=None, max_length=128, description="glob, e.g. H100*")
-    min_vram_mb: int = Field(default=0, ge=0)
-    min_compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
-    cpu: float | None = Field(default=None, gt=0, le=1024)
-    memory_mb: int | None = Field(default=None, gt=0)
-
-
-class ScriptParams(Strict):
-    script_content: str = Field(min_length=1, max_length=MAX_SCRIPT_BYTES)
-    script_interpreter: str = Field(default="bash", pattern=r"^[A-Za-z0-9_./-]{1,64}$")
+STRICT = ConfigDict(extra="forbid")
+"""A client's request is refused on an unknown field (a typo must not be silently dropped)."""
 
 
-class ContainerParams(Strict):
-    docker_image: str = Field(min_length=1, max_length=512)
-    docker_command: str | list[str] | None = None
-    docker_env_vars: dict[str, str] = Field(default_factory=dict)
-    docker_gpus: str | int | None = None
+class ResourcesIn(Resources):
+    model_config = STRICT
+
+
+class ScriptParamsIn(ScriptParams):
+    model_config = STRICT
+
+
+class ContainerParamsIn(ContainerParams):
+    model_config = STRICT
+
+
+PARAMS_IN: ParamModels = {"script": ScriptParamsIn, "container": ContainerParamsIn}
 
 
 def docker_gpu_count(value: str | int) -> int | None:
@@ -64,46 +66,47 @@ def docker_gpu_count(value: str | int) -> int | None:
     return len(ids)
 
 
-class JobSubmission(Strict):
-    type: Literal["script", "container"]
+class JobSubmission(BaseModel):
+    """What a client posts: the original flat shape, the native spec, or a mix that agrees."""
+
+    model_config = STRICT
+
+    type: JobType
     name: str = Field(min_length=1, max_length=128)
-    params: dict[str, Any]
+    params: ScriptParamsIn | ContainerParamsIn
     description: str | None = Field(default=None, max_length=2000)
     # the original flat fields
-    gpu_type: str | None = Field(default=None, max_length=128)
-    gpu_count: int | None = Field(default=None, ge=0, le=64)
-    priority: int = Field(default=5, ge=0, le=10)
-    tags: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
-        default_factory=list, max_length=32
-    )
+    gpu_type: GpuGlob | None = None
+    gpu_count: GpuCount | None = None
+    priority: Priority = DEFAULT_PRIORITY
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
     # flat aliases of native fields, for clients that keep everything at the top level
-    gpu_model: str | None = Field(default=None, max_length=128)
+    gpu_model: GpuGlob | None = None
     min_vram_mb: int | None = Field(default=None, ge=0)
-    min_compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
-    max_price: float | None = Field(default=None, ge=0)
+    min_compute_capability: ComputeCapability | None = None
+    max_price: Price | None = None
     # the native spec
-    resources: Resources | None = None
-    timeout_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
-    max_retries: int = Field(default=3, ge=0, le=10)
-    max_price_per_hour: float | None = Field(default=None, ge=0)
+    resources: ResourcesIn | None = None
+    timeout_seconds: TimeoutSeconds | None = None
+    max_retries: MaxRetries = DEFAULT_MAX_RETRIES
+    max_price_per_hour: Price | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     # storage keys in the owner's namespace: downloaded before the job, uploaded after it
     inputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
     outputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
 
-    @model_validator(mode="after")
-    def _params_match_type(self) -> Self:
-        model = ScriptParams if self.type == "script" else ContainerParams
-        self.params = model.model_validate(self.params).model_dump(exclude_none=True)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _params_match_type(cls, data: Any) -> Any:
+        return params_by_type(data, PARAMS_IN)
 
     @model_validator(mode="after")
     def _docker_gpus_agree(self) -> Self:
         """The original's ``docker_gpus`` asks for a number of GPUs; the scheduler picks which."""
-        if self.type != "container" or self.params.get("docker_gpus") in (None, ""):
+        if not isinstance(self.params, ContainerParams) or self.params.docker_gpus in (None, ""):
             return self
-        asked = docker_gpu_count(self.params["docker_gpus"])
+        asked = docker_gpu_count(self.params.docker_gpus)
         explicit = self.gpu_count
         if explicit is None and self.resources and "gpu_count" in self.resources.model_fields_set:
             explicit = self.resources.gpu_count
@@ -121,46 +124,46 @@ class JobSubmission(Strict):
         res = self.resources
         native = {k: getattr(res, k) for k in res.model_fields_set} if res else {}
         native["max_price"] = self.max_price_per_hour
-        flat = {
+        for name, value in self._flat().items():
+            other = native.get(name)
+            if value is not None and other is not None and value != other:
+                raise ValueError(f"{name} is given twice with different values")
+        return self
+
+    def _flat(self) -> dict[str, Any]:
+        if self.gpu_model and self.gpu_type and self.gpu_model != self.gpu_type:
+            raise ValueError("gpu_type and gpu_model disagree")
+        return {
             "gpu_count": self.gpu_count,
             "gpu_model": self.gpu_model or self.gpu_type,
             "min_vram_mb": self.min_vram_mb,
             "min_compute_capability": self.min_compute_capability,
             "max_price": self.max_price,
         }
-        if self.gpu_model and self.gpu_type and self.gpu_model != self.gpu_type:
-            raise ValueError("gpu_type and gpu_model disagree")
-        for name, value in flat.items():
-            other = native.get(name)
-            if value is not None and other is not None and value != other:
-                raise ValueError(f"{name} is given twice with different values")
-        return self
 
-    def normalized_spec(self) -> dict[str, Any]:
-        """One spec shape for the scheduler and daemon, whatever shape the client used."""
-        res = self.resources or Resources()
-        flat = {
-            "gpu_count": self.gpu_count,
-            "gpu_model": self.gpu_model or self.gpu_type,
-            "min_vram_mb": self.min_vram_mb,
-            "min_compute_capability": self.min_compute_capability,
-        }
+    def to_spec(self) -> JobSpec:
+        """One spec for the scheduler and daemon, whatever shape the client used."""
+        flat = self._flat()
+        del flat["max_price"]
+        res = Resources.model_validate((self.resources or Resources()).model_dump())
         res = res.model_copy(update={k: v for k, v in flat.items() if v is not None})
-        return {
-            "type": self.type,
-            "name": self.name,
-            "description": self.description,
-            "params": self.params,
-            "resources": res.model_dump(exclude_none=True),
-            "priority": self.priority,
-            "tags": self.tags,
-            "timeout_seconds": self.timeout_seconds,
-            "max_retries": self.max_retries,
-            "max_price_per_hour": (
+        # the plain contract models: the strict ``*In`` subclasses are for the request only
+        params = PARAMS[self.type].model_validate(self.params.model_dump())
+        return JobSpec(
+            type=self.type,
+            name=self.name,
+            description=self.description,
+            params=params,
+            resources=res,
+            priority=self.priority,
+            tags=self.tags,
+            timeout_seconds=self.timeout_seconds,
+            max_retries=self.max_retries,
+            max_price_per_hour=(
                 self.max_price_per_hour if self.max_price_per_hour is not None else self.max_price
             ),
-            "labels": self.labels,
-            "env": self.env,
-            "inputs": self.inputs,
-            "outputs": self.outputs,
-        }
+            labels=self.labels,
+            env=self.env,
+            inputs=self.inputs,
+            outputs=self.outputs,
+        )

@@ -124,7 +124,10 @@ async def measure(
 
     async def submit(owner: str) -> tuple[str, float]:
         job_id = str(uuid.uuid4())
-        spec = {"resources": {"gpu_count": random.choice([1, 1, 2, 4])}, "params": {}}
+        spec = {
+            "resources": {"gpu_count": random.choice([1, 1, 2, 4])},
+            "params": {"script_content": "true"},
+        }
         msg = JobSubmitted(
             job_id=job_id, owner_id=owner, type="script", name="b", spec=spec, submitted_at=utcnow()
         )

@@ -229,8 +229,6 @@ class LocalCluster:
             return {}
         if service == "registry":
             return {"HEARTBEAT_TTL_SECONDS": str(ttl), "SWEEP_INTERVAL_SECONDS": str(ttl / 3)}
-        if service == "scheduler":
-            return {"HEARTBEAT_TTL_SECONDS": str(ttl)}
         return {}
 
     @staticmethod

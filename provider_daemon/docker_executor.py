@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from provider_daemon.executor import LineSink, Outcome, job_env
-from shared.contracts import JobState, TaskDispatch
+from shared.contracts import ContainerParams, JobState, TaskDispatch
 
 log = structlog.get_logger(__name__)
 
@@ -34,12 +34,9 @@ def container_config(task: TaskDispatch, workdir: Path) -> dict[str, Any]:
     """The ``POST /containers/create`` body. Never privileged, no added capabilities, the work
     directory as the only mount, and GPUs requested the NVIDIA way (``DeviceRequests`` with the
     assigned device ids, which the NVIDIA Container Toolkit maps into the container)."""
-    params = task.spec.get("params", {})
-    resources = task.spec.get("resources") or {}
-    env = {
-        **job_env(task, WORKSPACE),
-        **{str(k): str(v) for k, v in (params.get("docker_env_vars") or {}).items()},
-    }
+    params = task.spec.container
+    resources = task.spec.resources
+    env = {**job_env(task, WORKSPACE), **params.docker_env_vars}
     # Inside the container the toolkit exposes only the requested GPUs, renumbered from 0.
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(task.gpu_indices)))
     host: dict[str, Any] = {
@@ -50,10 +47,10 @@ def container_config(task: TaskDispatch, workdir: Path) -> dict[str, Any]:
         "NetworkMode": "bridge",
         "AutoRemove": False,  # removed by us after the logs and exit code are read
     }
-    if resources.get("cpu"):
-        host["NanoCpus"] = int(float(resources["cpu"]) * 1e9)
-    if resources.get("memory_mb"):
-        host["Memory"] = int(resources["memory_mb"]) * 1024 * 1024
+    if resources.cpu:
+        host["NanoCpus"] = int(resources.cpu * 1e9)
+    if resources.memory_mb:
+        host["Memory"] = resources.memory_mb * 1024 * 1024
         host["MemorySwap"] = host["Memory"]  # no swap beyond the limit
     if task.gpu_indices:
         host["DeviceRequests"] = [
@@ -63,12 +60,12 @@ def container_config(task: TaskDispatch, workdir: Path) -> dict[str, Any]:
                 "Capabilities": [["gpu"]],
             }
         ]
-    elif params.get("docker_gpus") not in (None, 0, "0", ""):
+    elif params.docker_gpus not in (None, 0, "0", ""):
         # The original's docker_gpus asked for GPUs; the scheduler decides which: none given
         # means none were placed, and a container must not take GPUs other jobs were given.
         raise ValueError("docker_gpus asks for GPUs but none were assigned to this task")
     config: dict[str, Any] = {
-        "Image": params["docker_image"],
+        "Image": params.docker_image,
         "Env": [f"{k}={v}" for k, v in env.items()],
         "WorkingDir": WORKSPACE,
         # The daemon's own uid: the workspace is its (mode 0700), and with every capability
@@ -79,7 +76,7 @@ def container_config(task: TaskDispatch, workdir: Path) -> dict[str, Any]:
         "Labels": {"dante.job_id": task.job_id, "dante.attempt": str(task.attempt)},
         "HostConfig": host,
     }
-    cmd = _command(params.get("docker_command"))
+    cmd = _command(params.docker_command)
     if cmd:
         config["Cmd"] = cmd
     return config
@@ -112,16 +109,16 @@ class DockerExecutor:
         import aiodocker
         from aiodocker.exceptions import DockerError
 
-        params = task.spec.get("params", {})
-        if not params.get("docker_image"):
+        if not isinstance(task.spec.params, ContainerParams):
             return Outcome(JobState.FAILED, None, "a container task needs params.docker_image")
+        params = task.spec.params
         try:
             config = container_config(task, workdir)
         except ValueError as exc:
             return Outcome(JobState.FAILED, None, str(exc))
         async with aiodocker.Docker(url=self.url) as docker:
             try:
-                await self._ensure_image(docker, params["docker_image"])
+                await self._ensure_image(docker, params.docker_image)
             except TimeoutError:
                 return Outcome(
                     JobState.FAILED, None, f"image pull exceeded {self.pull_timeout:.0f}s"

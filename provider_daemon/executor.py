@@ -43,7 +43,7 @@ class Executor(Protocol):
 def job_env(task: TaskDispatch, workspace: Path | str) -> dict[str, str]:
     """What every job sees, whichever executor runs it; ``workspace`` as the job sees it."""
     return {
-        **{str(k): str(v) for k, v in (task.spec.get("env") or {}).items()},
+        **task.spec.env,
         "CUDA_VISIBLE_DEVICES": ",".join(map(str, task.gpu_indices)),
         "DANTE_JOB_ID": task.job_id,
         "DANTE_ATTEMPT": str(task.attempt),
@@ -57,12 +57,12 @@ class ProcessExecutor:
     """Runs a script task with ``CUDA_VISIBLE_DEVICES`` set to the assigned GPUs."""
 
     def _command(self, task: TaskDispatch, workdir: Path) -> list[str]:
-        params = task.spec.get("params", {})
         if task.type != "script":
             raise ValueError(f"the process executor runs scripts, not {task.type}")
+        params = task.spec.script
         script = workdir / "script"
-        script.write_text(params["script_content"])
-        return [params.get("script_interpreter", "bash"), str(script)]
+        script.write_text(params.script_content)
+        return [params.script_interpreter, str(script)]
 
     async def run(
         self, task: TaskDispatch, workdir: Path, sink: LineSink, cancel: asyncio.Event

@@ -11,7 +11,7 @@ from provider_registry.models import Gpu, Provider
 from provider_registry.repository import ProviderRepository
 from provider_registry.schemas import HeartbeatIn, ProviderIn, ProviderStatus
 from shared.auth import Principal
-from shared.contracts import ProviderEvent
+from shared.contracts import GpuInfo, ProviderEvent, provider_event_subject
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Forbidden, NotFound
 from shared.nats import publish
@@ -29,16 +29,7 @@ def provider_event(kind: str, p: Provider) -> ProviderEvent:
         max_concurrent_tasks=p.max_concurrent_tasks,
         price_per_hour=p.price_per_hour,
         labels=p.labels or {},
-        gpus=[
-            {
-                "index": g.index,
-                "name": g.name,
-                "memory_total_mb": g.memory_total_mb,
-                "compute_capability": g.compute_capability,
-                "healthy": g.healthy,
-            }
-            for g in p.gpus
-        ],
+        gpus=[GpuInfo.model_validate(g, from_attributes=True) for g in p.gpus],
     )
 
 
@@ -53,7 +44,7 @@ class RegistryService:
 
         async def send() -> None:
             try:
-                await publish(self.js, f"providers.events.{kind}", event)
+                await publish(self.js, provider_event_subject(kind), event)
             except Exception as exc:  # the next heartbeat re-announces; never fail the request
                 log.warning("event.publish_failed", kind=kind, error=str(exc))
 

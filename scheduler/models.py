@@ -6,6 +6,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.contracts import DEFAULT_MAX_RETRIES, DEFAULT_PRIORITY, JobSpec
 from shared.db import Base, UTCDateTime, utcnow
 
 
@@ -28,11 +29,14 @@ class Job(SchedulerBase):
     type: Mapped[str] = mapped_column(sa.String(16))
     name: Mapped[str] = mapped_column(sa.String(128))
     state: Mapped[str] = mapped_column(sa.String(16))
-    priority: Mapped[int] = mapped_column(sa.Integer, default=5)
+    priority: Mapped[int] = mapped_column(sa.Integer, default=DEFAULT_PRIORITY)
     attempt: Mapped[int] = mapped_column(sa.Integer, default=1)
-    max_retries: Mapped[int] = mapped_column(sa.Integer, default=3)
+    max_retries: Mapped[int] = mapped_column(sa.Integer, default=DEFAULT_MAX_RETRIES)
     gpu_count: Mapped[int] = mapped_column(sa.Integer, default=0)
-    gpu_model: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    # the *requested* GPU model glob (column "gpu_model"); the placed GPU's name is ``gpu_name``
+    requested_gpu_model: Mapped[str | None] = mapped_column(
+        "gpu_model", sa.String(128), nullable=True
+    )
     min_vram_mb: Mapped[int] = mapped_column(sa.Integer, default=0)
     min_compute_capability: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
     max_price_per_hour: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
@@ -57,6 +61,11 @@ class Job(SchedulerBase):
     # the last reason placement gave for leaving the job queued (an event is written on change)
     wait_reason: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
     artifacts: Mapped[list[dict[str, str]]] = mapped_column(sa.JSON, default=list)
+
+    @property
+    def job_spec(self) -> JobSpec:
+        """The stored spec, typed (the column keeps the JSON the gateway's contract wrote)."""
+        return JobSpec.model_validate(self.spec)
 
 
 class JobTag(SchedulerBase):
@@ -112,7 +121,8 @@ class UsageRecord(SchedulerBase):
     owner_id: Mapped[str] = mapped_column(sa.String(36), index=True)
     provider_id: Mapped[str] = mapped_column(sa.String(36), index=True)
     state: Mapped[str] = mapped_column(sa.String(16))
-    gpu_model: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
+    # the placed GPUs' model name (column "gpu_model", the name the API has always shown)
+    gpu_name: Mapped[str | None] = mapped_column("gpu_model", sa.String(128), nullable=True)
     gpu_count: Mapped[int] = mapped_column(sa.Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

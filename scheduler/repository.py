@@ -58,7 +58,8 @@ class JobRepository:
 
     async def active_allocations(self) -> list[tuple[str, list[int]]]:
         stmt = sa.select(Job.provider_id, Job.gpu_indices).where(Job.state.in_(ACTIVE))
-        return [(pid, list(idx or [])) for pid, idx in (await self.session.execute(stmt)).all()]
+        rows = (await self.session.execute(stmt)).all()
+        return [(pid, list(idx or [])) for pid, idx in rows if pid is not None]
 
     async def active_on(self, provider_id: str) -> list[Job]:
         stmt = (
@@ -110,18 +111,16 @@ class ProviderViewRepository:
     async def add(self, view: ProviderView) -> None:
         self.session.add(view)
 
-    async def live(self, since: datetime) -> list[ProviderView]:
-        stmt = sa.select(ProviderView).where(
-            ProviderView.status == "online", ProviderView.last_seen_at >= since
-        )
-        return list((await self.session.execute(stmt)).scalars())
+    async def live_rows(self) -> Sequence[sa.Row[Any]]:
+        """Live providers as plain rows (no ORM identity map: a round reads ~1,000 of them).
 
-    async def live_rows(self, since: datetime) -> Sequence[sa.Row[Any]]:
-        """Live providers as plain rows (no ORM identity map: a round reads ~1,000 of them)."""
+        Live means online as the registry last said: it alone decides liveness (heartbeat TTL
+        and sweep) and announces an ``offline`` event, see docs/decisions.md.
+        """
         pv = ProviderView
         stmt = sa.select(
             pv.id, pv.max_concurrent_tasks, pv.price_per_hour, pv.labels, pv.gpus, pv.last_placed_at
-        ).where(pv.status == "online", pv.last_seen_at >= since)
+        ).where(pv.status == "online")
         return (await self.session.execute(stmt)).all()
 
     async def mark_placed(self, provider_ids: list[str], at: datetime) -> None:

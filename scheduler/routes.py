@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
 
-from scheduler.service import SchedulerService, public
+from scheduler.schemas import CancelAccepted, JobEventRead, JobEvents, JobList, JobRead, UsageRead
+from scheduler.service import SchedulerService
 from shared.auth import CurrentPrincipal
 from shared.contracts import JobState
 from shared.db import UoW
@@ -48,7 +48,7 @@ async def list_jobs(
     created_before: datetime | None = None,
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = None,
-) -> dict[str, Any]:
+) -> JobList:
     """Newest first; ``next_cursor`` continues the same filtered listing."""
     owner = None if principal.is_admin else principal.user_id
     rows = await service.jobs.list_for(
@@ -66,40 +66,25 @@ async def list_jobs(
         next_cursor = base64.urlsafe_b64encode(
             f"{last.created_at.isoformat()}|{last.id}".encode()
         ).decode()
-    return {"jobs": [public(j) for j in rows], "next_cursor": next_cursor}
+    return JobList(jobs=[JobRead.of(j) for j in rows], next_cursor=next_cursor)
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
-    return public(await service.get_visible(job_id, principal))
+async def get_job(job_id: str, principal: CurrentPrincipal, service: Service) -> JobRead:
+    return JobRead.of(await service.get_visible(job_id, principal))
 
 
 @router.get("/jobs/{job_id}/events")
-async def job_events(job_id: str, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
+async def job_events(job_id: str, principal: CurrentPrincipal, service: Service) -> JobEvents:
     await service.get_visible(job_id, principal)
     events = await service.jobs.events(job_id)
-    return {
-        "job_id": job_id,
-        "events": [
-            {
-                "at": e.at,
-                "from": e.from_state,
-                "to": e.to_state,
-                "attempt": e.attempt,
-                "cause": e.cause,
-            }
-            for e in events
-        ],
-    }
+    return JobEvents(job_id=job_id, events=[JobEventRead.of(e) for e in events])
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202)
-async def cancel_job(job_id: str, principal: CurrentPrincipal, service: Service) -> JSONResponse:
+async def cancel_job(job_id: str, principal: CurrentPrincipal, service: Service) -> CancelAccepted:
     job = await service.cancel(job_id, principal)
-    return JSONResponse(
-        {"job_id": job.id, "status": job.state, "message": "cancellation requested"},
-        status_code=202,
-    )
+    return CancelAccepted(job_id=job.id, status=JobState(job.state))
 
 
 @router.get("/usage", tags=["usage"])
@@ -109,43 +94,8 @@ async def usage(
     since: datetime | None = None,
     until: datetime | None = None,
     records: int = Query(default=50, ge=0, le=1000),
-) -> dict[str, Any]:
+) -> UsageRead:
     """A requester sees what it used and owes; a provider what it earned; an admin, totals."""
-    owner: str | None = None
-    provider_ids: list[str] | None = None
-    if principal.role == "provider":
-        provider_ids = await service.providers.owned_by(principal.user_id)
-        if principal.provider_id and principal.provider_id not in provider_ids:
-            provider_ids.append(principal.provider_id)
-        scope = "provider"
-    elif principal.is_admin:
-        scope = "all"
-    else:
-        owner = principal.user_id
-        scope = "requester"
-    summary = await service.usage.summary(
-        owner_id=owner, provider_ids=provider_ids, since=_aware(since), until=_aware(until)
+    return await service.usage_for(
+        principal, since=_aware(since), until=_aware(until), records=records
     )
-    rows = await service.usage.records(owner_id=owner, provider_ids=provider_ids, limit=records)
-    return {
-        "scope": scope,
-        "provider_ids": provider_ids,
-        **summary,
-        "records": [
-            {
-                "job_id": r.job_id,
-                "attempt": r.attempt,
-                "state": r.state,
-                "provider_id": r.provider_id,
-                "gpu_model": r.gpu_model,
-                "gpu_count": r.gpu_count,
-                "started_at": r.started_at,
-                "ended_at": r.ended_at,
-                "seconds": r.seconds,
-                "gpu_seconds": r.gpu_seconds,
-                "price_per_hour": r.price_per_hour,
-                "cost": r.cost,
-            }
-            for r in rows
-        ],
-    }

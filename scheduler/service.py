@@ -6,8 +6,7 @@ Placement and dispatch live in ``dispatch.py``; both change state only through
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import structlog
 from nats.js import JetStreamContext
@@ -16,6 +15,7 @@ from prometheus_client import Counter
 from scheduler import states
 from scheduler.models import Job, JobEvent, JobTag, ProviderView
 from scheduler.repository import JobRepository, ProviderViewRepository
+from scheduler.schemas import UsageRead, UsageRecordRead, UsageScope
 from scheduler.settings import SchedulerSettings
 from scheduler.usage import UsageRepository, meter
 from shared.auth import Principal
@@ -26,6 +26,7 @@ from shared.contracts import (
     TaskCancel,
     TaskStatus,
     log_key,
+    task_subject,
 )
 from shared.db import UnitOfWork, utcnow
 from shared.errors import NotFound
@@ -122,25 +123,24 @@ class SchedulerService:
         if await self.jobs.get(sub.job_id) is not None:
             return False
         spec = sub.spec
-        res = spec.get("resources") or {}
-        tags = sorted({str(t)[:128] for t in spec.get("tags") or []})
+        res = spec.resources
         job = Job(
             id=sub.job_id,
             owner_id=sub.owner_id,
             type=sub.type,
             name=sub.name,
             state=JobState.QUEUED,
-            priority=int(spec.get("priority", 5)),
+            priority=spec.priority,
             attempt=1,
-            max_retries=int(spec.get("max_retries", 3)),
-            gpu_count=int(res.get("gpu_count", 0)),
-            gpu_model=res.get("gpu_model"),
-            min_vram_mb=int(res.get("min_vram_mb", 0)),
-            min_compute_capability=res.get("min_compute_capability"),
-            max_price_per_hour=spec.get("max_price_per_hour"),
-            timeout_seconds=spec.get("timeout_seconds"),
-            spec=spec,
-            tags=list(spec.get("tags") or []),
+            max_retries=spec.max_retries,
+            gpu_count=res.gpu_count,
+            requested_gpu_model=res.gpu_model,
+            min_vram_mb=res.min_vram_mb,
+            min_compute_capability=res.min_compute_capability,
+            max_price_per_hour=spec.max_price_per_hour,
+            timeout_seconds=spec.timeout_seconds,
+            spec=spec.model_dump(mode="json"),
+            tags=list(spec.tags),
             gpu_indices=[],
             artifacts=[],
             correlation_id=correlation_id,
@@ -148,7 +148,7 @@ class SchedulerService:
             updated_at=utcnow(),
         )
         await self.jobs.add(job)
-        for tag in tags:
+        for tag in sorted(set(spec.tags)):
             self.uow.session.add(JobTag(job_id=job.id, tag=tag))
         await self.jobs.add_event(
             JobEvent(
@@ -201,7 +201,7 @@ class SchedulerService:
     def _artifacts(job: Job, keys: list[str]) -> list[dict[str, str]]:
         """Keep only keys this attempt was allowed to write: its outputs and its log."""
         log_name = log_key(job.id, job.attempt)
-        allowed = set(job.spec.get("outputs") or [])
+        allowed = set(job.job_spec.outputs)
         out = [{"key": log_name, "kind": "log"}] if log_name in keys else []
         out += [{"key": k, "kind": "output"} for k in keys if k in allowed]
         return out
@@ -249,7 +249,7 @@ class SchedulerService:
             try:
                 await publish(
                     js,
-                    f"tasks.dispatch.{provider_id}",
+                    task_subject(provider_id),
                     cancel,
                     msg_id=f"{cancel.job_id}:{attempt}:cancel",
                     correlation_id=correlation_id,
@@ -258,6 +258,42 @@ class SchedulerService:
                 log.warning("job.cancel_publish_failed", job_id=cancel.job_id, error=str(exc))
 
         self.uow.after_commit(send)
+
+    # --- usage -----------------------------------------------------------------------------
+
+    async def usage_for(
+        self,
+        principal: Principal,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        records: int = 50,
+    ) -> UsageRead:
+        """A requester sees what it used and owes; a provider what it earned; an admin, totals."""
+        owner: str | None = None
+        provider_ids: list[str] | None = None
+        scope: UsageScope
+        if principal.role == "provider":
+            provider_ids = await self.providers.owned_by(principal.user_id)
+            if principal.provider_id and principal.provider_id not in provider_ids:
+                provider_ids.append(principal.provider_id)
+            scope = "provider"
+        elif principal.is_admin:
+            scope = "all"
+        else:
+            owner = principal.user_id
+            scope = "requester"
+        totals, by_gpu = await self.usage.summary(
+            owner_id=owner, provider_ids=provider_ids, since=since, until=until
+        )
+        rows = await self.usage.records(owner_id=owner, provider_ids=provider_ids, limit=records)
+        return UsageRead(
+            scope=scope,
+            provider_ids=provider_ids,
+            totals=totals,
+            by_gpu_model=by_gpu,
+            records=[UsageRecordRead.of(r) for r in rows],
+        )
 
     # --- provider events --------------------------------------------------------------------
 
@@ -274,7 +310,7 @@ class SchedulerService:
         view.max_concurrent_tasks = ev.max_concurrent_tasks
         view.price_per_hour = ev.price_per_hour
         view.labels = dict(ev.labels)
-        view.gpus = list(ev.gpus)
+        view.gpus = [g.model_dump() for g in ev.gpus]
         if ev.owner_id:
             view.owner_id = ev.owner_id
         if ev.kind != "offline":
@@ -284,37 +320,3 @@ class SchedulerService:
                 await self._requeue_or_fail(
                     job, f"provider {ev.provider_id} {view.status}", cancel_old=True
                 )
-
-
-def public(job: Job) -> dict[str, Any]:
-    """A job as the API shows it."""
-    return {
-        "job_id": job.id,
-        "name": job.name,
-        "type": job.type,
-        "status": job.state,
-        "exit_code": job.exit_code,
-        "error": job.error,
-        "provider_id": job.provider_id,
-        "gpu_indices": list(job.gpu_indices or []),
-        "attempt": job.attempt,
-        "max_retries": job.max_retries,
-        "priority": job.priority,
-        "tags": list(job.tags or []),
-        "owner_id": job.owner_id,
-        "resources": (job.spec or {}).get("resources") or {},
-        "max_price_per_hour": job.max_price_per_hour,
-        "labels": (job.spec or {}).get("labels") or {},
-        "inputs": (job.spec or {}).get("inputs") or [],
-        "outputs": (job.spec or {}).get("outputs") or [],
-        "artifacts": list(job.artifacts or []),
-        "waiting_reason": job.wait_reason if job.state == JobState.QUEUED else None,
-        "price_per_hour": job.price_per_hour,
-        "gpu_model": job.gpu_name,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "dispatched_at": job.dispatched_at,
-        "start_deadline": job.start_deadline,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-    }

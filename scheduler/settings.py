@@ -13,7 +13,6 @@ class SchedulerSettings(ServiceSettings):
     database_url: str = "sqlite+aiosqlite:///.dev/db/scheduler.sqlite"
     placement_interval_seconds: float = 1.0
     placement_batch: int = 200
-    heartbeat_ttl_seconds: float = 30.0
     # dispatched but not reported running within this → the attempt is presumed lost (a daemon
     # that died before taking it, or a publish lost in a crash) and the job is requeued
     dispatch_timeout_seconds: float = 60.0

@@ -1,9 +1,9 @@
-"""The job state machine, enforced here and nowhere else."""
+"""The job state machine: the legal transitions (``SchedulerService.transition`` applies them)."""
 
 from __future__ import annotations
 
+from scheduler.errors import IllegalTransition
 from shared.contracts import JobState as S
-from shared.errors import Conflict
 
 ALLOWED: dict[S, frozenset[S]] = {
     S.QUEUED: frozenset({S.DISPATCHED, S.CANCELLED, S.FAILED}),
@@ -17,8 +17,7 @@ ALLOWED: dict[S, frozenset[S]] = {
 """From each state, where a job may go. Back to ``queued`` only as a retry (attempt + 1)."""
 
 
-class IllegalTransition(Conflict):
-    code = "illegal_transition"
+__all__ = ["ALLOWED", "IllegalTransition", "check"]
 
 
 def check(current: str, target: S) -> None:

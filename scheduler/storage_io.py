@@ -14,7 +14,7 @@ from typing import Protocol
 import httpx
 import structlog
 
-from scheduler.dispatch import MissingInput, StorageUnavailable
+from scheduler.errors import MissingInput, StorageUnavailable
 
 log = structlog.get_logger(__name__)
 

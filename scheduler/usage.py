@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler.models import Job, UsageRecord
+from scheduler.schemas import UsageByGpu, UsageTotals
 
 
 def meter(job: Job, ended_at: datetime) -> UsageRecord | None:
@@ -29,7 +30,7 @@ def meter(job: Job, ended_at: datetime) -> UsageRecord | None:
         owner_id=job.owner_id,
         provider_id=job.provider_id,
         state=job.state,
-        gpu_model=job.gpu_name,
+        gpu_name=job.gpu_name,
         gpu_count=job.gpu_count,
         started_at=started,
         ended_at=ended_at,
@@ -54,8 +55,8 @@ class UsageRepository:
         provider_ids: list[str] | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> dict[str, Any]:
-        """Totals, and a breakdown by GPU model, over the records that match."""
+    ) -> tuple[UsageTotals, list[UsageByGpu]]:
+        """Totals, and a breakdown by placed GPU model, over the records that match."""
         where = []
         if owner_id is not None:
             where.append(UsageRecord.owner_id == owner_id)
@@ -74,25 +75,25 @@ class UsageRepository:
         total = (await self.session.execute(sa.select(*cols).where(*where))).one()
         rows = (
             await self.session.execute(
-                sa.select(UsageRecord.gpu_model, *cols)
+                sa.select(UsageRecord.gpu_name, *cols)
                 .where(*where)
-                .group_by(UsageRecord.gpu_model)
-                .order_by(UsageRecord.gpu_model)
+                .group_by(UsageRecord.gpu_name)
+                .order_by(UsageRecord.gpu_name)
             )
         ).all()
 
-        def shape(r: Any) -> dict[str, Any]:
-            return {
-                "jobs": int(r[0]),
-                "seconds": round(float(r[1]), 3),
-                "gpu_seconds": round(float(r[2]), 3),
-                "cost": round(float(r[3]), 6),
-            }
+        def totals(r: Any) -> UsageTotals:
+            return UsageTotals(
+                jobs=int(r[0]),
+                seconds=round(float(r[1]), 3),
+                gpu_seconds=round(float(r[2]), 3),
+                cost=round(float(r[3]), 6),
+            )
 
-        return {
-            "totals": shape(total),
-            "by_gpu_model": [{"gpu_model": r[0], **shape(r[1:])} for r in rows],
-        }
+        by_gpu = [
+            UsageByGpu(gpu_name=r[0], gpu_model=r[0], **totals(r[1:]).model_dump()) for r in rows
+        ]
+        return totals(total), by_gpu
 
     async def records(
         self, *, owner_id: str | None, provider_ids: list[str] | None, limit: int

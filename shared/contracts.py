@@ -1,12 +1,52 @@
-"""Message contracts carried over NATS. Every service that publishes or reads uses these."""
+"""Message contracts carried over NATS. Every service that publishes or reads uses these.
+
+The job spec is the system's central contract: the gateway builds one :class:`JobSpec` from
+whatever shape a client sent, the scheduler stores and places it, the daemon runs it. Its
+field limits and defaults are declared here and nowhere else.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    ValidationError,
+    field_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
+
+# --- subjects ---------------------------------------------------------------------------------
+
+JOBS_SUBMITTED = "jobs.submitted"
+ANY = "*"  # the wildcard token: ``task_subject(ANY)`` is every provider's dispatch subject
+
+
+def task_subject(provider_id: str) -> str:
+    """Where a provider's daemon takes :class:`TaskDispatch` and :class:`TaskCancel`."""
+    return f"tasks.dispatch.{provider_id}"
+
+
+def status_subject(job_id: str) -> str:
+    """Where a daemon reports :class:`TaskStatus` for a job."""
+    return f"jobs.status.{job_id}"
+
+
+def log_subject(job_id: str) -> str:
+    """Where a daemon streams :class:`LogChunk` for a job."""
+    return f"jobs.logs.{job_id}"
+
+
+def provider_event_subject(kind: str) -> str:
+    """Where the registry announces :class:`ProviderEvent` of one kind."""
+    return f"providers.events.{kind}"
 
 
 class JobState(StrEnum):
@@ -32,15 +72,159 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# --- the job spec -----------------------------------------------------------------------------
+
+DEFAULT_PRIORITY = 5
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_INTERPRETER = "bash"
+MAX_SCRIPT_BYTES = 256 * 1024
+
+JobType = Literal["script", "container"]
+Priority = Annotated[int, Field(ge=0, le=10)]
+MaxRetries = Annotated[int, Field(ge=0, le=10)]
+GpuCount = Annotated[int, Field(ge=0, le=64)]
+GpuGlob = Annotated[str, Field(max_length=128, description="glob, e.g. H100*")]
+ComputeCapability = Annotated[str, Field(pattern=r"^\d+\.\d+$")]
+TimeoutSeconds = Annotated[int, Field(ge=1, le=30 * 24 * 3600)]
+Price = Annotated[float, Field(ge=0)]
+Tag = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _object_key(key: str) -> str:
+    """A storage key a job reads or writes: relative, plain characters, no ``.``/``..`` parts."""
+    parts = key.split("/")
+    if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError("must be a relative key without empty, '.' or '..' parts")
+    return key
+
+
+ObjectKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-/]{1,512}$"), AfterValidator(_object_key)]
+
+
+class Resources(Message):
+    """What one attempt needs from its host. ``gpu_model`` is the *requested* glob."""
+
+    gpu_count: GpuCount = 0
+    gpu_model: GpuGlob | None = None
+    min_vram_mb: int = Field(default=0, ge=0)
+    min_compute_capability: ComputeCapability | None = None
+    cpu: float | None = Field(default=None, gt=0, le=1024)
+    memory_mb: int | None = Field(default=None, gt=0)
+
+
+class ScriptParams(Message):
+    script_content: str = Field(min_length=1, max_length=MAX_SCRIPT_BYTES)
+    script_interpreter: str = Field(default=DEFAULT_INTERPRETER, pattern=r"^[A-Za-z0-9_./-]{1,64}$")
+
+
+class ContainerParams(Message):
+    docker_image: str = Field(min_length=1, max_length=512)
+    docker_command: str | list[str] | None = None
+    docker_env_vars: dict[str, str] = Field(default_factory=dict)
+    docker_gpus: str | int | None = None
+
+
+ParamModels = dict[str, type[ScriptParams] | type[ContainerParams]]
+PARAMS: ParamModels = {"script": ScriptParams, "container": ContainerParams}
+
+
+def params_by_type(data: Any, models: ParamModels) -> Any:
+    """A ``mode="before"`` step: validate ``params`` with the model its ``type`` names.
+
+    A plain union would guess the model from the keys; errors keep their ``params`` location.
+    """
+    if not (isinstance(data, dict) and isinstance(data.get("params"), dict)):
+        return data
+    model = models.get(str(data.get("type")))
+    if model is None:
+        return data  # an unknown type: the ``type`` field says why
+    try:
+        params = model.model_validate(data["params"])
+    except ValidationError as exc:
+        errors: list[InitErrorDetails] = [
+            {
+                "type": e["type"],
+                "loc": ("params", *e["loc"]),
+                "input": e["input"],
+                "ctx": e.get("ctx", {}),
+            }
+            for e in exc.errors()
+        ]
+        raise ValidationError.from_exception_data(exc.title, errors) from None
+    return {**data, "params": params}
+
+
+class JobSpec(Message):
+    """One job, in the one shape the scheduler stores and the daemon runs.
+
+    ``params`` is :class:`ScriptParams` for a ``script`` job and :class:`ContainerParams` for a
+    ``container`` job (the ``script``/``container`` properties hand out the narrowed type).
+    """
+
+    type: JobType
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = Field(default=None, max_length=2000)
+    params: ScriptParams | ContainerParams
+    resources: Resources = Field(default_factory=Resources)
+    priority: Priority = DEFAULT_PRIORITY
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+    timeout_seconds: TimeoutSeconds | None = None
+    max_retries: MaxRetries = DEFAULT_MAX_RETRIES
+    max_price_per_hour: Price | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    # storage keys in the owner's namespace: downloaded before the job, uploaded after it
+    inputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
+    outputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _params_by_type(cls, data: Any) -> Any:
+        return params_by_type(data, PARAMS)
+
+    @property
+    def script(self) -> ScriptParams:
+        if not isinstance(self.params, ScriptParams):
+            raise TypeError(f"a {self.type} job has no script")
+        return self.params
+
+    @property
+    def container(self) -> ContainerParams:
+        if not isinstance(self.params, ContainerParams):
+            raise TypeError(f"a {self.type} job has no container")
+        return self.params
+
+    @field_serializer("resources", "params")
+    def _without_unset_options(self, part: BaseModel, info: SerializationInfo) -> dict[str, Any]:
+        """Unset optional resources and params are left out, on the wire and in storage."""
+        return part.model_dump(mode=info.mode, exclude_none=True)
+
+
+def _spec_named_by_envelope(data: Any) -> Any:
+    """A spec that does not say its ``type``/``name`` takes the message's (publishers that
+    predate :class:`JobSpec` and tests send them on the message only)."""
+    if isinstance(data, dict) and isinstance(data.get("spec"), dict):
+        spec = data["spec"]
+        named = {k: data[k] for k in ("type", "name") if k in data and k not in spec}
+        if named:
+            data = {**data, "spec": {**named, **spec}}
+    return data
+
+
 class JobSubmitted(Message):
     """``jobs.submitted``: a validated submission, published by the gateway."""
 
     job_id: str
     owner_id: str
-    type: Literal["script", "container"]
+    type: JobType
     name: str
-    spec: dict[str, Any]
+    spec: JobSpec
     submitted_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_spec(cls, data: Any) -> Any:
+        return _spec_named_by_envelope(data)
 
 
 class TaskObject(Message):
@@ -66,9 +250,9 @@ class TaskDispatch(Message):
     job_id: str
     attempt: int
     provider_id: str
-    type: Literal["script", "container"]
+    type: JobType
     name: str
-    spec: dict[str, Any]
+    spec: JobSpec
     gpu_indices: list[int] = Field(default_factory=list)
     timeout_seconds: int | None = None
     correlation_id: str | None = None
@@ -77,6 +261,11 @@ class TaskDispatch(Message):
     inputs: list[TaskObject] = Field(default_factory=list)
     outputs: list[TaskObject] = Field(default_factory=list)
     log_upload: TaskObject | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_spec(cls, data: Any) -> Any:
+        return _spec_named_by_envelope(data)
 
 
 class TaskCancel(Message):
@@ -112,6 +301,16 @@ class LogChunk(Message):
     eof: bool = False
 
 
+class GpuInfo(Message):
+    """One GPU of a provider, as the registry announces it. ``name`` is the GPU's model name."""
+
+    index: int
+    name: str = ""
+    memory_total_mb: int = 0
+    compute_capability: str | None = None
+    healthy: bool = True
+
+
 class ProviderEvent(Message):
     """``providers.events.<kind>``: registry facts the scheduler keeps its provider view from."""
 
@@ -122,5 +321,5 @@ class ProviderEvent(Message):
     max_concurrent_tasks: int = 1
     price_per_hour: float = 0.0
     labels: dict[str, str] = Field(default_factory=dict)
-    gpus: list[dict[str, Any]] = Field(default_factory=list)
+    gpus: list[GpuInfo] = Field(default_factory=list)
     owner_id: str | None = None  # the provider account (for its earnings); None if not sent

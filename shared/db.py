@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import Depends, Request
@@ -20,6 +20,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+
+if TYPE_CHECKING:
+    from alembic.autogenerate.api import AutogenContext
 
 AfterCommit = Callable[[], Awaitable[None]]
 
@@ -156,7 +159,7 @@ def run_alembic_env(target_metadata: sa.MetaData) -> None:
     url: str = cfg.attributes["url"]
     version_table: str = cfg.attributes["version_table"]
 
-    def render_item(kind: str, obj: Any, autogen_context: Any) -> str | bool:
+    def render_item(kind: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
         # Migrations hold plain column types, so they never import application code.
         if kind == "type" and isinstance(obj, UTCDateTime):
             return "sa.DateTime(timezone=True)"

@@ -7,8 +7,10 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeGuard
 
 import structlog
+from structlog.typing import EventDict, Processor
 
 CORRELATION_HEADER = "X-Request-ID"
 """HTTP header carrying the correlation id (the gateway sets it; clients may supply one)."""
@@ -16,7 +18,7 @@ CORRELATION_HEADER = "X-Request-ID"
 _SECRET_KEYS = ("password", "token", "secret", "api_key", "authorization", "refresh")
 
 
-def _redact(_: object, __: str, event: dict) -> dict:
+def _redact(_: object, __: str, event: EventDict) -> EventDict:
     """Belt and braces: a field whose name says secret never reaches a log line."""
     for key in list(event):
         if key != "event" and any(s in key.lower() for s in _SECRET_KEYS):
@@ -26,7 +28,7 @@ def _redact(_: object, __: str, event: dict) -> dict:
 
 def configure_logging(service: str, *, json: bool, level: str = "INFO") -> None:
     """Configure structlog and the stdlib root logger (uvicorn, alembic) to one format."""
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -72,9 +74,11 @@ def new_correlation_id() -> str:
     return uuid.uuid4().hex
 
 
-def valid_correlation_id(value: str | None) -> bool:
+def valid_correlation_id(value: str | None) -> TypeGuard[str]:
     """Accept client-supplied ids only when short and plain, so they are safe to log and echo."""
-    return bool(value) and len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
+    return (
+        value is not None and 0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
+    )
 
 
 @contextmanager

@@ -136,7 +136,7 @@ async def connect(url: str, name: str, credentials: UserCredentials | None = Non
         disconnected_cb=_disconnected,
         reconnected_cb=_reconnected,
         error_cb=_error,
-        **auth,  # type: ignore[arg-type]
+        **auth,
     )
 
 

@@ -21,16 +21,16 @@ def _container(**extra: Any) -> JobSubmission:
     [(2, 2), ("2", 2), ("0,1,2", 3), ("device=0,1", 2), ('"device=3,5"', 2), (0, 0)],
 )
 def test_docker_gpus_asks_for_that_many_gpus(docker_gpus: Any, count: int) -> None:
-    spec = _container(params={"docker_gpus": docker_gpus}).normalized_spec()
-    assert spec["resources"]["gpu_count"] == count
-    assert spec["params"]["docker_gpus"] == docker_gpus  # the daemon still sees what was asked
+    spec = _container(params={"docker_gpus": docker_gpus}).to_spec()
+    assert spec.resources.gpu_count == count
+    assert spec.container.docker_gpus == docker_gpus  # the daemon still sees what was asked
 
 
 def test_docker_gpus_all_needs_a_count() -> None:
     with pytest.raises(ValidationError, match="say how many with gpu_count"):
         _container(params={"docker_gpus": "all"})
-    spec = _container(params={"docker_gpus": "all"}, gpu_count=4).normalized_spec()
-    assert spec["resources"]["gpu_count"] == 4
+    spec = _container(params={"docker_gpus": "all"}, gpu_count=4).to_spec()
+    assert spec.resources.gpu_count == 4
 
 
 @pytest.mark.parametrize(
@@ -48,8 +48,8 @@ def test_contradictory_or_malformed_docker_gpus_are_refused(extra: dict[str, Any
 
 
 def test_agreeing_counts_are_accepted() -> None:
-    spec = _container(params={"docker_gpus": "0,1"}, resources={"gpu_count": 2}).normalized_spec()
-    assert spec["resources"]["gpu_count"] == 2
+    spec = _container(params={"docker_gpus": "0,1"}, resources={"gpu_count": 2}).to_spec()
+    assert spec.resources.gpu_count == 2
 
 
 @pytest.mark.parametrize("key", ["../x", "/abs", "a/../b", "a/./b", "a//b", "a b", "é", ""])
@@ -68,5 +68,5 @@ def test_io_keys_are_carried_to_the_spec() -> None:
         inputs=["data/train.csv"],
         outputs=["models/v1.pt"],
     )
-    assert job.normalized_spec()["inputs"] == ["data/train.csv"]
-    assert job.normalized_spec()["outputs"] == ["models/v1.pt"]
+    assert job.to_spec().inputs == ["data/train.csv"]
+    assert job.to_spec().outputs == ["models/v1.pt"]

@@ -133,7 +133,7 @@ def test_flat_aliases_fold_into_the_native_spec_and_conflicts_are_refused() -> N
         min_compute_capability="9.0",
         max_price=2.5,
         labels={"region": "eu"},
-    ).normalized_spec()
+    ).to_spec()
     native = JobSubmission(
         **base,
         resources={
@@ -144,9 +144,9 @@ def test_flat_aliases_fold_into_the_native_spec_and_conflicts_are_refused() -> N
         },
         max_price_per_hour=2.5,
         labels={"region": "eu"},
-    ).normalized_spec()
+    ).to_spec()
     assert flat == native
-    assert flat["resources"]["min_compute_capability"] == "9.0"
+    assert flat.resources.min_compute_capability == "9.0"
     for clash in (
         {"gpu_count": 1, "resources": {"gpu_count": 2}},
         {"max_price": 1.0, "max_price_per_hour": 2.0},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -50,7 +50,7 @@ class Backend(Protocol):
         self,
         bucket: str,
         key: str,
-        data: AsyncIterator[bytes],
+        data: AsyncIterable[bytes],
         *,
         content_type: str,
         content_length: int | None = None,

@@ -17,7 +17,7 @@ import os
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Generator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -128,7 +128,7 @@ class LocalBackend:
         self,
         bucket: str,
         key: str,
-        data: AsyncIterator[bytes],
+        data: AsyncIterable[bytes],
         *,
         content_type: str,
         content_length: int | None = None,
@@ -271,7 +271,7 @@ class LocalBackend:
 
     def _walk(
         self, directory: Path, logical: str, prefix: str, start_after: str
-    ) -> Iterator[tuple[str, Path]]:
+    ) -> Generator[tuple[str, Path]]:
         """Keys under ``directory`` in UTF-8 byte order (= code point order of ``str``).
 
         Entries sort by the key text they stand for (``seg/`` for a directory), which puts a

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -62,7 +62,7 @@ def _translate(exc: Exception) -> Exception:
 class _BodyReader:
     """A blocking ``read(n)`` for the SDK's thread over the async upload stream."""
 
-    def __init__(self, data: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, data: AsyncIterable[bytes], loop: asyncio.AbstractEventLoop) -> None:
         self._it = aiter(data)
         self._loop = loop
         self._left = b""
@@ -171,7 +171,7 @@ class S3Backend:
         self,
         bucket: str,
         key: str,
-        data: AsyncIterator[bytes],
+        data: AsyncIterable[bytes],
         *,
         content_type: str,
         content_length: int | None = None,
@@ -182,7 +182,7 @@ class S3Backend:
             return await self._put(bucket, key, data, content_type=content_type)
 
     async def _put_streamed(
-        self, bucket: str, key: str, data: AsyncIterator[bytes], content_type: str, length: int
+        self, bucket: str, key: str, data: AsyncIterable[bytes], content_type: str, length: int
     ) -> ObjectInfo:
         """One PUT, the body streamed from the request as it arrives (declared length only).
 
@@ -205,7 +205,7 @@ class S3Backend:
         return await self.stat(bucket, key)
 
     async def _put(
-        self, bucket: str, key: str, data: AsyncIterator[bytes], *, content_type: str
+        self, bucket: str, key: str, data: AsyncIterable[bytes], *, content_type: str
     ) -> ObjectInfo:
         reader = _BodyReader(data, asyncio.get_running_loop())
         # length=-1: the SDK reads to the end of the stream before it sends the last part, so

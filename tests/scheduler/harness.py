@@ -97,7 +97,8 @@ class Harness:
 
     async def submit(self, owner: str, gpu_count: int, name: str = "sim", **spec_: object) -> str:
         job_id = str(uuid.uuid4())
-        spec = {"resources": {"gpu_count": gpu_count}, "max_retries": 3, "params": {}, **spec_}
+        spec = {"resources": {"gpu_count": gpu_count}, "max_retries": 3, **spec_}
+        spec.setdefault("params", {"script_content": "true"})
         msg = JobSubmitted(
             job_id=job_id,
             owner_id=owner,
