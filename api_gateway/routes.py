@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from api_gateway import logs
 from api_gateway.proxy import Upstreams
-from api_gateway.schemas import JobSubmission
+from api_gateway.schemas import JobAccepted, JobSubmission
 from shared.app import correlation_id
 from shared.auth import CurrentPrincipal, Principal, current_principal
 from shared.contracts import JOBS_SUBMITTED, JobSubmitted
@@ -50,7 +50,7 @@ UpstreamsDep = Annotated[Upstreams, Depends(upstreams)]
 @router.post("/api/v1/jobs", status_code=202, tags=["jobs"])
 async def submit_job(
     body: JobSubmission, principal: CurrentPrincipal, request: Request
-) -> JSONResponse:
+) -> JobAccepted:
     """Validate and publish; the scheduler stores it (a read may 404 for a few ms)."""
     if principal.role not in ("requester", "admin"):
         raise Forbidden("only requesters submit jobs")
@@ -73,15 +73,7 @@ async def submit_job(
         log.error("job.publish_failed", error=str(exc))
         raise ServiceUnavailable("the job queue is unavailable; nothing was submitted") from exc
     log.info("job.submitted", job_id=job_id, type=body.type)
-    return JSONResponse(
-        {
-            "job_id": job_id,
-            "status": "queued",
-            "timestamp": now.isoformat(),
-            "message": "job accepted for scheduling",
-        },
-        status_code=202,
-    )
+    return JobAccepted(job_id=job_id, timestamp=now.isoformat())
 
 
 async def _job_status(request: Request, job_id: str) -> str | None:
@@ -100,7 +92,25 @@ async def _job_status(request: Request, job_id: str) -> str | None:
     return resp.json()["status"]
 
 
-@router.get("/api/v1/jobs/{job_id}/logs", tags=["jobs"], response_model=None)
+LOG_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the log so far (text/plain), or with ?follow=true a live server-sent "
+        "event stream that ends when the job does",
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.get(
+    "/api/v1/jobs/{job_id}/logs",
+    tags=["jobs"],
+    response_model=None,
+    response_class=PlainTextResponse,
+    responses=LOG_RESPONSES,
+)
 async def job_logs(
     job_id: str, principal: CurrentPrincipal, request: Request, follow: bool = False
 ) -> Response:

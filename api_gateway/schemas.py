@@ -15,6 +15,7 @@ from shared.contracts import (
     GpuCount,
     GpuGlob,
     JobSpec,
+    JobState,
     JobType,
     MaxRetries,
     ObjectKey,
@@ -167,3 +168,12 @@ class JobSubmission(BaseModel):
             inputs=self.inputs,
             outputs=self.outputs,
         )
+
+
+class JobAccepted(BaseModel):
+    """``202``: the job is on the queue; the scheduler stores it within milliseconds."""
+
+    job_id: str
+    status: JobState = JobState.QUEUED
+    timestamp: str = Field(description="when it was accepted, ISO 8601 with offset")
+    message: str = "job accepted for scheduling"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
@@ -12,6 +12,7 @@ from auth_service.schemas import (
     ApiKeyIn,
     ApiKeyInfo,
     ApiKeyOut,
+    JwksOut,
     LoginIn,
     LoginOut,
     LogoutIn,
@@ -62,8 +63,8 @@ def client_ip(request: Request) -> str:
 
 
 @jwks_router.get("/.well-known/jwks.json")
-async def jwks(request: Request) -> dict[str, Any]:
-    return request.app.state.keys.jwks()
+async def jwks(request: Request) -> JwksOut:
+    return JwksOut.model_validate(request.app.state.keys.jwks())
 
 
 @internal_router.get("/revocations")

@@ -151,3 +151,20 @@ class ServiceTokenOut(BaseModel):
 
 class ProviderTokenOut(ServiceTokenOut):
     provider_id: str
+
+
+class Jwk(BaseModel):
+    """One public signing key (RFC 7517); other members the key carries pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kty: str
+    kid: str
+    use: str = "sig"
+    alg: str
+    n: str
+    e: str
+
+
+class JwksOut(BaseModel):
+    keys: list[Jwk]

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import structlog
@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import TokenVerifier
@@ -96,15 +97,29 @@ def correlation_id(request: Request) -> str:
     return request.scope.get("state", {}).get("correlation_id") or new_correlation_id()
 
 
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+    service: str
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"] = "ready"
+    checks: dict[str, str] = Field(description="each dependency checked: ok")
+
+
 def _ops_router() -> APIRouter:
     router = APIRouter(tags=["ops"])
 
     @router.get("/health")
-    async def health(request: Request) -> dict[str, str]:
-        return {"status": "ok", "service": request.app.state.settings.service_name}
+    async def health(request: Request) -> HealthOut:
+        return HealthOut(service=request.app.state.settings.service_name)
 
-    @router.get("/ready")
-    async def ready(request: Request) -> JSONResponse:
+    @router.get(
+        "/ready",
+        response_model=ReadyOut,
+        responses={503: {"description": "a dependency is unavailable (error: not_ready)"}},
+    )
+    async def ready(request: Request) -> Response:
         results: dict[str, str] = {}
         ok = True
         for name, check in request.app.state.ready_checks.items():
@@ -115,7 +130,7 @@ def _ops_router() -> APIRouter:
                 ok = False
                 results[name] = f"unavailable: {type(exc).__name__}"
         if ok:
-            return JSONResponse({"status": "ready", "checks": results})
+            return JSONResponse(ReadyOut(checks=results).model_dump())
         return error_response(503, "not_ready", results)
 
     @router.get("/metrics", include_in_schema=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from email.utils import format_datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -132,14 +132,29 @@ async def put_object(key: str, request: Request, scope: ObjectScope, service: Se
     )
 
 
-@router.get("/objects/{key:objkey}")
+_BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+OBJECT_BYTES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the object's bytes", "content": _BYTES},
+    206: {"description": "the byte range a Range header asked for", "content": _BYTES},
+}
+
+
+@router.get(
+    "/objects/{key:objkey}",
+    response_class=StreamingResponse,
+    responses=OBJECT_BYTES,
+)
 async def get_object(
     key: str, request: Request, scope: ObjectScope, service: Service
 ) -> StreamingResponse:
     return _download_response(await service.get_object(scope, key, request.headers.get("range")))
 
 
-@router.head("/objects/{key:objkey}")
+@router.head(
+    "/objects/{key:objkey}",
+    response_class=Response,
+    responses={200: {"description": "the object's headers (size, type, etag), no body"}},
+)
 async def head_object(key: str, scope: ObjectScope, service: Service) -> Response:
     info = await service.head_object(scope, key)
     headers = _object_headers(info)
