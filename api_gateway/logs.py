@@ -11,21 +11,16 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
 
-from shared.contracts import LogChunk
+from shared.contracts import TERMINAL_STATES, LogChunk, log_subject
 
 log = structlog.get_logger(__name__)
 
 JobStatusFn = Callable[[], Awaitable[str | None]]
-TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
-
-
-def _subject(job_id: str) -> str:
-    return f"jobs.logs.{job_id}"
 
 
 async def _subscribe(js: JetStreamContext, job_id: str):  # type: ignore[no-untyped-def]
     return await js.subscribe(
-        _subject(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        log_subject(job_id), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
     )
 
 
@@ -39,8 +34,8 @@ def _decode(data: bytes) -> LogChunk | None:
 
 async def read_all(js: JetStreamContext, job_id: str) -> str:
     """Every line stored for the job so far, all attempts in order."""
-    info = await js.stream_info("LOGS", subjects_filter=_subject(job_id))
-    count = (info.state.subjects or {}).get(_subject(job_id), 0)
+    info = await js.stream_info("LOGS", subjects_filter=log_subject(job_id))
+    count = (info.state.subjects or {}).get(log_subject(job_id), 0)
     if count == 0:
         return ""
     sub = await _subscribe(js, job_id)
@@ -68,7 +63,7 @@ async def follow(
             try:
                 msg = await sub.next_msg(timeout=poll)
             except TimeoutError:
-                if (await job_status()) in TERMINAL:
+                if (await job_status()) in TERMINAL_STATES:
                     yield "event: end\ndata: {}\n\n"
                     return
                 yield ": keep-alive\n\n"
@@ -78,7 +73,7 @@ async def follow(
                 continue
             for line in chunk.lines:
                 yield f"data: {json.dumps(line)}\n\n"
-            if chunk.eof and (await job_status()) in TERMINAL:
+            if chunk.eof and (await job_status()) in TERMINAL_STATES:
                 yield "event: end\ndata: {}\n\n"
                 return
     except asyncio.CancelledError:  # the client went away

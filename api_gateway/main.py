@@ -1,43 +1,42 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from api_gateway.auth import Authenticate
 from api_gateway.limits import BodyLimit
 from api_gateway.proxy import Upstreams
 from api_gateway.ratelimit import RateLimit
 from api_gateway.routes import router
 from api_gateway.settings import GatewaySettings
-from shared.app import create_service_app, service_runtime
-from shared.nats import close_nats, connect, ensure_streams
+from api_gateway.state import State
+from shared.app import create_service_app, service_runtime, set_own_state
+from shared.nats import nats_runtime
 
 
 def create_app(
-    settings: GatewaySettings | None = None, *, jwks: Callable[[], Any] | None = None
+    settings: GatewaySettings | None = None,
+    *,
+    jwks: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> FastAPI:
     settings = settings or GatewaySettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nc = await connect(settings.nats_url, "gateway")
-        js = nc.jetstream()
-        await ensure_streams(js, ["JOBS", "LOGS"])
-        app.state.js = js
-        app.state.ready_checks["nats"] = lambda: nc.flush(timeout=2)
-        upstreams: Upstreams | None = None
-        try:
-            async with service_runtime(app, settings, jwks=jwks) as rt:
-                upstreams = Upstreams(rt.discovery, settings.upstream_timeout_seconds)
-                app.state.upstreams = upstreams
+        async with (
+            nats_runtime(app, settings.nats_url, "gateway", ["JOBS", "LOGS"]) as nats,
+            service_runtime(app, settings, jwks=jwks) as rt,
+        ):
+            upstreams = Upstreams(rt.discovery, settings.upstream_timeout_seconds)
+            set_own_state(app, State(nats.js, upstreams, rt.http))
+            try:
                 yield
-        finally:
-            if upstreams is not None:
+            finally:
                 await upstreams.aclose()
-            await close_nats(nc)
 
     app = create_service_app(settings, title="Dante API gateway", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, exempt=("/api/v1/storage/",))
@@ -49,6 +48,7 @@ def create_app(
         ip_rate=settings.rate_limit_ip_per_second,
         ip_burst=settings.rate_limit_ip_burst,
     )
+    app.add_middleware(Authenticate)  # added last, so it runs first: before the rate limit
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

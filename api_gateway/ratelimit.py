@@ -1,10 +1,10 @@
 """Per-user and per-client-address token buckets at the gateway; over the limit → 429.
 
-Pure ASGI, in front of routing, so a flood is refused before it costs a token verification
-on every route or a byte sent upstream. The buckets live in this process: with N gateway
+Pure ASGI, in front of routing, so a flood is refused before a byte is sent upstream. The
+user is the caller ``api_gateway.auth.Authenticate`` verified just before (one RS256 check
+per request, which the route then reuses). The buckets live in this process: with N gateway
 replicas behind a load balancer a client gets up to N times the rate (documented in
-docs/auth.md). The user is identified by a verified token (a forged ``sub`` must not drain
-somebody else's bucket); verified tokens are remembered briefly so each costs one RSA check.
+docs/auth.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.errors import DanteError, error_response
+from shared.auth import AUTHENTICATED
+from shared.errors import error_response
 
 rate_limited = Counter(
     "dante_gateway_rate_limited_total", "Requests refused by a rate limit.", ["by"]
@@ -75,30 +76,13 @@ class RateLimit:
         self.enabled = enabled
         self.users = TokenBuckets(user_rate, user_burst)
         self.ips = TokenBuckets(ip_rate, ip_burst)
-        self._known: OrderedDict[str, tuple[str, float]] = OrderedDict()  # token → (sub, exp)
 
-    async def _user(self, scope: Scope) -> str | None:
-        token = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, rest = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and rest.strip():
-                    token = rest.strip()
-                break
-        if token is None:
-            return None
-        known = self._known.get(token)
-        if known is not None and known[1] > time.time():
-            return known[0]
-        try:
-            principal = await scope["app"].state.verifier.verify(token)
-        except DanteError:
-            return None  # the route answers 401; the address bucket already counted it
-        scope.setdefault("state", {})["principal"] = principal  # the route needs no 2nd verify
-        self._known[token] = (principal.user_id, time.time() + 60)
-        if len(self._known) > 10_000:
-            self._known.popitem(last=False)
-        return principal.user_id
+    @staticmethod
+    def _user(scope: Scope) -> str | None:
+        """The caller ``Authenticate`` verified in front of us (never a token's unverified
+        ``sub``: a forged one must not drain somebody else's bucket)."""
+        principal = scope.get("state", {}).get(AUTHENTICATED)
+        return principal.user_id if principal is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.enabled or scope["type"] != "http" or scope["path"] in EXEMPT:
@@ -108,7 +92,7 @@ class RateLimit:
         wait = self.ips.take(client[0] if client else "unknown")
         by = "address"
         if not wait:
-            user = await self._user(scope)
+            user = self._user(scope)
             if user is not None:
                 wait = self.users.take(user)
                 by = "user"

@@ -1,17 +1,18 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import structlog
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from api_gateway import logs
-from api_gateway.proxy import Upstreams
+from api_gateway.auth import is_public
 from api_gateway.schemas import JobAccepted, JobSubmission
+from api_gateway.state import GatewayState, State
 from shared.app import correlation_id
-from shared.auth import CurrentPrincipal, Principal, current_principal
+from shared.auth import CurrentPrincipal, current_principal
 from shared.contracts import JOBS_SUBMITTED, JobSubmitted
 from shared.db import utcnow
 from shared.errors import Forbidden, NotFound, ServiceUnavailable
@@ -19,16 +20,6 @@ from shared.nats import publish
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
-
-# Reachable without a token: how one gets a token, the public keys, presigned object URLs.
-PUBLIC_PREFIXES = (
-    "/api/v1/auth/register",
-    "/api/v1/auth/login",
-    "/api/v1/auth/refresh",
-    "/api/v1/auth/token",
-    "/.well-known/jwks.json",
-    "/api/v1/storage/presigned/",
-)
 
 ROUTES = (
     ("/api/v1/auth", "auth"),
@@ -40,16 +31,9 @@ ROUTES = (
 )
 
 
-def upstreams(request: Request) -> Upstreams:
-    return request.app.state.upstreams
-
-
-UpstreamsDep = Annotated[Upstreams, Depends(upstreams)]
-
-
 @router.post("/api/v1/jobs", status_code=202, tags=["jobs"])
 async def submit_job(
-    body: JobSubmission, principal: CurrentPrincipal, request: Request
+    body: JobSubmission, principal: CurrentPrincipal, request: Request, state: GatewayState
 ) -> JobAccepted:
     """Validate and publish; the scheduler stores it (a read may 404 for a few ms)."""
     if principal.role not in ("requester", "admin"):
@@ -66,9 +50,7 @@ async def submit_job(
         submitted_at=now,
     )
     try:
-        await publish(
-            request.app.state.js, JOBS_SUBMITTED, message, msg_id=job_id, correlation_id=cid
-        )
+        await publish(state.js, JOBS_SUBMITTED, message, msg_id=job_id, correlation_id=cid)
     except Exception as exc:
         log.error("job.publish_failed", error=str(exc))
         raise ServiceUnavailable("the job queue is unavailable; nothing was submitted") from exc
@@ -76,10 +58,10 @@ async def submit_job(
     return JobAccepted(job_id=job_id, timestamp=now.isoformat())
 
 
-async def _job_status(request: Request, job_id: str) -> str | None:
+async def _job_status(request: Request, state: State, job_id: str) -> str | None:
     """Ask the scheduler, with the caller's own token, whether the job exists and its state."""
-    bases = await request.app.state.upstreams.candidates("scheduler")
-    resp = await request.app.state.http.get(
+    bases = await state.upstreams.candidates("scheduler")
+    resp = await state.http.get(
         f"{bases[0]}/api/v1/jobs/{job_id}",
         headers={
             "authorization": request.headers.get("authorization", ""),
@@ -89,7 +71,8 @@ async def _job_status(request: Request, job_id: str) -> str | None:
     if resp.status_code == 404:
         return None
     resp.raise_for_status()
-    return resp.json()["status"]
+    status: str = resp.json()["status"]
+    return status
 
 
 LOG_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -112,17 +95,21 @@ LOG_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=LOG_RESPONSES,
 )
 async def job_logs(
-    job_id: str, principal: CurrentPrincipal, request: Request, follow: bool = False
+    job_id: str,
+    principal: CurrentPrincipal,
+    request: Request,
+    state: GatewayState,
+    follow: bool = False,
 ) -> Response:
-    status = await _job_status(request, job_id)
+    status = await _job_status(request, state, job_id)
     if status is None:
         raise NotFound("job not found")
-    js = request.app.state.js
+    js = state.js
     if not follow:
         return PlainTextResponse(await logs.read_all(js, job_id))
 
     async def current() -> str | None:
-        return await _job_status(request, job_id)
+        return await _job_status(request, state, job_id)
 
     return StreamingResponse(
         logs.follow(js, job_id, current),
@@ -131,24 +118,18 @@ async def job_logs(
     )
 
 
-async def _authenticate(request: Request) -> Principal | None:
-    path = request.url.path
-    if any(path.startswith(p) for p in PUBLIC_PREFIXES):
-        return None
-    return await current_principal(request)
-
-
 @router.api_route(
     "/{path:path}",
     methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
     include_in_schema=False,
 )
-async def proxy(path: str, request: Request, ups: UpstreamsDep) -> StreamingResponse:
+async def proxy(path: str, request: Request, state: GatewayState) -> StreamingResponse:
     full = "/" + path
     service = next(
         (svc for prefix, svc in ROUTES if full == prefix or full.startswith(prefix + "/")), None
     )
     if service is None:
         raise NotFound(f"no route for {full}")
-    await _authenticate(request)
-    return await ups.forward(request, service, correlation_id(request))
+    if not is_public(full):
+        await current_principal(request)  # resolved by the Authenticate middleware
+    return await state.upstreams.forward(request, service, correlation_id(request))

@@ -1,30 +1,19 @@
-"""``python -m auth_service [serve|rotate-key]``."""
+"""``python -m auth_service [serve|rotate-key|version]``."""
 
 from __future__ import annotations
 
 import typer
 
-from auth_service.settings import AuthSettings
+from shared.cli import service_cli
 
-cli = typer.Typer(add_completion=False, no_args_is_help=False)
-
-
-@cli.command()
-def serve() -> None:
-    """Run the auth service."""
-    from auth_service.main import create_app
-    from shared.app import serve as run
-    from shared.app import setup_logging
-
-    settings = AuthSettings()
-    setup_logging(settings)
-    run(create_app(settings), settings)
+cli = service_cli("auth_service", "AuthSettings", "auth service")
 
 
 @cli.command("rotate-key")
 def rotate_key() -> None:
     """Write a new signing key; instances sign with it after a restart, old tokens still verify."""
     from auth_service.keys import generate_key
+    from auth_service.settings import AuthSettings
 
     path = generate_key(AuthSettings().key_dir)
     typer.echo(f"new signing key: {path.stem}")

@@ -3,17 +3,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from auth_service.keys import KeyRing
 from auth_service.nats_creds import NatsIssuer
 from auth_service.routes import internal_router, jwks_router, router
 from auth_service.service import AuthService
 from auth_service.settings import AuthSettings
-from shared.app import create_service_app, service_runtime
-from shared.db import UnitOfWork, make_engine, ping, run_migrations
+from auth_service.state import State
+from shared.app import create_service_app, service_runtime, set_own_state
+from shared.db import service_database, unit_of_work
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -24,35 +25,31 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys = KeyRing(settings.key_dir)
-        app.state.keys = keys
-        app.state.nats_issuer = (
+        issuer = (
             NatsIssuer(settings.nats_dir, settings.nats_user_ttl_seconds)
             if settings.nats_dir
             else None
         )
+        set_own_state(app, State(keys, issuer, settings))
 
-        async def local_jwks() -> dict:
+        async def local_jwks() -> dict[str, Any]:
             return keys.jwks()
 
-        await run_migrations(MIGRATIONS, settings.database_url, "alembic_version_auth")
-        engine = make_engine(settings.database_url)
-        sessions = async_sessionmaker(engine, expire_on_commit=False)
-        app.state.sessions = sessions
-        app.state.ready_checks["database"] = lambda: ping(engine)
-        async with sessions() as session:
-            uow = UnitOfWork(session)
-            await AuthService(uow, keys, settings).ensure_admin()
-            await uow.commit()
+        async with service_database(
+            app, settings.database_url, MIGRATIONS, "alembic_version_auth"
+        ) as sessions:
+            async with unit_of_work(sessions) as uow:
+                await AuthService(uow, keys, settings).ensure_admin()
 
-        async def local_revocations() -> dict:
-            async with sessions() as session:
-                feed = await AuthService(UnitOfWork(session), keys, settings).revocation_feed()
-                await session.commit()  # the expired rows it pruned
-                return feed
+            async def local_revocations() -> dict[str, Any]:
+                async with unit_of_work(sessions) as uow:
+                    # commits: reading the feed prunes the expired rows (see the repository)
+                    return await AuthService(uow, keys, settings).revocation_feed()
 
-        async with service_runtime(app, settings, jwks=local_jwks, revocations=local_revocations):
-            yield
-        await engine.dispose()
+            async with service_runtime(
+                app, settings, jwks=local_jwks, revocations=local_revocations
+            ):
+                yield
 
     app = create_service_app(settings, title="Dante auth service", lifespan=lifespan)
     app.include_router(jwks_router)

@@ -29,6 +29,7 @@ from auth_service.schemas import (
     UserList,
     UserOut,
 )
+from auth_service.state import AuthState
 from shared.auth import (
     AdminPrincipal,
     CurrentPrincipal,
@@ -44,8 +45,8 @@ jwks_router = APIRouter(tags=["auth"])
 internal_router = APIRouter(prefix="/internal", tags=["internal"], include_in_schema=False)
 
 
-def _service(request: Request, uow: UoW) -> AccountService:
-    return AccountService(uow, request.app.state.keys, request.app.state.settings)
+def _service(state: AuthState, uow: UoW) -> AccountService:
+    return AccountService(uow, state.keys, state.settings)
 
 
 Service = Annotated[AccountService, Depends(_service)]
@@ -63,8 +64,8 @@ def client_ip(request: Request) -> str:
 
 
 @jwks_router.get("/.well-known/jwks.json")
-async def jwks(request: Request) -> JwksOut:
-    return JwksOut.model_validate(request.app.state.keys.jwks())
+async def jwks(state: AuthState) -> JwksOut:
+    return JwksOut.model_validate(state.keys.jwks())
 
 
 @internal_router.get("/revocations")
@@ -207,9 +208,9 @@ async def token(body: TokenIn, service: Service) -> ProviderTokenOut | ServiceTo
 
 @router.post("/nats-credentials", response_model=NatsCredentialsOut)
 async def nats_credentials(
-    body: NatsCredentialsIn, principal: ProviderPrincipal, request: Request
+    body: NatsCredentialsIn, principal: ProviderPrincipal, state: AuthState
 ) -> NatsCredentialsOut:
     """A daemon's NATS user: its own tasks only (see docs/nats.md). Provider tokens only."""
-    issuer = issuer_or_refuse(request.app.state.nats_issuer)
+    issuer = issuer_or_refuse(state.nats_issuer)
     assert principal.provider_id is not None
     return issuer.issue(principal.provider_id, body.public_key)

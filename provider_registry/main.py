@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from provider_registry.routes import router
 from provider_registry.service import RegistryService
 from provider_registry.settings import RegistrySettings
-from shared.app import create_service_app, service_runtime
+from provider_registry.state import State
+from shared.app import create_service_app, service_runtime, set_own_state
 from shared.db import service_database, unit_of_work
-from shared.nats import close_nats, connect, ensure_streams
+from shared.nats import nats_runtime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(__name__)
@@ -48,23 +49,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with service_database(
-            app, settings.database_url, MIGRATIONS, "alembic_version_registry"
-        ) as sessions:
-            nc = await connect(settings.nats_url, "registry")
-            js = nc.jetstream()
-            await ensure_streams(js, ["EVENTS"])
-            app.state.js = js
-            app.state.ready_checks["nats"] = lambda: nc.flush(timeout=2)
+        async with (
+            service_database(
+                app, settings.database_url, MIGRATIONS, "alembic_version_registry"
+            ) as sessions,
+            nats_runtime(app, settings.nats_url, "registry", ["EVENTS"]) as nats,
+        ):
+            set_own_state(app, State(nats.js))
             stop = asyncio.Event()
-            sweeper = asyncio.create_task(sweep_forever(sessions, js, settings, stop))
+            sweeper = asyncio.create_task(sweep_forever(sessions, nats.js, settings, stop))
             try:
                 async with service_runtime(app, settings, jwks=jwks):
                     yield
             finally:
                 stop.set()
                 await sweeper
-                await close_nats(nc)
 
     app = create_service_app(settings, title="Dante provider registry", lifespan=lifespan)
     # The original clients call /providers directly; through the gateway it is /api/v1/providers.

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from provider_registry.schemas import (
     HeartbeatIn,
@@ -13,6 +13,7 @@ from provider_registry.schemas import (
     StatusIn,
 )
 from provider_registry.service import RegistryService
+from provider_registry.state import RegistryState
 from shared.auth import CurrentPrincipal, ProviderPrincipal
 from shared.db import UoW
 from shared.errors import NotFound
@@ -20,8 +21,8 @@ from shared.errors import NotFound
 router = APIRouter(tags=["providers"])
 
 
-def _service(request: Request, uow: UoW) -> RegistryService:
-    return RegistryService(uow, request.app.state.js)
+def _service(state: RegistryState, uow: UoW) -> RegistryService:
+    return RegistryService(uow, state.js)
 
 
 Service = Annotated[RegistryService, Depends(_service)]

@@ -12,11 +12,12 @@ from fastapi import FastAPI
 from scheduler.dispatch import Presigner
 from scheduler.routes import router
 from scheduler.settings import SchedulerSettings
+from scheduler.state import State
 from scheduler.storage_io import HttpPresigner
 from scheduler.workers import Workers
-from shared.app import Runtime, create_service_app, service_runtime
+from shared.app import Runtime, create_service_app, service_runtime, set_own_state
 from shared.db import service_database
-from shared.nats import close_nats, connect, ensure_streams
+from shared.nats import nats_runtime
 from shared.service_auth import ServiceTokenSource, token_url_from_discovery
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -51,34 +52,30 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with service_database(
-            app, settings.database_url, MIGRATIONS, "alembic_version_scheduler"
-        ) as sessions:
-            nc = await connect(settings.nats_url, "scheduler")
-            js = nc.jetstream()
-            await ensure_streams(js)
-            app.state.js = js
-            app.state.ready_checks["nats"] = lambda: nc.flush(timeout=2)
+        async with (
+            service_database(
+                app, settings.database_url, MIGRATIONS, "alembic_version_scheduler"
+            ) as sessions,
+            nats_runtime(app, settings.nats_url, "scheduler") as nats,  # drained last
+            service_runtime(app, settings, jwks=jwks) as runtime,
+        ):
+            set_own_state(app, State(nats.js, settings))
+            workers = Workers(
+                sessions, nats.js, settings, presigner or _presigner(settings, runtime)
+            )
+            # Two-step shutdown: stop taking work (the loops see `stop`), then drain NATS.
             stop = asyncio.Event()
-            async with contextlib.AsyncExitStack() as exits:
-                exits.push_async_callback(close_nats, nc)  # last: after the loops stopped
-                runtime = await exits.enter_async_context(service_runtime(app, settings, jwks=jwks))
-                workers = Workers(
-                    sessions, js, settings, presigner or _presigner(settings, runtime)
-                )
-                app.state.workers = workers
-                # Two-step shutdown: stop taking work (the loops see `stop`), then drain NATS.
-                task = asyncio.create_task(workers.run(stop))
-                try:
-                    yield
-                finally:
-                    stop.set()
-                    await asyncio.wait({task}, timeout=settings.shutdown_grace_seconds)
-                    task.cancel()
-                    # let the cancelled consumers unsubscribe first, or the drain below waits
-                    # on their open pull requests until its own timeout
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+            task = asyncio.create_task(workers.run(stop))
+            try:
+                yield
+            finally:
+                stop.set()
+                await asyncio.wait({task}, timeout=settings.shutdown_grace_seconds)
+                task.cancel()
+                # let the cancelled consumers unsubscribe first, or the drain below waits
+                # on their open pull requests until its own timeout
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     app = create_service_app(settings, title="Dante scheduler", lifespan=lifespan)
     app.include_router(router)

@@ -4,10 +4,11 @@ import base64
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
 from scheduler.schemas import CancelAccepted, JobEventRead, JobEvents, JobList, JobRead, UsageRead
 from scheduler.service import SchedulerService
+from scheduler.state import SchedulerState
 from shared.auth import CurrentPrincipal
 from shared.contracts import JobState
 from shared.db import UoW
@@ -16,8 +17,8 @@ from shared.errors import BadRequest
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
 
-def _service(request: Request, uow: UoW) -> SchedulerService:
-    return SchedulerService(uow, request.app.state.js, request.app.state.settings)
+def _service(state: SchedulerState, uow: UoW) -> SchedulerService:
+    return SchedulerService(uow, state.js, state.settings)
 
 
 Service = Annotated[SchedulerService, Depends(_service)]

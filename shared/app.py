@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 import structlog
@@ -16,11 +16,13 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import TokenVerifier
 from shared.discovery import Discovery, ServiceInstance, make_discovery
-from shared.errors import error_response, install_error_handlers
+from shared.errors import ServiceUnavailable, error_response, install_error_handlers
 from shared.logging import (
     configure_logging,
     new_correlation_id,
@@ -112,7 +114,7 @@ def _ops_router() -> APIRouter:
 
     @router.get("/health")
     async def health(request: Request) -> HealthOut:
-        return HealthOut(service=request.app.state.settings.service_name)
+        return HealthOut(service=service_state(request.app).settings.service_name)
 
     @router.get(
         "/ready",
@@ -122,7 +124,7 @@ def _ops_router() -> APIRouter:
     async def ready(request: Request) -> Response:
         results: dict[str, str] = {}
         ok = True
-        for name, check in request.app.state.ready_checks.items():
+        for name, check in service_state(request.app).ready_checks.items():
             try:
                 await check()
                 results[name] = "ok"
@@ -140,6 +142,41 @@ def _ops_router() -> APIRouter:
     return router
 
 
+@dataclass
+class ServiceState:
+    """What every service app holds, typed, instead of free-form ``app.state`` attributes.
+
+    Built by :func:`create_service_app`; the lifespan helpers fill in ``verifier``
+    (:func:`service_runtime`) and ``sessions`` (``shared.db.service_database``). A service keeps
+    its own clients in its own state class, set with :func:`set_own_state`.
+    """
+
+    settings: ServiceSettings
+    ready_checks: dict[str, ReadyCheck] = field(default_factory=dict)
+    verifier: TokenVerifier | None = None
+    sessions: async_sessionmaker[AsyncSession] | None = None
+
+
+def service_state(app: Starlette) -> ServiceState:
+    state: ServiceState = app.state.service
+    return state
+
+
+S = TypeVar("S")
+
+
+def set_own_state(app: Starlette, state: object) -> None:
+    """The service's own lifespan state (its ``State`` class in ``main.py``)."""
+    app.state.own = state
+
+
+def own_state(app: Starlette, kind: type[S]) -> S:
+    state = getattr(app.state, "own", None)
+    if not isinstance(state, kind):
+        raise ServiceUnavailable("the service is still starting")
+    return state
+
+
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -148,8 +185,7 @@ def create_service_app(
     version: str = "0.1.0",
 ) -> FastAPI:
     app = FastAPI(title=title, version=version, lifespan=lifespan)
-    app.state.settings = settings
-    app.state.ready_checks = {}
+    app.state.service = ServiceState(settings)
     install_error_handlers(app)
     app.add_middleware(RequestContext)
     app.include_router(_ops_router())
@@ -158,32 +194,26 @@ def create_service_app(
 
 @dataclass
 class Runtime:
-    """Per-process clients built in the lifespan and handed out from ``app.state``."""
+    """Per-process clients built in the lifespan (a service keeps what it needs in its state)."""
 
     settings: ServiceSettings
     discovery: Discovery
     http: httpx.AsyncClient
     verifier: TokenVerifier
     instance: ServiceInstance
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def jwks_from_discovery(discovery: Discovery, http: httpx.AsyncClient) -> Callable[[], Any]:
+def _auth_document(
+    discovery: Discovery, http: httpx.AsyncClient, path: str, timeout: float
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """A fetcher for one JSON document the auth service serves (wherever discovery says)."""
+
     async def fetch() -> dict[str, Any]:
         base = (await discovery.resolve("auth"))[0]
-        resp = await http.get(f"{base}/.well-known/jwks.json", timeout=5)
+        resp = await http.get(f"{base}{path}", timeout=timeout)
         resp.raise_for_status()
-        return resp.json()
-
-    return fetch
-
-
-def revocations_from_discovery(discovery: Discovery, http: httpx.AsyncClient) -> Callable[[], Any]:
-    async def fetch() -> dict[str, Any]:
-        base = (await discovery.resolve("auth"))[0]
-        resp = await http.get(f"{base}/internal/revocations", timeout=2)
-        resp.raise_for_status()
-        return resp.json()
+        document: dict[str, Any] = resp.json()
+        return document
 
     return fetch
 
@@ -204,9 +234,9 @@ async def service_runtime(
     discovery = make_discovery(settings)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
     if revocations is None and jwks is None:
-        revocations = revocations_from_discovery(discovery, http)
+        revocations = _auth_document(discovery, http, "/internal/revocations", timeout=2)
     verifier = TokenVerifier(
-        jwks or jwks_from_discovery(discovery, http),
+        jwks or _auth_document(discovery, http, "/.well-known/jwks.json", timeout=5),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         fetch_revocations=revocations,
@@ -218,9 +248,7 @@ async def service_runtime(
         host=settings.advertise_host or settings.host,
         port=settings.port,
     )
-    app.state.verifier = verifier
-    app.state.discovery = discovery
-    app.state.http = http
+    service_state(app).verifier = verifier
     runtime = Runtime(settings, discovery, http, verifier, instance)
     await discovery.register(instance)
     log.info("service.started", port=settings.port, discovery=settings.discovery)

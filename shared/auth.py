@@ -23,8 +23,10 @@ import structlog
 from fastapi import Depends, Request
 from jose import jwt
 from jose.exceptions import JOSEError
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import DanteError, Forbidden, ServiceUnavailable, Unauthorized
 
 log = structlog.get_logger(__name__)
 
@@ -187,21 +189,53 @@ class TokenVerifier:
         )
 
 
-def bearer_token(request: Request) -> str:
-    value = request.headers.get("authorization", "")
+def _bearer(value: str) -> str | None:
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized()
+        return None
     return token.strip()
 
 
+def bearer_token(request: Request) -> str:
+    token = _bearer(request.headers.get("authorization", ""))
+    if token is None:
+        raise Unauthorized()
+    return token
+
+
+AUTHENTICATED = "principal"
+"""Request-state key where an authenticating middleware leaves the verified caller."""
+AUTH_ERROR = "auth_error"
+"""Request-state key where it leaves why the presented token was refused."""
+
+
+async def authenticate_scope(scope: Scope, verifier: TokenVerifier) -> None:
+    """For a middleware in front of everything else: verify the request's bearer token once
+    and leave the result in the request state, for rate limits and for
+    :func:`current_principal`. A request without a token is left as it is."""
+    token = _bearer(Headers(scope=scope).get("authorization", ""))
+    if token is None:
+        return
+    state = scope.setdefault("state", {})
+    try:
+        state[AUTHENTICATED] = await verifier.verify(token)
+    except DanteError as exc:
+        state[AUTH_ERROR] = exc
+
+
 async def current_principal(request: Request) -> Principal:
-    """Dependency: the verified caller. The verifier lives on ``app.state`` (set in lifespan)."""
-    token = bearer_token(request)
-    # Verified earlier in this same request (the gateway's rate limiter does): not twice.
-    principal = getattr(request.state, "principal", None)
-    if principal is None or principal.token != token:
-        verifier: TokenVerifier = request.app.state.verifier
+    """Dependency: the verified caller, as a middleware already resolved it, else verified now
+    with the verifier the lifespan built."""
+    state = request.scope.get("state", {})
+    if AUTH_ERROR in state:
+        raise state[AUTH_ERROR]
+    principal: Principal | None = state.get(AUTHENTICATED)
+    if principal is None:
+        token = bearer_token(request)
+        # app.state.service is shared.app.ServiceState (not imported: it imports this module)
+        verifier: TokenVerifier | None = request.app.state.service.verifier
+        if verifier is None:
+            raise ServiceUnavailable("token verification is not ready yet")
         principal = await verifier.verify(token)
     structlog.contextvars.bind_contextvars(user_id=principal.user_id)
     return principal

@@ -20,6 +20,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from starlette.applications import Starlette
+
+from shared.app import service_state
+from shared.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
     from alembic.autogenerate.api import AutogenContext
@@ -204,7 +208,10 @@ async def ping(engine: AsyncEngine) -> None:
 
 
 async def _request_uow(request: Request) -> AsyncIterator[UnitOfWork]:
-    async with unit_of_work(request.app.state.sessions) as uow:
+    sessions = service_state(request.app).sessions
+    if sessions is None:
+        raise ServiceUnavailable("the database is not open yet")
+    async with unit_of_work(sessions) as uow:
         yield uow
 
 
@@ -215,14 +222,15 @@ UoW = Annotated[UnitOfWork, Depends(_request_uow, scope="function")]
 
 @asynccontextmanager
 async def service_database(
-    app: Any, url: str, migrations: Path, version_table: str
+    app: Starlette, url: str, migrations: Path, version_table: str
 ) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """A service's own database for its lifetime: migrated, on ``app.state``, ready-checked."""
+    """A service's own database for its lifetime: migrated, in its state, ready-checked."""
     await run_migrations(migrations, url, version_table)
     engine = make_engine(url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    app.state.sessions = sessions
-    app.state.ready_checks["database"] = lambda: ping(engine)
+    state = service_state(app)
+    state.sessions = sessions
+    state.ready_checks["database"] = lambda: ping(engine)
     try:
         yield sessions
     finally:

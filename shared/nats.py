@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import nats
@@ -19,7 +20,9 @@ from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StreamCo
 from nats.js.errors import FetchTimeoutError, NotFoundError
 from prometheus_client import Counter
 from pydantic import BaseModel
+from starlette.applications import Starlette
 
+from shared.app import service_state
 from shared.logging import correlation
 from shared.nats_auth import KeyPair, read_creds
 
@@ -146,6 +149,28 @@ async def close_nats(nc: NATS) -> None:
         await nc.drain()
     except Exception:
         await nc.close()
+
+
+@dataclass
+class NatsRuntime:
+    nc: NATS
+    js: JetStreamContext
+
+
+@asynccontextmanager
+async def nats_runtime(
+    app: Starlette, url: str, name: str, streams: list[str] | None = None
+) -> AsyncIterator[NatsRuntime]:
+    """A service's NATS connection for its lifetime: streams ensured, ready-checked, drained
+    at the end (after whatever the caller stopped inside the block)."""
+    nc = await connect(url, name)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, streams)
+        service_state(app).ready_checks["nats"] = lambda: nc.flush(timeout=2)
+        yield NatsRuntime(nc, js)
+    finally:
+        await close_nats(nc)
 
 
 async def ensure_streams(js: JetStreamContext, names: list[str] | None = None) -> None:

@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import typer
+from shared.cli import service_cli
 
-cli = typer.Typer(add_completion=False, no_args_is_help=False)
-
-
-@cli.command()
-def serve() -> None:
-    """Run the storage service."""
-    from shared.app import serve as run
-    from shared.app import setup_logging
-    from storage_service.main import create_app
-    from storage_service.settings import StorageSettings
-
-    settings = StorageSettings()
-    setup_logging(settings)
-    run(create_app(settings), settings)
-
-
-@cli.callback()
-def main() -> None:
-    """Dante storage service."""
-
+cli = service_cli("storage_service", "StorageSettings", "storage service")
 
 if __name__ == "__main__":
     cli()

@@ -10,12 +10,13 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from shared.app import create_service_app, service_runtime
+from shared.app import create_service_app, service_runtime, service_state, set_own_state
 from storage_service.backends import Backend, make_backend
 from storage_service.keys import validate_bucket
 from storage_service.routes import presigned_router, router
 from storage_service.service import StorageService
 from storage_service.settings import StorageSettings
+from storage_service.state import State
 
 log = structlog.get_logger(__name__)
 
@@ -51,8 +52,8 @@ def create_app(
         backend = make_backend(settings)
         try:
             await _ensure_default_bucket(backend, settings)
-            app.state.storage = StorageService(backend, settings)
-            app.state.ready_checks["backend"] = backend.ping
+            set_own_state(app, State(StorageService(backend, settings)))
+            service_state(app).ready_checks["backend"] = backend.ping
             log.info("storage.backend_ready", backend=backend.name, bucket=settings.default_bucket)
             async with service_runtime(app, settings, jwks=jwks):
                 yield

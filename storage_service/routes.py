@@ -24,6 +24,7 @@ from storage_service.schemas import (
     PresignOut,
 )
 from storage_service.service import Download, Scope, StorageService
+from storage_service.state import StorageState
 from storage_service.streams import ExpectedChecksums
 
 
@@ -54,8 +55,8 @@ _SAFE_HEADERS = {
 }
 
 
-def _service(request: Request) -> StorageService:
-    return request.app.state.storage
+def _service(state: StorageState) -> StorageService:
+    return state.storage
 
 
 Service = Annotated[StorageService, Depends(_service)]

@@ -9,6 +9,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
+from shared.app import own_state
+from storage_service.state import State
 from tests.storage.conftest import BASE_URL, MAX_OBJECT, Storage
 
 
@@ -87,7 +89,7 @@ async def test_tampered_presigned_urls_refused(storage: Storage) -> None:
 
 
 def service_signed(storage: Storage, method: str, full_key: str, expires: int) -> str:
-    signer = storage.app.state.storage.signer
+    signer = own_state(storage.app, State).storage.signer
     return signer.url(BASE_URL, method, "dante", full_key, expires)
 
 

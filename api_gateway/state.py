@@ -1,0 +1,27 @@
+"""The gateway's lifespan state, typed, and the dependency that hands it to routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+from nats.js import JetStreamContext
+
+from api_gateway.proxy import Upstreams
+from shared.app import own_state
+
+
+@dataclass
+class State:
+    js: JetStreamContext
+    upstreams: Upstreams
+    http: httpx.AsyncClient
+
+
+def _state(request: Request) -> State:
+    return own_state(request.app, State)
+
+
+GatewayState = Annotated[State, Depends(_state)]
