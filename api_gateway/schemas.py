@@ -7,25 +7,18 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts import (
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_PRIORITY,
     PARAMS,
     ComputeCapability,
     ContainerParams,
     GpuCount,
     GpuGlob,
+    JobOptions,
     JobSpec,
     JobState,
-    JobType,
-    MaxRetries,
-    ObjectKey,
     ParamModels,
     Price,
-    Priority,
     Resources,
     ScriptParams,
-    Tag,
-    TimeoutSeconds,
     params_by_type,
 )
 
@@ -67,35 +60,21 @@ def docker_gpu_count(value: str | int) -> int | None:
     return len(ids)
 
 
-class JobSubmission(BaseModel):
+class JobSubmission(JobOptions):
     """What a client posts: the original flat shape, the native spec, or a mix that agrees."""
 
     model_config = STRICT
 
-    type: JobType
-    name: str = Field(min_length=1, max_length=128)
     params: ScriptParamsIn | ContainerParamsIn
-    description: str | None = Field(default=None, max_length=2000)
+    resources: ResourcesIn | None = None
     # the original flat fields
     gpu_type: GpuGlob | None = None
     gpu_count: GpuCount | None = None
-    priority: Priority = DEFAULT_PRIORITY
-    tags: list[Tag] = Field(default_factory=list, max_length=32)
     # flat aliases of native fields, for clients that keep everything at the top level
     gpu_model: GpuGlob | None = None
     min_vram_mb: int | None = Field(default=None, ge=0)
     min_compute_capability: ComputeCapability | None = None
     max_price: Price | None = None
-    # the native spec
-    resources: ResourcesIn | None = None
-    timeout_seconds: TimeoutSeconds | None = None
-    max_retries: MaxRetries = DEFAULT_MAX_RETRIES
-    max_price_per_hour: Price | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
-    # storage keys in the owner's namespace: downloaded before the job, uploaded after it
-    inputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
-    outputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="before")
     @classmethod
@@ -145,29 +124,15 @@ class JobSubmission(BaseModel):
     def to_spec(self) -> JobSpec:
         """One spec for the scheduler and daemon, whatever shape the client used."""
         flat = self._flat()
-        del flat["max_price"]
+        max_price = flat.pop("max_price")
         res = Resources.model_validate((self.resources or Resources()).model_dump())
         res = res.model_copy(update={k: v for k, v in flat.items() if v is not None})
+        options = self.model_dump(include=set(JobOptions.model_fields))
+        if options["max_price_per_hour"] is None:
+            options["max_price_per_hour"] = max_price
         # the plain contract models: the strict ``*In`` subclasses are for the request only
         params = PARAMS[self.type].model_validate(self.params.model_dump())
-        return JobSpec(
-            type=self.type,
-            name=self.name,
-            description=self.description,
-            params=params,
-            resources=res,
-            priority=self.priority,
-            tags=self.tags,
-            timeout_seconds=self.timeout_seconds,
-            max_retries=self.max_retries,
-            max_price_per_hour=(
-                self.max_price_per_hour if self.max_price_per_hour is not None else self.max_price
-            ),
-            labels=self.labels,
-            env=self.env,
-            inputs=self.inputs,
-            outputs=self.outputs,
-        )
+        return JobSpec(**options, params=params, resources=res)
 
 
 class JobAccepted(BaseModel):

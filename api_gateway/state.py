@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import httpx
-from fastapi import Depends, Request
+from fastapi import Depends
 from nats.js import JetStreamContext
 
 from api_gateway.proxy import Upstreams
-from shared.app import own_state
+from shared.app import own_state_dependency
 
 
 @dataclass
@@ -20,8 +20,4 @@ class State:
     http: httpx.AsyncClient
 
 
-def _state(request: Request) -> State:
-    return own_state(request.app, State)
-
-
-GatewayState = Annotated[State, Depends(_state)]
+GatewayState = Annotated[State, Depends(own_state_dependency(State))]

@@ -10,9 +10,9 @@ from datetime import timedelta
 
 import structlog
 
-from auth_service.models import ApiKey, User
+from auth_service.models import User
 from auth_service.rules import password_problem
-from auth_service.schemas import ApiKeyInfo, LoginOut, ProfileIn, ProfileOut, TokenOut
+from auth_service.schemas import ApiKeyInfo, LoginOut, ProfileIn, TokenOut
 from auth_service.security import hash_password, verify_password
 from auth_service.service import AuthService
 from shared.auth import Principal
@@ -20,31 +20,6 @@ from shared.db import utcnow
 from shared.errors import BadRequest, Conflict, Forbidden, NotFound
 
 log = structlog.get_logger(__name__)
-
-
-def profile(user: User) -> ProfileOut:
-    return ProfileOut(
-        user_id=user.id,
-        username=user.username,
-        role=user.role,
-        email=user.email,
-        display_name=user.display_name,
-        active=user.active,
-        created_at=user.created_at,
-    )
-
-
-def key_info(key: ApiKey) -> ApiKeyInfo:
-    return ApiKeyInfo(
-        key_id=key.id,
-        provider_id=key.provider_id,
-        name=key.name,
-        prefix=key.prefix,
-        created_at=key.created_at,
-        expires_at=key.expires_at,
-        revoked_at=key.revoked_at,
-        last_used_at=key.last_used_at,
-    )
 
 
 class AccountService(AuthService):
@@ -121,7 +96,7 @@ class AccountService(AuthService):
     # --- provider keys -------------------------------------------------------------------
 
     async def list_api_keys(self, user_id: str) -> list[ApiKeyInfo]:
-        return [key_info(k) for k in await self.api_keys.of_user(user_id)]
+        return [ApiKeyInfo.model_validate(k) for k in await self.api_keys.of_user(user_id)]
 
     async def revoke_api_key(self, principal: Principal, key_id: str) -> None:
         """The key stops exchanging, and tokens already minted from it are refused too."""

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from auth_service.accounts import AccountService, profile
+from auth_service.accounts import AccountService
 from auth_service.nats_creds import NatsCredentialsIn, NatsCredentialsOut, issuer_or_refuse
 from auth_service.schemas import (
     ApiKeyIn,
@@ -103,12 +103,12 @@ async def logout(
 
 @router.get("/me", response_model=ProfileOut)
 async def me(principal: CurrentPrincipal, service: Service) -> ProfileOut:
-    return profile(await service.user(principal.user_id))
+    return ProfileOut.model_validate(await service.user(principal.user_id))
 
 
 @router.put("/me", response_model=ProfileOut)
 async def update_me(body: ProfileIn, principal: CurrentPrincipal, service: Service) -> ProfileOut:
-    return profile(await service.update_profile(principal.user_id, body))
+    return ProfileOut.model_validate(await service.update_profile(principal.user_id, body))
 
 
 @router.post("/password", response_model=TokenOut)
@@ -140,29 +140,31 @@ async def list_users(
     offset: int = Query(default=0, ge=0),
 ) -> UserList:
     rows, total = await service.users.search(role=role, query=q, limit=limit, offset=offset)
-    return UserList(users=[profile(u) for u in rows], total=total, limit=limit, offset=offset)
+    return UserList(
+        users=[ProfileOut.model_validate(u) for u in rows], total=total, limit=limit, offset=offset
+    )
 
 
 @router.get("/users/{user_id}", response_model=ProfileOut)
 async def get_user(user_id: str, _: AdminPrincipal, service: Service) -> ProfileOut:
-    return profile(await service.user(user_id))
+    return ProfileOut.model_validate(await service.user(user_id))
 
 
 @router.post("/users/{user_id}/disable", response_model=ProfileOut)
 async def disable_user(user_id: str, admin: AdminPrincipal, service: Service) -> ProfileOut:
-    return profile(await service.set_active(admin, user_id, False))
+    return ProfileOut.model_validate(await service.set_active(admin, user_id, False))
 
 
 @router.post("/users/{user_id}/enable", response_model=ProfileOut)
 async def enable_user(user_id: str, admin: AdminPrincipal, service: Service) -> ProfileOut:
-    return profile(await service.set_active(admin, user_id, True))
+    return ProfileOut.model_validate(await service.set_active(admin, user_id, True))
 
 
 @router.put("/users/{user_id}/role", response_model=ProfileOut)
 async def set_role(
     user_id: str, body: RoleIn, admin: AdminPrincipal, service: Service
 ) -> ProfileOut:
-    return profile(await service.set_role(admin, user_id, body.role))
+    return ProfileOut.model_validate(await service.set_role(admin, user_id, body.role))
 
 
 @router.get("/users/{user_id}/logins", response_model=list[LoginOut])

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from auth_service.rules import MAX_PASSWORD, password_problem, username_problem
 
@@ -32,7 +32,11 @@ class RegisterIn(Strict):
 
 
 class UserOut(BaseModel):
-    user_id: str
+    """Also built from a ``User`` row, whose ``id`` is ``user_id``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    user_id: str = Field(validation_alias=AliasChoices("user_id", "id"))
     username: str
     role: str
 
@@ -81,7 +85,11 @@ class LoginOut(BaseModel):
 
 
 class ApiKeyInfo(BaseModel):
-    key_id: str
+    """Built from an ``ApiKey`` row (its ``id`` is ``key_id``); never carries the secret."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    key_id: str = Field(validation_alias=AliasChoices("key_id", "id"))
     provider_id: str
     name: str
     prefix: str

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
 from auth_service.keys import KeyRing
 from auth_service.nats_creds import NatsIssuer
 from auth_service.settings import AuthSettings
-from shared.app import own_state
+from shared.app import own_state_dependency
 
 
 @dataclass
@@ -20,8 +20,4 @@ class State:
     settings: AuthSettings
 
 
-def _state(request: Request) -> State:
-    return own_state(request.app, State)
-
-
-AuthState = Annotated[State, Depends(_state)]
+AuthState = Annotated[State, Depends(own_state_dependency(State))]

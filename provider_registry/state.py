@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from nats.js import JetStreamContext
 
-from shared.app import own_state
+from shared.app import own_state_dependency
 
 
 @dataclass
@@ -16,8 +16,4 @@ class State:
     js: JetStreamContext
 
 
-def _state(request: Request) -> State:
-    return own_state(request.app, State)
-
-
-RegistryState = Annotated[State, Depends(_state)]
+RegistryState = Annotated[State, Depends(own_state_dependency(State))]

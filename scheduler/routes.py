@@ -79,7 +79,7 @@ async def get_job(job_id: str, principal: CurrentPrincipal, service: Service) ->
 async def job_events(job_id: str, principal: CurrentPrincipal, service: Service) -> JobEvents:
     await service.get_visible(job_id, principal)
     events = await service.jobs.events(job_id)
-    return JobEvents(job_id=job_id, events=[JobEventRead.of(e) for e in events])
+    return JobEvents(job_id=job_id, events=[JobEventRead.model_validate(e) for e in events])
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202)

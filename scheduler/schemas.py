@@ -10,9 +10,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, field_serializer
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    computed_field,
+    field_serializer,
+)
 
-from scheduler.models import Job, JobEvent, UsageRecord
+from scheduler.models import Job
 from shared.contracts import JobState, JobType, Resources
 
 
@@ -20,7 +28,16 @@ class Out(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
-class JobRead(Out):
+class _OlderGpuName(Out):
+    gpu_name: str | None = Field(description="model name of the placed GPUs")
+
+    @computed_field(description="the same as gpu_name (its older name)")  # type: ignore[prop-decorator]
+    @property
+    def gpu_model(self) -> str | None:
+        return self.gpu_name
+
+
+class JobRead(_OlderGpuName):
     job_id: str
     name: str
     type: JobType
@@ -42,8 +59,6 @@ class JobRead(Out):
     artifacts: list[dict[str, str]]
     waiting_reason: str | None = Field(description="why a queued job still waits")
     price_per_hour: float | None
-    gpu_name: str | None = Field(description="model name of the GPUs this attempt runs on")
-    gpu_model: str | None = Field(description="the same as gpu_name (its older name)")
     created_at: datetime
     updated_at: datetime
     dispatched_at: datetime | None
@@ -59,36 +74,25 @@ class JobRead(Out):
     def of(cls, job: Job) -> JobRead:
         spec = job.job_spec
         return cls(
+            **{name: getattr(job, name) for name in _AS_STORED},
             job_id=job.id,
-            name=job.name,
             type=spec.type,
             status=JobState(job.state),
-            exit_code=job.exit_code,
-            error=job.error,
-            provider_id=job.provider_id,
-            gpu_indices=list(job.gpu_indices or []),
-            attempt=job.attempt,
-            max_retries=job.max_retries,
-            priority=job.priority,
-            tags=list(job.tags or []),
-            owner_id=job.owner_id,
             resources=spec.resources,
-            max_price_per_hour=job.max_price_per_hour,
             labels=spec.labels,
             inputs=spec.inputs,
             outputs=spec.outputs,
-            artifacts=list(job.artifacts or []),
             waiting_reason=job.wait_reason if job.state == JobState.QUEUED else None,
-            price_per_hour=job.price_per_hour,
-            gpu_name=job.gpu_name,
-            gpu_model=job.gpu_name,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            dispatched_at=job.dispatched_at,
-            start_deadline=job.start_deadline,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
         )
+
+
+_AS_STORED = (
+    *("name", "exit_code", "error", "provider_id", "gpu_indices", "attempt", "max_retries"),
+    *("priority", "tags", "owner_id", "max_price_per_hour", "artifacts", "price_per_hour"),
+    *("gpu_name", "created_at", "updated_at", "dispatched_at", "start_deadline", "started_at"),
+    "finished_at",
+)
+"""The fields of :class:`JobRead` that are a ``Job`` column under the same name."""
 
 
 class JobList(Out):
@@ -97,21 +101,17 @@ class JobList(Out):
 
 
 class JobEventRead(Out):
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
     at: datetime
-    from_state: JobState | None = Field(alias="from")
-    to_state: JobState = Field(alias="to")
+    from_state: JobState | None = Field(
+        validation_alias=AliasChoices("from_state", "from"), serialization_alias="from"
+    )
+    to_state: JobState = Field(
+        validation_alias=AliasChoices("to_state", "to"), serialization_alias="to"
+    )
     attempt: int
     cause: str
-
-    @classmethod
-    def of(cls, e: JobEvent) -> JobEventRead:
-        return cls(
-            at=e.at,
-            from_state=JobState(e.from_state) if e.from_state else None,
-            to_state=JobState(e.to_state),
-            attempt=e.attempt,
-            cause=e.cause,
-        )
 
 
 class JobEvents(Out):
@@ -132,18 +132,17 @@ class UsageTotals(Out):
     cost: float
 
 
-class UsageByGpu(UsageTotals):
-    gpu_name: str | None
-    gpu_model: str | None = Field(description="the same as gpu_name (its older name)")
+class UsageByGpu(UsageTotals, _OlderGpuName):
+    pass
 
 
-class UsageRecordRead(Out):
+class UsageRecordRead(_OlderGpuName):
+    model_config = ConfigDict(from_attributes=True)
+
     job_id: str
     attempt: int
     state: JobState
     provider_id: str
-    gpu_name: str | None
-    gpu_model: str | None = Field(description="the same as gpu_name (its older name)")
     gpu_count: int
     started_at: datetime
     ended_at: datetime
@@ -151,24 +150,6 @@ class UsageRecordRead(Out):
     gpu_seconds: float
     price_per_hour: float
     cost: float
-
-    @classmethod
-    def of(cls, r: UsageRecord) -> UsageRecordRead:
-        return cls(
-            job_id=r.job_id,
-            attempt=r.attempt,
-            state=JobState(r.state),
-            provider_id=r.provider_id,
-            gpu_name=r.gpu_name,
-            gpu_model=r.gpu_name,
-            gpu_count=r.gpu_count,
-            started_at=r.started_at,
-            ended_at=r.ended_at,
-            seconds=r.seconds,
-            gpu_seconds=r.gpu_seconds,
-            price_per_hour=r.price_per_hour,
-            cost=r.cost,
-        )
 
 
 UsageScope = Literal["requester", "provider", "all"]

@@ -292,7 +292,7 @@ class SchedulerService:
             provider_ids=provider_ids,
             totals=totals,
             by_gpu_model=by_gpu,
-            records=[UsageRecordRead.of(r) for r in rows],
+            records=[UsageRecordRead.model_validate(r) for r in rows],
         )
 
     # --- provider events --------------------------------------------------------------------

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from nats.js import JetStreamContext
 
 from scheduler.settings import SchedulerSettings
-from shared.app import own_state
+from shared.app import own_state_dependency
 
 
 @dataclass
@@ -18,8 +18,4 @@ class State:
     settings: SchedulerSettings
 
 
-def _state(request: Request) -> State:
-    return own_state(request.app, State)
-
-
-SchedulerState = Annotated[State, Depends(_state)]
+SchedulerState = Annotated[State, Depends(own_state_dependency(State))]

@@ -90,9 +90,7 @@ class UsageRepository:
                 cost=round(float(r[3]), 6),
             )
 
-        by_gpu = [
-            UsageByGpu(gpu_name=r[0], gpu_model=r[0], **totals(r[1:]).model_dump()) for r in rows
-        ]
+        by_gpu = [UsageByGpu(gpu_name=r[0], **totals(r[1:]).model_dump()) for r in rows]
         return totals(total), by_gpu
 
     async def records(

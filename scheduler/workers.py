@@ -5,21 +5,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scheduler.dispatch import Placer, Presigner
 from scheduler.service import SchedulerService
 from scheduler.settings import SchedulerSettings
-from shared.contracts import JobSubmitted, ProviderEvent, TaskStatus
-from shared.db import is_sqlite, unit_of_work
+from shared.contracts import (
+    ANY,
+    JOBS_SUBMITTED,
+    JobSubmitted,
+    ProviderEvent,
+    TaskStatus,
+    provider_event_subject,
+    status_subject,
+)
+from shared.db import UnitOfWork, is_sqlite, unit_of_work
 from shared.nats import Poison, PullConsumer, correlation_of
 
 log = structlog.get_logger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 PLACEMENT_LOCK = 0x646E7465_01
 """Advisory lock key: one replica runs a placement round at a time (PostgreSQL).
@@ -51,35 +62,34 @@ class Workers:
         self.presigner = presigner
         self.wake = asyncio.Event()
 
-    def _service(self, uow: object) -> SchedulerService:
-        return SchedulerService(uow, self.js, self.settings)  # type: ignore[arg-type]
+    def _service(self, uow: UnitOfWork) -> SchedulerService:
+        return SchedulerService(uow, self.js, self.settings)
+
+    async def _consume(
+        self, msg: Msg, model: type[M], apply: Callable[[SchedulerService, M], Awaitable[object]]
+    ) -> M:
+        """Validate (invalid → ``Poison``), then apply in one unit of work, committed before
+        the consumer acks. Returns the message, for the caller's wake-up decision."""
+        try:
+            message = model.model_validate_json(msg.data)
+        except ValidationError as exc:
+            raise Poison(f"invalid {model.__name__}: {exc.error_count()} errors") from exc
+        async with unit_of_work(self.sessions) as uow:
+            await apply(self._service(uow), message)
+        return message
 
     async def on_submitted(self, msg: Msg) -> None:
-        try:
-            sub = JobSubmitted.model_validate_json(msg.data)
-        except ValidationError as exc:
-            raise Poison(f"invalid submission: {exc.error_count()} errors") from exc
-        async with unit_of_work(self.sessions) as uow:
-            await self._service(uow).intake(sub, correlation_of(msg))
-        self.wake.set()  # persisted (committed above) before the consumer acks
+        cid = correlation_of(msg)
+        await self._consume(msg, JobSubmitted, lambda svc, sub: svc.intake(sub, cid))
+        self.wake.set()
 
     async def on_status(self, msg: Msg) -> None:
-        try:
-            st = TaskStatus.model_validate_json(msg.data)
-        except ValidationError as exc:
-            raise Poison(f"invalid status: {exc.error_count()} errors") from exc
-        async with unit_of_work(self.sessions) as uow:
-            await self._service(uow).apply_status(st)
+        st = await self._consume(msg, TaskStatus, SchedulerService.apply_status)
         if st.state != "running":
             self.wake.set()  # capacity was freed
 
     async def on_provider_event(self, msg: Msg) -> None:
-        try:
-            ev = ProviderEvent.model_validate_json(msg.data)
-        except ValidationError as exc:
-            raise Poison(f"invalid provider event: {exc.error_count()} errors") from exc
-        async with unit_of_work(self.sessions) as uow:
-            await self._service(uow).on_provider_event(ev)
+        ev = await self._consume(msg, ProviderEvent, SchedulerService.on_provider_event)
         if ev.kind != "heartbeat":
             self.wake.set()
 
@@ -135,18 +145,23 @@ class Workers:
                 self.js,
                 "JOBS",
                 "scheduler-intake",
-                "jobs.submitted",
+                JOBS_SUBMITTED,
                 self.on_submitted,
                 ack_wait=wait,
             ),
             PullConsumer(
-                self.js, "STATUS", STATUS_CONSUMER, "jobs.status.*", self.on_status, ack_wait=wait
+                self.js,
+                "STATUS",
+                STATUS_CONSUMER,
+                status_subject(ANY),
+                self.on_status,
+                ack_wait=wait,
             ),
             PullConsumer(
                 self.js,
                 "EVENTS",
                 "scheduler-providers",
-                "providers.events.*",
+                provider_event_subject(ANY),
                 self.on_provider_event,
                 ack_wait=wait,
             ),

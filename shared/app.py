@@ -177,6 +177,15 @@ def own_state(app: Starlette, kind: type[S]) -> S:
     return state
 
 
+def own_state_dependency(kind: type[S]) -> Callable[[Request], S]:
+    """A FastAPI dependency handing routes the service's own state, typed."""
+
+    def dependency(request: Request) -> S:
+        return own_state(request.app, kind)
+
+    return dependency
+
+
 def create_service_app(
     settings: ServiceSettings,
     *,

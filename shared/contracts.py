@@ -154,18 +154,13 @@ def params_by_type(data: Any, models: ParamModels) -> Any:
     return {**data, "params": params}
 
 
-class JobSpec(Message):
-    """One job, in the one shape the scheduler stores and the daemon runs.
-
-    ``params`` is :class:`ScriptParams` for a ``script`` job and :class:`ContainerParams` for a
-    ``container`` job (the ``script``/``container`` properties hand out the narrowed type).
-    """
+class JobOptions(Message):
+    """Everything a job says besides its program and resources, in the spec and in a client's
+    submission alike (the gateway's request model extends this class)."""
 
     type: JobType
     name: str = Field(min_length=1, max_length=128)
     description: str | None = Field(default=None, max_length=2000)
-    params: ScriptParams | ContainerParams
-    resources: Resources = Field(default_factory=Resources)
     priority: Priority = DEFAULT_PRIORITY
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     timeout_seconds: TimeoutSeconds | None = None
@@ -176,6 +171,17 @@ class JobSpec(Message):
     # storage keys in the owner's namespace: downloaded before the job, uploaded after it
     inputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
     outputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
+
+
+class JobSpec(JobOptions):
+    """One job, in the one shape the scheduler stores and the daemon runs.
+
+    ``params`` is :class:`ScriptParams` for a ``script`` job and :class:`ContainerParams` for a
+    ``container`` job (the ``script``/``container`` properties hand out the narrowed type).
+    """
+
+    params: ScriptParams | ContainerParams
+    resources: Resources = Field(default_factory=Resources)
 
     @model_validator(mode="before")
     @classmethod

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
-from shared.app import own_state
+from shared.app import own_state_dependency
 from storage_service.service import StorageService
 
 
@@ -16,8 +16,4 @@ class State:
     storage: StorageService
 
 
-def _state(request: Request) -> State:
-    return own_state(request.app, State)
-
-
-StorageState = Annotated[State, Depends(_state)]
+StorageState = Annotated[State, Depends(own_state_dependency(State))]
