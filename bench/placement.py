@@ -188,7 +188,6 @@ def run(
         "DANTE_SCHEDULER_PORT": str(sched_port),
         "DANTE_SCHEDULER_DATABASE_URL": db_url,
         "DANTE_SCHEDULER_NATS_URL": f"nats://127.0.0.1:{nats_port}",
-        "DANTE_SCHEDULER_HEARTBEAT_TTL_SECONDS": "3600",
         "DANTE_SCHEDULER_PLACEMENT_BATCH": str(placement_batch),
         "DANTE_SCHEDULER_LOG_LEVEL": "INFO" if keep else "WARNING",
     }
