@@ -30,7 +30,7 @@ from provider_daemon.inventory import Inventory, Nvml, collect
 from provider_daemon.jobio import TransferFailed, Transfers
 from provider_daemon.logstream import LogStream
 from provider_daemon.settings import DaemonSettings
-from shared.app import create_service_app
+from shared.app import create_service_app, service_state
 from shared.contracts import JobState, TaskCancel, TaskDispatch, TaskStatus
 from shared.db import utcnow
 from shared.logging import correlation
@@ -375,13 +375,13 @@ class Agent:
             yield
 
         app = create_service_app(self.settings, title="Dante provider daemon", lifespan=lifespan)
-        app.state.ready_checks["nats"] = lambda: nc.flush(timeout=2)
+        service_state(app).ready_checks["nats"] = lambda: nc.flush(timeout=2)
 
         async def registered() -> None:
             if not (self.client and self.client.provider_id):
                 raise RuntimeError("not registered")
 
-        app.state.ready_checks["registered"] = registered
+        service_state(app).ready_checks["registered"] = registered
         return app
 
     # --- main --------------------------------------------------------------------------------
