@@ -23,6 +23,14 @@ from pydantic import BaseModel
 from starlette.applications import Starlette
 
 from shared.app import service_state
+from shared.contracts import (
+    ANY,
+    JOBS_SUBMITTED,
+    log_subject,
+    provider_event_subject,
+    status_subject,
+    task_subject,
+)
 from shared.logging import correlation
 from shared.nats_auth import KeyPair, read_creds
 
@@ -37,21 +45,21 @@ STREAMS: dict[str, StreamConfig] = {
     # Work queues: a message leaves the stream once its one consumer acked it.
     "JOBS": StreamConfig(
         name="JOBS",
-        subjects=["jobs.submitted"],
+        subjects=[JOBS_SUBMITTED],
         retention=RetentionPolicy.WORK_QUEUE,
         max_age=7 * DAY,
         duplicate_window=120,
     ),
     "TASKS": StreamConfig(
         name="TASKS",
-        subjects=["tasks.dispatch.*"],
+        subjects=[task_subject(ANY)],
         retention=RetentionPolicy.WORK_QUEUE,
         max_age=7 * DAY,
         duplicate_window=120,
     ),
     "STATUS": StreamConfig(
         name="STATUS",
-        subjects=["jobs.status.*"],
+        subjects=[status_subject(ANY)],
         retention=RetentionPolicy.WORK_QUEUE,
         max_age=7 * DAY,
         duplicate_window=120,
@@ -59,7 +67,7 @@ STREAMS: dict[str, StreamConfig] = {
     # Logs are read live and are bounded: a day or 1 GiB, oldest dropped first.
     "LOGS": StreamConfig(
         name="LOGS",
-        subjects=["jobs.logs.*"],
+        subjects=[log_subject(ANY)],
         retention=RetentionPolicy.LIMITS,
         discard=DiscardPolicy.OLD,
         max_age=DAY,
@@ -67,7 +75,7 @@ STREAMS: dict[str, StreamConfig] = {
     ),
     "EVENTS": StreamConfig(
         name="EVENTS",
-        subjects=["providers.events.*", "jobs.events.*"],
+        subjects=[provider_event_subject(ANY), "jobs.events.*"],
         retention=RetentionPolicy.LIMITS,
         discard=DiscardPolicy.OLD,
         max_age=7 * DAY,

@@ -22,6 +22,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from shared.contracts import ANY, log_subject, status_subject, task_subject
+
 PREFIX_SEED = 18 << 3
 PREFIX = {"operator": 14 << 3, "account": 0, "user": 20 << 3}
 TASKS_STREAM = "TASKS"
@@ -129,12 +131,12 @@ def daemon_permissions(provider_id: str) -> dict[str, Any]:
         "pub": {
             "allow": [
                 api % "INFO",
-                api % "CREATE" + f".tasks.dispatch.{provider_id}",
+                api % "CREATE" + "." + task_subject(provider_id),
                 api % "MSG.NEXT",
                 f"$JS.ACK.{TASKS_STREAM}.{durable}.>",
                 f"$JS.API.STREAM.INFO.{TASKS_STREAM}",
-                "jobs.status.*",
-                "jobs.logs.*",
+                status_subject(ANY),
+                log_subject(ANY),
             ]
         },
         "sub": {"allow": [f"{daemon_inbox(provider_id)}.>"]},
