@@ -6,10 +6,13 @@ does not exit on a failing loop: it stays up, says so, and is taken out of rotat
 - **Back-off.** After ``n`` consecutive failures the next try waits
   ``max(interval, min(cap, base * 2**n))``, with ±``jitter`` so a fleet restarted together does
   not retry in step. One success resets it.
-- **Loud after** ``unhealthy_after`` **consecutive failures.** The loop logs ``loop.unhealthy`` at
-  error, the gauge ``dante_loop_unhealthy{loop}`` goes to 1, and (given the app's ready checks)
-  ``/ready`` answers 503 with ``loop.<name>`` among the failing checks. The next success logs
-  ``loop.recovered`` and clears all three. Every failure counts in ``dante_loop_failures_total``.
+- **Said every time, loud after** ``unhealthy_after`` **consecutive failures.** Each failure
+  logs ``<name>.failed`` (failures, error, next_in_s) and counts in
+  ``dante_loop_failures_total{loop}``: at warning, then at error with ``unhealthy=true`` once
+  the run of failures reaches ``unhealthy_after``; then the gauge ``dante_loop_unhealthy{loop}``
+  is 1 and (given the app's ready checks) ``/ready`` answers 503 naming ``loop.<name>``. The
+  next success logs ``<name>.resumed`` and clears both. A bounded ``retry`` is not a process's
+  health unless its caller says so (``unhealthy_after=None`` by default).
 - **Stop.** A loop ends when ``stop`` is set (it never starts another run after that); a retry
   waiting on ``stop`` raises :class:`Stopped` instead of trying again.
 - **What is retried.** ``retry_on`` (default: any ``Exception``); anything else propagates at
@@ -80,7 +83,7 @@ async def _pause(stop: asyncio.Event | None, seconds: float, wake: asyncio.Event
 class _Health:
     """One loop's consecutive-failure count and how it shows in logs, metrics and /ready."""
 
-    def __init__(self, name: str, unhealthy_after: int, ready: ReadyChecks | None) -> None:
+    def __init__(self, name: str, unhealthy_after: int | None, ready: ReadyChecks | None) -> None:
         self.name = name
         self.unhealthy_after = unhealthy_after
         self.failures = 0
@@ -89,8 +92,12 @@ class _Health:
         if ready is not None:
             ready[f"loop.{name}"] = self.check
 
+    @property
+    def unhealthy(self) -> bool:
+        return self.unhealthy_after is not None and self.failures >= self.unhealthy_after
+
     async def check(self) -> None:
-        if self.failures >= self.unhealthy_after:
+        if self.unhealthy:
             raise LoopFailing(f"{self.name}: {self.failures} failures, last: {self.last_error}")
 
     def failed(self, exc: BaseException, next_in: float) -> None:
@@ -98,20 +105,21 @@ class _Health:
         self.last_error = str(exc) or type(exc).__name__
         loop_failures.labels(self.name).inc()
         fields = {"loop": self.name, "error": self.last_error, "failures": self.failures}
-        if self.failures == self.unhealthy_after:
+        if self.unhealthy:
             loop_unhealthy.labels(self.name).set(1)
-            log.error("loop.unhealthy", **fields, next_in_s=round(next_in, 2))
+            log.error(f"{self.name}.failed", **fields, unhealthy=True, next_in_s=round(next_in, 2))
         else:
-            log.warning("loop.failed", **fields, next_in_s=round(next_in, 2))
+            log.warning(f"{self.name}.failed", **fields, next_in_s=round(next_in, 2))
 
     def succeeded(self) -> None:
-        if self.failures >= self.unhealthy_after:
+        if self.failures:
             loop_unhealthy.labels(self.name).set(0)
-            log.info("loop.recovered", loop=self.name, after_failures=self.failures)
+            log.info(f"{self.name}.resumed", loop=self.name, after_failures=self.failures)
         self.failures = 0
 
     def close(self) -> None:
-        loop_unhealthy.labels(self.name).set(0)
+        if self.unhealthy:
+            loop_unhealthy.labels(self.name).set(0)
         if self.ready is not None:
             self.ready.pop(f"loop.{self.name}", None)
 
@@ -169,7 +177,7 @@ async def retry(
     stop: asyncio.Event | None = None,
     attempts: int | None = None,
     backoff: Backoff = Backoff(),
-    unhealthy_after: int = 3,
+    unhealthy_after: int | None = None,
     ready: ReadyChecks | None = None,
     retry_on: tuple[type[BaseException], ...] = (Exception,),
     give_up: Callable[[BaseException], bool] = lambda exc: False,

@@ -60,10 +60,11 @@ async def test_a_loop_that_keeps_failing_is_loud_unhealthy_and_recovers() -> Non
     assert len(runs) == 6
     # Runs 1-3 saw a healthy loop; after the 3rd failure it is unhealthy until a success.
     assert states == [True, True, True, False, False, True]
-    events = [e["event"] for e in logs]
-    assert events.count("loop.unhealthy") == 1 and events.count("loop.recovered") == 1
-    loud = next(e for e in logs if e["event"] == "loop.unhealthy")
-    assert loud["log_level"] == "error" and loud["loop"] == "t-recover" and "down" in loud["error"]
+    failed = [e for e in logs if e["event"] == "t-recover.failed"]
+    assert [e["log_level"] for e in failed] == ["warning", "warning", "error", "error"]
+    assert [e["failures"] for e in failed] == [1, 2, 3, 4] and "down" in failed[2]["error"]
+    resumed = [e for e in logs if e["event"] == "t-recover.resumed"]
+    assert [e["after_failures"] for e in resumed] == [4]
     assert failures("t-recover") == 4
     assert unhealthy("t-recover") == 0
     assert "loop.t-recover" not in ready  # an ended loop no longer answers for the process
