@@ -137,6 +137,7 @@ async def every(
     settle: float = 0.0,
     first_after: float | None = None,
     retry_on: tuple[type[BaseException], ...] = (Exception,),
+    give_up: Callable[[BaseException], bool] = lambda exc: False,
 ) -> None:
     """Run ``work`` every ``interval`` seconds until ``stop`` is set; failures back off by
     ``backoff`` (default: from the interval, ±20 %, up to a minute).
@@ -144,6 +145,7 @@ async def every(
     ``work`` may return the seconds to wait before the next run instead (0: at once).
     ``wake`` ends a wait early (a hint that there is work), after a ``settle`` pause that lets a
     burst of hints be served by one run. ``first_after`` delays the first run (default: at once).
+    An error for which ``give_up`` answers true ends the loop by propagating.
     """
     health = _Health(name, unhealthy_after, ready)
     backoff = backoff or Backoff(base=interval, cap=max(60.0, interval), jitter=0.2, floor=interval)
@@ -156,6 +158,8 @@ async def every(
             try:
                 chosen = await work()
             except retry_on as exc:
+                if give_up(exc):
+                    raise
                 delay = backoff.delay(health.failures + 1)
                 health.failed(exc, delay)
             else:
