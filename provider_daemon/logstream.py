@@ -18,8 +18,7 @@ log = structlog.get_logger(__name__)
 
 MAX_LINES = 200
 MAX_BYTES = 64 * 1024
-# Six tries, 0.5 s doubling to 5 s between them (about 10 s): longer would hold the job's pipe.
-SEND_ATTEMPTS = 6
+# Between tries: 0.5 s doubling to 5 s (six tries take about 10 s; longer holds the job's pipe).
 SEND_BACKOFF = Backoff(base=0.25, cap=5.0, jitter=0.5)
 
 chunks_dropped = Counter(
@@ -44,10 +43,10 @@ class LogStream:
         logfile: Path,
         flush: float = 0.1,
         correlation_id: str | None = None,
-        send_backoff: Backoff = SEND_BACKOFF,
+        attempts: int = 6,
     ) -> None:
         self.js = js
-        self.send_backoff = send_backoff
+        self.attempts = attempts
         self.job_id = job_id
         self.attempt = attempt
         self.flush = flush
@@ -87,7 +86,7 @@ class LogStream:
             )
 
         try:
-            await retry("log_chunk", send, attempts=SEND_ATTEMPTS, backoff=self.send_backoff)
+            await retry("log_chunk", send, attempts=self.attempts, backoff=SEND_BACKOFF)
         except Exception as exc:
             # Live followers miss these lines; the log file keeps them for the upload at the end.
             chunks_dropped.inc()

@@ -162,6 +162,7 @@ class TaskRunner:
             logfile,
             self.settings.log_flush_seconds,
             task.correlation_id,
+            self.settings.log_publish_attempts,
         ) as stream:
             try:
                 await self.transfers.fetch_inputs(task.inputs, workdir / "inputs")

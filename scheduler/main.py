@@ -64,7 +64,11 @@ def create_app(
                 exits.push_async_callback(close_nats, nc)  # last: after the loops stopped
                 runtime = await exits.enter_async_context(service_runtime(app, settings, jwks=jwks))
                 workers = Workers(
-                    sessions, js, settings, presigner or _presigner(settings, runtime)
+                    sessions,
+                    js,
+                    settings,
+                    presigner or _presigner(settings, runtime),
+                    app.state.ready_checks,
                 )
                 app.state.workers = workers
                 # Two-step shutdown: stop taking work (the loops see `stop`), then drain NATS.

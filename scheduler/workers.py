@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 
 import structlog
 from nats.aio.msg import Msg
@@ -17,6 +15,7 @@ from scheduler.service import SchedulerService
 from scheduler.settings import SchedulerSettings
 from shared.contracts import JobSubmitted, ProviderEvent, TaskStatus
 from shared.db import is_sqlite, unit_of_work
+from shared.loops import ReadyChecks, every
 from shared.nats import Poison, PullConsumer, correlation_of
 
 log = structlog.get_logger(__name__)
@@ -44,8 +43,10 @@ class Workers:
         js: JetStreamContext,
         settings: SchedulerSettings,
         presigner: Presigner | None = None,
+        ready: ReadyChecks | None = None,
     ) -> None:
         self.sessions = sessions
+        self.ready = ready  # the app's ready checks: a failing loop makes /ready answer 503
         self.js = js
         self.settings = settings
         self.presigner = presigner
@@ -114,19 +115,20 @@ class Workers:
         (reading every live provider) dominates when it places a single job. A full batch
         means more is waiting, so the next round starts at once.
         """
-        while not stop.is_set():
-            self.wake.clear()
-            placed = 0
-            try:
-                placed = await self.place_once()
-            except Exception as exc:
-                log.warning("placement.failed", error=str(exc))
-            if placed >= self.settings.placement_batch:
-                continue
-            delay = self.settings.placement_interval_seconds * random.uniform(0.8, 1.2)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), delay)
-                await asyncio.sleep(self.settings.placement_coalesce_seconds)
+
+        async def place() -> float | None:
+            placed = await self.place_once()
+            return 0.0 if placed >= self.settings.placement_batch else None
+
+        await every(
+            "placement",
+            place,
+            self.settings.placement_interval_seconds,
+            stop=stop,
+            ready=self.ready,
+            wake=self.wake,
+            settle=self.settings.placement_coalesce_seconds,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         wait = self.settings.ack_wait_seconds
@@ -138,9 +140,16 @@ class Workers:
                 "jobs.submitted",
                 self.on_submitted,
                 ack_wait=wait,
+                ready=self.ready,
             ),
             PullConsumer(
-                self.js, "STATUS", STATUS_CONSUMER, "jobs.status.*", self.on_status, ack_wait=wait
+                self.js,
+                "STATUS",
+                STATUS_CONSUMER,
+                "jobs.status.*",
+                self.on_status,
+                ack_wait=wait,
+                ready=self.ready,
             ),
             PullConsumer(
                 self.js,
@@ -149,6 +158,7 @@ class Workers:
                 "providers.events.*",
                 self.on_provider_event,
                 ack_wait=wait,
+                ready=self.ready,
             ),
         ]
         async with asyncio.TaskGroup() as tg:

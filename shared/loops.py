@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -180,6 +181,7 @@ async def retry(
     *,
     stop: asyncio.Event | None = None,
     attempts: int | None = None,
+    within: float | None = None,
     backoff: Backoff = Backoff(),
     unhealthy_after: int | None = None,
     ready: ReadyChecks | None = None,
@@ -188,18 +190,23 @@ async def retry(
 ) -> T:
     """``await work()`` until it returns, retrying failures with ``backoff``.
 
-    Bounded: after ``attempts`` tries (None: no limit) the last error is raised, and while
-    waiting to retry a set ``stop`` raises :class:`Stopped`. An error for which ``give_up``
+    Bounded: after ``attempts`` tries, or once ``within`` seconds have passed (None: no
+    limit), the last error is raised; while waiting to retry, a set ``stop`` raises
+    :class:`Stopped`. An error for which ``give_up``
     answers true is raised at once (a 4xx will not get better).
     """
     health = _Health(name, unhealthy_after, ready)
+    deadline = None if within is None else time.monotonic() + within
     try:
         while True:
             try:
                 result = await work()
             except retry_on as exc:
                 delay = backoff.delay(health.failures + 1)
-                if give_up(exc) or (attempts is not None and health.failures + 1 >= attempts):
+                spent = (attempts is not None and health.failures + 1 >= attempts) or (
+                    deadline is not None and time.monotonic() >= deadline
+                )
+                if give_up(exc) or spent:
                     loop_failures.labels(name).inc()
                     raise
                 health.failed(exc, delay)
