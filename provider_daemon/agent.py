@@ -49,7 +49,7 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
         httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10)) as io_http,
     ):
         client = GatewayClient(s.gateway_url, s.api_key, http)
-        registration = Registration(s, client, collect(nvml), s.state_dir)
+        registration = Registration(s, client, collect(nvml))
         provider_id = await registration.register_until_done(stop)
         # The nkey is made here and its seed never leaves this process; the platform signs
         # a JWT for its public half that allows this provider's own tasks only.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 
 import httpx
 import structlog
@@ -35,18 +35,11 @@ def refused(exc: BaseException) -> bool:
     return isinstance(exc, CredentialsRejected)
 
 
+@dataclass
 class Registration:
-    def __init__(
-        self,
-        settings: DaemonSettings,
-        client: GatewayClient,
-        inventory: Inventory,
-        state_dir: Path,
-    ) -> None:
-        self.settings = settings
-        self.client = client
-        self.inventory = inventory
-        self.state_dir = state_dir
+    settings: DaemonSettings
+    client: GatewayClient
+    inventory: Inventory
 
     async def register(self) -> str:
         s = self.settings
@@ -59,7 +52,7 @@ class Registration:
             **self.inventory.registration(),
         }
         provider = await self.client.register(body)
-        save_identity(self.state_dir, provider["id"])
+        save_identity(self.settings.state_dir, provider["id"])
         log.info(
             "provider.registered",
             provider_id=provider["id"],

@@ -39,24 +39,16 @@ class Reporter:
     ) -> bool:
         """Publish a status; retried until the stream has it or ``give_up`` is set (then the
         scheduler's dispatch deadline requeues the attempt). True if it was published."""
-        status = TaskStatus(
-            job_id=task.job_id,
-            attempt=task.attempt,
-            provider_id=task.provider_id,
-            state=state,
-            exit_code=exit_code,
-            error=error,
-            at=utcnow(),
-            artifacts=artifacts or [],
-        )
+        ids = task.model_dump(include={"job_id", "attempt", "provider_id"})
+        outcome = {"exit_code": exit_code, "error": error, "artifacts": artifacts or []}
+        status = TaskStatus(**ids, **outcome, state=state, at=utcnow())
+
+        subject = f"jobs.status.{task.job_id}"
+        msg_id = f"{task.job_id}:{task.attempt}:{state}"  # the stream drops a resent duplicate
 
         async def send() -> None:
             await publish(
-                self.js,
-                f"jobs.status.{task.job_id}",
-                status,
-                msg_id=f"{task.job_id}:{task.attempt}:{state}",
-                correlation_id=task.correlation_id,
+                self.js, subject, status, msg_id=msg_id, correlation_id=task.correlation_id
             )
 
         try:

@@ -40,28 +40,22 @@ class Running:
     draining: bool = False
 
 
+@dataclass
 class TaskRunner:
-    def __init__(
-        self,
-        settings: DaemonSettings,
-        js: JetStreamContext,
-        transfers: Transfers,
-        executors: dict[str, Executor],
-        fence: Fence,
-        reporter: Reporter,
-    ) -> None:
-        self.settings = settings
-        self.js = js
-        self.transfers = transfers
-        self.executors = executors
-        self.fence = fence
-        self.reporter = reporter
-        self.work_root = settings.state_dir / "work"
-        self.running: dict[tuple[str, int], Running] = {}
-        self.stopping = False
-        self._idle = asyncio.Event()  # set whenever no task is running
+    settings: DaemonSettings
+    js: JetStreamContext
+    transfers: Transfers
+    executors: dict[str, Executor]
+    fence: Fence
+    reporter: Reporter
+    running: dict[tuple[str, int], Running] = field(default_factory=dict)
+    stopping: bool = False
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing runs
+    _group: asyncio.TaskGroup | None = None
+
+    def __post_init__(self) -> None:
+        self.work_root = self.settings.state_dir / "work"
         self._idle.set()
-        self._group: asyncio.TaskGroup | None = None
 
     async def serve(self, consumer: PullConsumer, taking: asyncio.Event) -> None:
         """Take tasks until ``taking`` is set (the consumer's handler is :meth:`accept`); returns

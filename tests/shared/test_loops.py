@@ -143,25 +143,33 @@ async def test_retry_is_bounded_by_attempts_and_raises_the_last_error() -> None:
 
 
 async def test_retry_gives_up_at_once_when_told_and_returns_a_result() -> None:
-    calls = 0
+    tries: list[str] = []
 
     async def rejected() -> None:
-        nonlocal calls
-        calls += 1
+        tries.append("rejected")
         raise PermissionError("HTTP 403")
 
     with pytest.raises(PermissionError):
         await retry("t-giveup", rejected, backoff=FAST, give_up=lambda e: "403" in str(e))
-    assert calls == 1
+    assert tries == ["rejected"]
 
     async def flaky() -> str:
-        nonlocal calls
-        calls += 1
-        if calls < 4:
+        tries.append("flaky")
+        if len(tries) < 4:
             raise ConnectionError("blip")
         return "ok"
 
     assert await retry("t-flaky", flaky, backoff=FAST) == "ok"
+    assert tries.count("flaky") == 3
+
+
+async def test_retry_is_bounded_by_time_too() -> None:
+    async def down() -> None:
+        raise ConnectionError("still down")
+
+    with pytest.raises(ConnectionError):
+        await retry("t-within", down, within=0.05, backoff=FAST)
+    assert failures("t-within") >= 2
 
 
 async def test_retry_stops_when_the_stop_event_is_set() -> None:
