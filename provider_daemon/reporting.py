@@ -38,7 +38,8 @@ class Reporter:
         artifacts: list[str] | None = None,
     ) -> bool:
         """Publish a status; retried until the stream has it or ``give_up`` is set (then the
-        scheduler's dispatch deadline requeues the attempt). True if it was published."""
+        scheduler requeues the job once the registry marks this stopped host offline).
+        True if it was published."""
         ids = task.model_dump(include={"job_id", "attempt", "provider_id"})
         outcome = {"exit_code": exit_code, "error": error, "artifacts": artifacts or []}
         status = TaskStatus(**ids, **outcome, state=state, at=utcnow())

@@ -97,7 +97,7 @@ class TaskRunner:
         self.running[key] = entry
         self._idle.clear()
         if not await self.reporter.report(task, JobState.RUNNING):
-            self._finished(entry)  # the drain gave up on it: the scheduler requeues it
+            self._finished(entry)  # the drain gave up on it: requeued when we go offline
             return
         self._group.create_task(self._run(entry))
 
