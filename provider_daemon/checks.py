@@ -81,7 +81,7 @@ async def check_nats(s: DaemonSettings, creds: UserCredentials | None = None) ->
                 allow_reconnect=False,
                 max_reconnect_attempts=0,
                 error_cb=quiet,
-                **auth,  # type: ignore[arg-type]
+                **auth,
             ),
             10,
         )

@@ -18,9 +18,10 @@ app = typer.Typer(
 @app.command()
 def run() -> None:
     """Register this host and run tasks until SIGTERM/SIGINT (which drains first)."""
-    from provider_daemon.agent import Agent, Stopped
+    from provider_daemon.agent import run as run_daemon
     from provider_daemon.client import CredentialsRejected
     from shared.app import setup_logging
+    from shared.loops import Stopped
 
     settings = DaemonSettings()
     setup_logging(settings)
@@ -34,7 +35,7 @@ def run() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await Agent(settings).run(stop)
+            await run_daemon(settings, stop)
         except Stopped:
             pass  # stopped before it ever got going: nothing to drain
         except CredentialsRejected as exc:

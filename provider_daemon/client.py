@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -36,8 +37,6 @@ class GatewayClient:
             body = resp.json()
             self._token = body["access_token"]
             self.provider_id = body["provider_id"]
-            from datetime import datetime
-
             self._expires = datetime.fromisoformat(body["expires_at"]).timestamp()
         return self._token
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from provider_daemon.executor import LineSink, Outcome, job_env
+from provider_daemon.executor import LineSink, Outcome, exit_outcome, job_env, supervise
 from shared.contracts import ContainerParams, JobState, TaskDispatch
 
 log = structlog.get_logger(__name__)
@@ -155,33 +155,15 @@ class DockerExecutor:
             if partial:
                 await sink(partial.rstrip("\r"))
 
+        async def kill() -> None:
+            await container.kill(signal="SIGKILL")
+
         pumping = asyncio.create_task(pump())
-        waiting = asyncio.create_task(container.wait())
-        cancelled = asyncio.create_task(cancel.wait())
-        timeout = task.timeout_seconds
-        outcome: Outcome | None = None
         try:
-            done, _ = await asyncio.wait(
-                {waiting, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if waiting not in done:
-                await container.kill(signal="SIGKILL")
-                outcome = (
-                    Outcome(JobState.CANCELLED, None, "cancelled")
-                    if cancelled in done
-                    else Outcome(JobState.TIMED_OUT, None, f"exceeded {timeout}s")
-                )
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(waiting, 30)
-            result = await waiting if outcome is None else None
+            result = await supervise(container.wait(), kill, cancel, task.timeout_seconds)
         finally:
-            cancelled.cancel()
-            if not waiting.done():
-                waiting.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pumping, 10)
-        if outcome is not None:
-            return outcome
-        code = int((result or {}).get("StatusCode", -1))
-        state = JobState.COMPLETED if code == 0 else JobState.FAILED
-        return Outcome(state, code, None if code == 0 else f"exit code {code}")
+        if isinstance(result, Outcome):
+            return result
+        return exit_outcome(int((result or {}).get("StatusCode", -1)))

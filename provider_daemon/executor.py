@@ -9,7 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -18,6 +18,7 @@ from shared.contracts import JobState, TaskDispatch
 log = structlog.get_logger(__name__)
 
 LineSink = Callable[[str], Awaitable[None]]
+T = TypeVar("T")
 
 # The daemon's own settings (its API key among them) never reach a job's environment.
 _PRIVATE_PREFIXES = ("DANTE_",)
@@ -38,6 +39,43 @@ class Executor(Protocol):
         sink: LineSink,
         cancel: asyncio.Event,
     ) -> Outcome: ...
+
+
+async def supervise(
+    ended: Awaitable[T],
+    kill: Callable[[], Awaitable[None]],
+    cancel: asyncio.Event,
+    limit: float | None,
+    *,
+    reap: float = 30.0,
+) -> T | Outcome:
+    """The one place a job is waited for, cancelled or timed out, whichever executor runs it.
+
+    Returns what ``ended`` returns when the job ends by itself. On ``cancel`` or after
+    ``limit`` seconds the job is killed, given ``reap`` seconds to be reaped, and the
+    CANCELLED or TIMED_OUT outcome returned. If the daemon itself is cancelled meanwhile, the
+    job is killed too: no job outlives the daemon's interest in it.
+    """
+    waiting = asyncio.ensure_future(ended)
+    cancelled = asyncio.ensure_future(cancel.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {waiting, cancelled}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiting in done:
+            return waiting.result()
+        await kill()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(waiting), reap)
+        if cancelled in done:
+            return Outcome(JobState.CANCELLED, None, "cancelled")
+        return Outcome(JobState.TIMED_OUT, None, f"exceeded {limit}s")
+    finally:
+        cancelled.cancel()
+        if not waiting.done():
+            with contextlib.suppress(Exception):
+                await kill()
+            waiting.cancel()
 
 
 def job_env(task: TaskDispatch, workspace: Path | str) -> dict[str, str]:
@@ -89,38 +127,28 @@ class ProcessExecutor:
             while line := await proc.stdout.readline():
                 await sink(line.decode(errors="replace").rstrip("\r\n"))
 
+        async def kill() -> None:
+            self._kill_group(proc.pid)
+
         pumping = asyncio.create_task(pump())
-        waiting = asyncio.create_task(proc.wait())
-        cancelled = asyncio.create_task(cancel.wait())
-        timeout = task.timeout_seconds
-        try:
-            done, _ = await asyncio.wait(
-                {waiting, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:  # the daemon itself being cancelled must not leave the job running
-            if not waiting.done():
-                self._kill_group(proc.pid)
-        outcome: Outcome | None = None
-        if waiting not in done:
-            await waiting
-            outcome = (
-                Outcome(JobState.CANCELLED, None, "cancelled")
-                if cancelled in done
-                else Outcome(JobState.TIMED_OUT, None, f"exceeded {timeout}s")
-            )
-        cancelled.cancel()
+        result = await supervise(proc.wait(), kill, cancel, task.timeout_seconds)
         # Background children of a job that ended are killed too: nothing is left behind, and
         # once they are gone the pipe they may hold open reaches EOF.
         self._kill_group(proc.pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pumping, 10)
-        if outcome is not None:
-            return outcome
-        code = proc.returncode or 0
-        state = JobState.COMPLETED if code == 0 else JobState.FAILED
-        return Outcome(state, code, None if code == 0 else f"exit code {code}")
+        if isinstance(result, Outcome):
+            return result
+        return exit_outcome(result)
 
     @staticmethod
     def _kill_group(pgid: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def exit_outcome(code: int) -> Outcome:
+    """A job that ended by itself: COMPLETED on exit code 0, else FAILED with the code."""
+    if code == 0:
+        return Outcome(JobState.COMPLETED, 0)
+    return Outcome(JobState.FAILED, code, f"exit code {code}")

@@ -17,7 +17,7 @@ import structlog
 try:
     import pynvml
 except ImportError:  # a declared dependency, but a broken install must still run CPU-only
-    pynvml = None  # type: ignore[assignment]
+    pynvml = None
 
 log = structlog.get_logger(__name__)
 

@@ -4,18 +4,22 @@ storage token: each URL allows one method on one key, until it expires)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path, PurePosixPath
 
 import httpx
 import structlog
 
 from shared.contracts import TaskObject
+from shared.loops import Backoff, retry
 
 log = structlog.get_logger(__name__)
 
 CHUNK = 1 << 20
-RETRIES = (0.5, 2.0, 5.0)  # a blip in the gateway must not cost a finished job its results
+# A blip in the gateway must not cost a finished job its results: four tries, 1 s doubling
+# to 4 s between them (± half). A 4xx answer will not get better and is not retried.
+ATTEMPTS = 4
+BACKOFF = Backoff(base=0.5, cap=5.0, jitter=0.5)
 
 
 class TransferFailed(Exception):
@@ -37,15 +41,22 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _retrying(what: str, fn):  # type: ignore[no-untyped-def]
-    for delay in (*RETRIES, None):
-        try:
-            return await fn()
-        except (httpx.TransportError, TransferFailed) as exc:
-            if delay is None or (isinstance(exc, TransferFailed) and "HTTP 4" in str(exc)):
-                raise TransferFailed(f"{what}: {exc}") from exc
-            log.warning("transfer.retry", what=what, error=str(exc), delay=delay)
-            await asyncio.sleep(delay)
+def _client_error(exc: BaseException) -> bool:
+    return isinstance(exc, TransferFailed) and "HTTP 4" in str(exc)
+
+
+async def _retrying(what: str, once: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await retry(
+            "transfer",
+            once,
+            attempts=ATTEMPTS,
+            backoff=BACKOFF,
+            retry_on=(httpx.TransportError, TransferFailed),
+            give_up=_client_error,
+        )
+    except (httpx.TransportError, TransferFailed) as exc:
+        raise TransferFailed(f"{what}: {exc}") from exc
 
 
 class Transfers:

@@ -6,13 +6,28 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import structlog
 from nats.js import JetStreamContext
+from prometheus_client import Counter
 
-from shared.contracts import LogChunk
+from shared.contracts import LogChunk, log_subject
+from shared.loops import Backoff, retry
 from shared.nats import publish
+
+log = structlog.get_logger(__name__)
 
 MAX_LINES = 200
 MAX_BYTES = 64 * 1024
+# Between tries: 0.5 s doubling to 5 s (six tries take about 10 s; longer holds the job's pipe).
+SEND_BACKOFF = Backoff(base=0.25, cap=5.0, jitter=0.5)
+
+chunks_dropped = Counter(
+    "dante_daemon_log_chunks_dropped_total",
+    "Log chunks given up on after every publish failed (the whole log is still uploaded).",
+)
+lines_dropped = Counter(
+    "dante_daemon_log_lines_dropped_total", "Output lines in the log chunks given up on."
+)
 
 
 class LogStream:
@@ -28,8 +43,10 @@ class LogStream:
         logfile: Path,
         flush: float = 0.1,
         correlation_id: str | None = None,
+        attempts: int = 6,
     ) -> None:
         self.js = js
+        self.attempts = attempts
         self.job_id = job_id
         self.attempt = attempt
         self.flush = flush
@@ -58,18 +75,31 @@ class LogStream:
         chunk = LogChunk(
             job_id=self.job_id, attempt=self.attempt, seq=self._seq, lines=lines, eof=eof
         )
-        for delay in (0.2, 0.5, 1, 2, 5):
-            try:
-                await publish(
-                    self.js,
-                    f"jobs.logs.{self.job_id}",
-                    chunk,
-                    msg_id=f"{self.job_id}:{self.attempt}:{self._seq}",
-                    correlation_id=self.correlation_id,
-                )
-                return
-            except Exception:
-                await asyncio.sleep(delay)
+
+        async def send() -> None:
+            await publish(
+                self.js,
+                log_subject(self.job_id),
+                chunk,
+                msg_id=f"{self.job_id}:{self.attempt}:{self._seq}",
+                correlation_id=self.correlation_id,
+            )
+
+        try:
+            await retry("log_chunk", send, attempts=self.attempts, backoff=SEND_BACKOFF)
+        except Exception as exc:
+            # Live followers miss these lines; the log file keeps them for the upload at the end.
+            chunks_dropped.inc()
+            lines_dropped.inc(len(lines))
+            log.error(
+                "log_chunk.dropped",
+                job_id=self.job_id,
+                attempt=self.attempt,
+                seq=self._seq,
+                lines=len(lines),
+                eof=eof,
+                error=str(exc) or type(exc).__name__,
+            )
 
     async def _publisher(self) -> None:
         done = False

@@ -24,6 +24,9 @@ class DaemonSettings(ServiceSettings):
     heartbeat_interval_seconds: float = 10.0
     drain_grace_seconds: float = 30.0
     log_flush_seconds: float = 0.1
+    # Tries to publish one log chunk before it is dropped (logged and counted; the whole log
+    # is still uploaded at the end): six take about 10 s, during which output waits.
+    log_publish_attempts: int = 6
     # Heartbeat failures back off from the interval up to this, then resume the interval.
     heartbeat_max_backoff_seconds: float = 60.0
     # The Docker executor (container jobs): the Engine API socket (None: DOCKER_HOST or the

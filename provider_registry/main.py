@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,8 +14,9 @@ from provider_registry.routes import router
 from provider_registry.service import RegistryService
 from provider_registry.settings import RegistrySettings
 from provider_registry.state import State
-from shared.app import create_service_app, service_runtime, set_own_state
+from shared.app import create_service_app, service_runtime, service_state, set_own_state
 from shared.db import service_database, unit_of_work
+from shared.loops import ReadyChecks, every
 from shared.nats import nats_runtime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -29,17 +28,15 @@ async def sweep_forever(
     js: Any,
     settings: RegistrySettings,
     stop: asyncio.Event,
+    ready: ReadyChecks | None = None,
 ) -> None:
     """Every few seconds (jittered), mark providers with a stale heartbeat offline."""
-    while not stop.is_set():
-        try:
-            async with unit_of_work(sessions) as uow:
-                await RegistryService(uow, js).sweep(settings.heartbeat_ttl_seconds)
-        except Exception as exc:
-            log.warning("sweep.failed", error=str(exc))
-        delay = settings.sweep_interval_seconds * random.uniform(0.8, 1.2)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+
+    async def sweep() -> None:
+        async with unit_of_work(sessions) as uow:
+            await RegistryService(uow, js).sweep(settings.heartbeat_ttl_seconds)
+
+    await every("sweep", sweep, settings.sweep_interval_seconds, stop=stop, ready=ready)
 
 
 def create_app(
@@ -57,7 +54,9 @@ def create_app(
         ):
             set_own_state(app, State(nats.js))
             stop = asyncio.Event()
-            sweeper = asyncio.create_task(sweep_forever(sessions, nats.js, settings, stop))
+            sweeper = asyncio.create_task(
+                sweep_forever(sessions, nats.js, settings, stop, service_state(app).ready_checks)
+            )
             try:
                 async with service_runtime(app, settings, jwks=jwks):
                     yield

@@ -15,7 +15,7 @@ from scheduler.settings import SchedulerSettings
 from scheduler.state import State
 from scheduler.storage_io import HttpPresigner
 from scheduler.workers import Workers
-from shared.app import Runtime, create_service_app, service_runtime, set_own_state
+from shared.app import Runtime, create_service_app, service_runtime, service_state, set_own_state
 from shared.db import service_database
 from shared.nats import nats_runtime
 from shared.service_auth import ServiceTokenSource, token_url_from_discovery
@@ -61,7 +61,11 @@ def create_app(
         ):
             set_own_state(app, State(nats.js, settings))
             workers = Workers(
-                sessions, nats.js, settings, presigner or _presigner(settings, runtime)
+                sessions,
+                nats.js,
+                settings,
+                presigner or _presigner(settings, runtime),
+                service_state(app).ready_checks,
             )
             # Two-step shutdown: stop taking work (the loops see `stop`), then drain NATS.
             stop = asyncio.Event()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -27,6 +25,7 @@ from shared.contracts import (
     status_subject,
 )
 from shared.db import UnitOfWork, is_sqlite, unit_of_work
+from shared.loops import ReadyChecks, every
 from shared.nats import Poison, PullConsumer, correlation_of
 
 log = structlog.get_logger(__name__)
@@ -55,8 +54,10 @@ class Workers:
         js: JetStreamContext,
         settings: SchedulerSettings,
         presigner: Presigner | None = None,
+        ready: ReadyChecks | None = None,
     ) -> None:
         self.sessions = sessions
+        self.ready = ready  # the app's ready checks: a failing loop makes /ready answer 503
         self.js = js
         self.settings = settings
         self.presigner = presigner
@@ -124,19 +125,20 @@ class Workers:
         (reading every live provider) dominates when it places a single job. A full batch
         means more is waiting, so the next round starts at once.
         """
-        while not stop.is_set():
-            self.wake.clear()
-            placed = 0
-            try:
-                placed = await self.place_once()
-            except Exception as exc:
-                log.warning("placement.failed", error=str(exc))
-            if placed >= self.settings.placement_batch:
-                continue
-            delay = self.settings.placement_interval_seconds * random.uniform(0.8, 1.2)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), delay)
-                await asyncio.sleep(self.settings.placement_coalesce_seconds)
+
+        async def place() -> float | None:
+            placed = await self.place_once()
+            return 0.0 if placed >= self.settings.placement_batch else None
+
+        await every(
+            "placement",
+            place,
+            self.settings.placement_interval_seconds,
+            stop=stop,
+            ready=self.ready,
+            wake=self.wake,
+            settle=self.settings.placement_coalesce_seconds,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         wait = self.settings.ack_wait_seconds
@@ -148,6 +150,7 @@ class Workers:
                 JOBS_SUBMITTED,
                 self.on_submitted,
                 ack_wait=wait,
+                ready=self.ready,
             ),
             PullConsumer(
                 self.js,
@@ -156,6 +159,7 @@ class Workers:
                 status_subject(ANY),
                 self.on_status,
                 ack_wait=wait,
+                ready=self.ready,
             ),
             PullConsumer(
                 self.js,
@@ -164,6 +168,7 @@ class Workers:
                 provider_event_subject(ANY),
                 self.on_provider_event,
                 ack_wait=wait,
+                ready=self.ready,
             ),
         ]
         async with asyncio.TaskGroup() as tg:

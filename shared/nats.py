@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from shared.contracts import (
     task_subject,
 )
 from shared.logging import correlation
+from shared.loops import Backoff, ReadyChecks, every
 from shared.nats_auth import KeyPair, read_creds
 
 log = structlog.get_logger(__name__)
@@ -40,6 +40,9 @@ CORRELATION = "Dante-Correlation-Id"
 """NATS header carrying the correlation id from the gateway request onwards."""
 
 DAY = 24 * 3600
+
+FETCH_BACKOFF = Backoff(base=0.5, cap=30.0, jitter=0.5)
+"""A failing fetch (connection trouble) is tried again after 1 s, doubling to 30 s."""
 
 STREAMS: dict[str, StreamConfig] = {
     # Work queues: a message leaves the stream once its one consumer acked it.
@@ -242,6 +245,7 @@ class PullConsumer:
     idle_poll: float = 5.0
     ack_wait: float = 30.0
     max_deliver: int = 10
+    ready: ReadyChecks | None = None  # the app's ready checks: a failing fetch loop shows there
 
     async def run(self, stop: asyncio.Event) -> None:
         config = ConsumerConfig(
@@ -257,27 +261,31 @@ class PullConsumer:
             self.subject, durable=self.durable, stream=self.stream, config=config
         )
         busy = False
-        failures = 0
-        try:
-            while not stop.is_set():
-                try:
-                    if busy:
-                        msgs = await sub.fetch(self.batch, timeout=0.05)
-                    else:
-                        msgs = await sub.fetch(1, timeout=self.idle_poll)
-                except (NatsTimeoutError, FetchTimeoutError, TimeoutError):
-                    busy = False
-                    continue
-                except Exception as exc:  # connection trouble: back off with jitter
-                    failures += 1
-                    delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.5)
-                    log.warning("consumer.fetch_failed", consumer=self.durable, error=str(exc))
-                    await asyncio.sleep(delay)
-                    continue
-                failures = 0
-                busy = bool(msgs)
-                for msg in msgs:
-                    await self._handle(msg)
+
+        async def fetch() -> float:
+            nonlocal busy
+            try:
+                if busy:
+                    msgs = await sub.fetch(self.batch, timeout=0.05)
+                else:
+                    msgs = await sub.fetch(1, timeout=self.idle_poll)
+            except (NatsTimeoutError, FetchTimeoutError, TimeoutError):
+                busy = False
+                return 0.0
+            busy = bool(msgs)
+            for msg in msgs:
+                await self._handle(msg)
+            return 0.0
+
+        try:  # connection trouble backs off with jitter (FETCH_BACKOFF), loudly after 3 in a row
+            await every(
+                f"consumer.{self.durable}",
+                fetch,
+                0.0,
+                stop=stop,
+                backoff=FETCH_BACKOFF,
+                ready=self.ready,
+            )
         finally:
             with contextlib.suppress(Exception):  # best effort on shutdown
                 await sub.unsubscribe()

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-import random
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +8,7 @@ import structlog
 from fastapi import FastAPI
 
 from shared.app import create_service_app, service_runtime, service_state, set_own_state
+from shared.loops import Backoff, retry
 from storage_service.backends import Backend, make_backend
 from storage_service.keys import validate_bucket
 from storage_service.routes import presigned_router, router
@@ -24,18 +22,16 @@ log = structlog.get_logger(__name__)
 async def _ensure_default_bucket(backend: Backend, settings: StorageSettings) -> None:
     """Create the default bucket, retrying while the backend comes up (compose starts MinIO
     beside us, not before us)."""
-    deadline = time.monotonic() + settings.startup_wait_seconds
-    delay = 0.2
-    while True:
-        try:
-            await backend.ensure_bucket(settings.default_bucket)
-            return
-        except Exception as exc:
-            if time.monotonic() >= deadline:
-                raise
-            log.warning("storage.backend_waiting", backend=backend.name, error=type(exc).__name__)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, 5.0)
+
+    async def ensure() -> None:
+        await backend.ensure_bucket(settings.default_bucket)
+
+    await retry(
+        "default_bucket",
+        ensure,
+        within=settings.startup_wait_seconds,
+        backoff=Backoff(base=0.1, cap=5.0, jitter=0.5),
+    )
 
 
 def create_app(

@@ -1,0 +1,96 @@
+"""Registration and the heartbeat: how the registry knows this host and that it is alive."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import structlog
+
+from provider_daemon.client import CredentialsRejected, GatewayClient
+from provider_daemon.fence import save_identity
+from provider_daemon.inventory import Inventory, Nvml
+from provider_daemon.settings import DaemonSettings
+from shared.loops import Backoff, ReadyChecks, every, retry
+
+log = structlog.get_logger(__name__)
+
+# Registration and the platform calls made before the daemon runs: from 0.5 s doubling to 30 s,
+# until they work or the daemon is told to stop. A refused API key is not retried.
+STARTUP = Backoff(base=0.25, cap=30.0, jitter=0.5)
+
+
+def heartbeat_backoff(settings: DaemonSettings) -> Backoff:
+    """The interval with ±20 % jitter (so a fleet restarted together does not beat in step),
+    doubling per consecutive failure up to ``heartbeat_max_backoff_seconds``."""
+    every_s = settings.heartbeat_interval_seconds
+    return Backoff(
+        base=every_s, cap=settings.heartbeat_max_backoff_seconds, jitter=0.2, floor=every_s
+    )
+
+
+def refused(exc: BaseException) -> bool:
+    return isinstance(exc, CredentialsRejected)
+
+
+@dataclass
+class Registration:
+    settings: DaemonSettings
+    client: GatewayClient
+    inventory: Inventory
+
+    async def register(self) -> str:
+        s = self.settings
+        body = {
+            "name": s.name,
+            "hostname": s.name,
+            "max_concurrent_tasks": s.max_concurrent_tasks,
+            "price_per_hour": s.price_per_hour,
+            "labels": s.labels,
+            **self.inventory.registration(),
+        }
+        provider = await self.client.register(body)
+        save_identity(self.settings.state_dir, provider["id"])
+        log.info(
+            "provider.registered",
+            provider_id=provider["id"],
+            gpus=len(self.inventory.gpus),
+            cpus=self.inventory.cpu_count,
+        )
+        return str(provider["id"])
+
+    async def register_until_done(self, stop: asyncio.Event) -> str:
+        return await retry("register", self.register, stop=stop, backoff=STARTUP, give_up=refused)
+
+    async def heartbeats(
+        self,
+        nvml: Nvml,
+        running: Callable[[], int],
+        stop: asyncio.Event,
+        ready: ReadyChecks | None = None,
+    ) -> None:
+        """Beat every interval; an outage backs off (tasks go on meanwhile) and a registry that
+        forgot this host (404) gets a fresh registration."""
+
+        async def beat() -> None:
+            body = {"gpus": nvml.metrics(), "running_tasks": running()}
+            try:
+                await self.client.heartbeat(body)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 404:
+                    raise RuntimeError(f"HTTP {exc.response.status_code}") from exc
+                await self.register_until_done(stop)
+
+        backoff = heartbeat_backoff(self.settings)
+        await every(
+            "heartbeat",
+            beat,
+            self.settings.heartbeat_interval_seconds,
+            stop=stop,
+            backoff=backoff,
+            ready=ready,
+            first_after=backoff.delay(0),
+            give_up=refused,
+        )

@@ -1,0 +1,71 @@
+"""Task statuses → ``jobs.status.<job_id>``: retried, because the scheduler relies on them, but
+only until the drain gives up on them (so SIGTERM always ends the daemon)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from nats.js import JetStreamContext
+from prometheus_client import Counter
+
+from shared.contracts import JobState, TaskDispatch, TaskStatus, status_subject
+from shared.db import utcnow
+from shared.loops import Backoff, Stopped, retry
+from shared.nats import publish
+
+log = structlog.get_logger(__name__)
+
+REPORT_BACKOFF = Backoff(base=0.25, cap=5.0, jitter=0.5)  # 0.5 s doubling to 5 s
+
+statuses_abandoned = Counter(
+    "dante_daemon_statuses_abandoned_total",
+    "Task statuses never published: NATS stayed unreachable past the drain.",
+)
+
+
+class Reporter:
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self.give_up = asyncio.Event()  # set by the drain once its grace period is spent
+
+    async def report(
+        self,
+        task: TaskDispatch,
+        state: JobState,
+        exit_code: int | None = None,
+        error: str | None = None,
+        artifacts: list[str] | None = None,
+    ) -> bool:
+        """Publish a status; retried until the stream has it or ``give_up`` is set (then the
+        scheduler requeues the job once the registry marks this stopped host offline).
+        True if it was published."""
+        status = TaskStatus(
+            job_id=task.job_id,
+            attempt=task.attempt,
+            provider_id=task.provider_id,
+            state=state,
+            exit_code=exit_code,
+            error=error,
+            artifacts=artifacts or [],
+            at=utcnow(),
+        )
+        subject = status_subject(task.job_id)
+        msg_id = f"{task.job_id}:{task.attempt}:{state}"  # the stream drops a resent duplicate
+
+        async def send() -> None:
+            await publish(
+                self.js, subject, status, msg_id=msg_id, correlation_id=task.correlation_id
+            )
+
+        try:
+            await retry(
+                "status", send, stop=self.give_up, backoff=REPORT_BACKOFF, unhealthy_after=3
+            )
+        except Stopped:
+            statuses_abandoned.inc()
+            log.error(
+                "status.abandoned", job_id=task.job_id, attempt=task.attempt, state=str(state)
+            )
+            return False
+        return True

@@ -1,0 +1,197 @@
+"""Task intake and the task runner: accept a dispatch (fenced, bounded), run it, report it, and
+drain on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Gauge
+from pydantic import ValidationError
+
+from provider_daemon.executor import Executor, Outcome
+from provider_daemon.fence import Fence
+from provider_daemon.jobio import TransferFailed, Transfers
+from provider_daemon.logstream import LogStream
+from provider_daemon.reporting import Reporter
+from provider_daemon.settings import DaemonSettings
+from shared.contracts import JobState, TaskCancel, TaskDispatch
+from shared.db import utcnow
+from shared.logging import correlation
+from shared.nats import Poison, PullConsumer, Retry
+
+log = structlog.get_logger(__name__)
+
+tasks_total = Counter("dante_daemon_tasks_total", "Tasks finished, by final state.", ["state"])
+tasks_running = Gauge("dante_daemon_tasks_running", "Tasks running now.")
+
+
+@dataclass
+class Running:
+    task: TaskDispatch
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    draining: bool = False
+
+
+@dataclass
+class TaskRunner:
+    settings: DaemonSettings
+    js: JetStreamContext
+    transfers: Transfers
+    executors: dict[str, Executor]
+    fence: Fence
+    reporter: Reporter
+    running: dict[tuple[str, int], Running] = field(default_factory=dict)
+    stopping: bool = False
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing runs
+    _group: asyncio.TaskGroup | None = None
+
+    def __post_init__(self) -> None:
+        self.work_root = self.settings.state_dir / "work"
+        self._idle.set()
+
+    async def serve(self, consumer: PullConsumer, taking: asyncio.Event) -> None:
+        """Take tasks until ``taking`` is set (the consumer's handler is :meth:`accept`); returns
+        once every run started meanwhile is over."""
+        async with asyncio.TaskGroup() as tg:
+            self._group = tg
+            await consumer.run(taking)
+        self._group = None
+
+    async def accept(self, msg: Msg) -> None:
+        """The consumer's handler: a cancel, or a dispatch to start."""
+        try:
+            data = json.loads(msg.data)
+        except ValueError as exc:
+            raise Poison("task is not JSON") from exc
+        if data.get("kind") == "cancel":
+            self._cancel(data)
+            return
+        try:
+            task = TaskDispatch.model_validate(data)
+        except ValidationError as exc:
+            raise Poison(f"invalid task: {exc.error_count()} errors") from exc
+        key = (task.job_id, task.attempt)
+        if key in self.fence:
+            log.info("task.duplicate", job_id=task.job_id, attempt=task.attempt)
+            return
+        if self.stopping:  # draining: leave it in the stream for the next start
+            raise Retry("draining", delay=5.0)
+        if task.start_deadline is not None and task.start_deadline < utcnow():
+            # The scheduler has requeued this attempt already; running it would double the work.
+            log.warning("task.expired", job_id=task.job_id, attempt=task.attempt)
+            return
+        if len(self.running) >= self.settings.max_concurrent_tasks:
+            raise Retry("at the concurrency limit", delay=2.0)
+        if self._group is None:
+            raise Retry("not serving yet", delay=1.0)
+        self.fence.remember(key)
+        entry = Running(task)
+        self.running[key] = entry
+        self._idle.clear()
+        if not await self.reporter.report(task, JobState.RUNNING):
+            self._finished(entry)  # the drain gave up on it: requeued when we go offline
+            return
+        self._group.create_task(self._run(entry))
+
+    def _cancel(self, data: dict[str, object]) -> None:
+        try:
+            cancel = TaskCancel.model_validate(data)
+        except ValidationError as exc:
+            raise Poison("invalid cancel") from exc
+        running = self.running.get((cancel.job_id, cancel.attempt))
+        if running:
+            log.info("task.cancel", job_id=cancel.job_id)
+            running.cancel.set()
+
+    def _finished(self, entry: Running) -> None:
+        self.running.pop((entry.task.job_id, entry.task.attempt), None)
+        if not self.running:
+            self._idle.set()
+
+    async def _run(self, entry: Running) -> None:
+        task = entry.task
+        tasks_running.inc()
+        artifacts: list[str] = []
+        with correlation(task.correlation_id, job_id=task.job_id, attempt=task.attempt):
+            workdir = self.work_root / f"{task.job_id}-{task.attempt}"
+            logfile = self.work_root / f"{task.job_id}-{task.attempt}.log"
+            try:
+                outcome, artifacts = await self._execute(entry, workdir, logfile)
+            except Exception as exc:
+                log.exception("task.crashed")
+                outcome = Outcome(JobState.FAILED, None, f"daemon error: {exc}")
+            finally:
+                tasks_running.dec()
+                self._finished(entry)
+            if entry.draining:
+                outcome = Outcome(JobState.QUEUED, None, "provider drained before the task ended")
+            log.info("task.finished", state=str(outcome.state), exit_code=outcome.exit_code)
+            tasks_total.labels(str(outcome.state)).inc()
+            await self.reporter.report(
+                task, outcome.state, outcome.exit_code, outcome.error, artifacts
+            )
+            # The results are uploaded (or were never asked for): months of jobs must not fill
+            # the disk. The log file stays only until it is uploaded or the attempt is reported.
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            logfile.unlink(missing_ok=True)
+
+    async def _execute(
+        self, entry: Running, workdir: Path, logfile: Path
+    ) -> tuple[Outcome, list[str]]:
+        """Inputs in, the executor, outputs and the whole log out."""
+        task = entry.task
+        (workdir / "outputs").mkdir(parents=True, exist_ok=True)
+        async with LogStream(
+            self.js,
+            task.job_id,
+            task.attempt,
+            logfile,
+            self.settings.log_flush_seconds,
+            task.correlation_id,
+            self.settings.log_publish_attempts,
+        ) as stream:
+            try:
+                await self.transfers.fetch_inputs(task.inputs, workdir / "inputs")
+            except TransferFailed as exc:
+                outcome = Outcome(JobState.FAILED, None, f"input not available: {exc}")
+                await stream.line(f"dante: {outcome.error}")
+            else:
+                executor = self.executors.get(task.type)
+                if executor is None:
+                    outcome = Outcome(JobState.FAILED, None, f"no executor for {task.type}")
+                else:
+                    outcome = await executor.run(task, workdir, stream.line, entry.cancel)
+        if entry.draining:  # a drained attempt runs again elsewhere, from scratch
+            return outcome, []
+        artifacts, errors = await self.transfers.store_outputs(
+            task.outputs, workdir / "outputs", task.log_upload, logfile
+        )
+        if errors and outcome.state == JobState.COMPLETED:
+            outcome = Outcome(JobState.FAILED, outcome.exit_code, "; ".join(errors))
+        return outcome, artifacts
+
+    async def drain(self) -> None:
+        """Let running tasks finish within the grace period, then hand the rest back; statuses
+        that still cannot be published after that are given up on (the daemon must end)."""
+        self.stopping = True
+        if self.running:
+            log.info(
+                "daemon.draining",
+                running=len(self.running),
+                grace_s=self.settings.drain_grace_seconds,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), self.settings.drain_grace_seconds)
+            for entry in list(self.running.values()):
+                entry.draining = True
+                entry.cancel.set()
+        self.reporter.give_up.set()
+        await self._idle.wait()
