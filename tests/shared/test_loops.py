@@ -11,7 +11,7 @@ import pytest
 import structlog
 from prometheus_client import REGISTRY
 
-from shared.app import create_service_app
+from shared.app import create_service_app, service_state
 from shared.loops import Backoff, LoopFailing, Stopped, every, retry
 from shared.settings import ServiceSettings
 
@@ -90,7 +90,9 @@ async def test_ready_answers_503_naming_the_failing_loop() -> None:
         raise RuntimeError("database unreachable")
 
     loop = asyncio.create_task(
-        every("t-ready", work, 0.001, stop=stop, backoff=FAST, ready=app.state.ready_checks)
+        every(
+            "t-ready", work, 0.001, stop=stop, backoff=FAST, ready=service_state(app).ready_checks
+        )
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         await failing.wait()
