@@ -63,6 +63,20 @@ class Workers:
             await self._service(uow).intake(sub, correlation_of(msg))
         self.wake.set()  # persisted (committed above) before the consumer acks
 
+    async def on_submission_exhausted(self, msg: Msg, exc: Exception) -> bool:
+        """Intake failed ``max_deliver`` times: store the job as failed with the reason. If the
+        database is still away this fails too and the submission goes to the dead letters,
+        replayed later (shared/nats.py), so it is never lost."""
+        sub = JobSubmitted.model_validate_json(msg.data)
+        try:  # the database may be back this very moment: a stored job beats a failed one
+            await self.on_submitted(msg)
+            return True
+        except Exception as again:
+            exc = again
+        async with unit_of_work(self.sessions) as uow:
+            await self._service(uow).intake_failed(sub, str(exc) or type(exc).__name__)
+        return True
+
     async def on_status(self, msg: Msg) -> None:
         try:
             st = TaskStatus.model_validate_json(msg.data)
@@ -129,7 +143,16 @@ class Workers:
                 await asyncio.sleep(self.settings.placement_coalesce_seconds)
 
     async def run(self, stop: asyncio.Event) -> None:
-        wait = self.settings.ack_wait_seconds
+        s = self.settings
+        # Every accepted message is kept (issue 18): failures back off exponentially, and past
+        # the bound a message is settled (a job stored as failed) or dead-lettered and replayed.
+        common = {
+            "ack_wait": s.ack_wait_seconds,
+            "dead_letters": True,
+            "max_deliver": s.max_deliver,
+            "backoff_cap": s.retry_backoff_cap_seconds,
+            "replay_after": s.dead_letter_replay_seconds,
+        }
         consumers = [
             PullConsumer(
                 self.js,
@@ -137,10 +160,16 @@ class Workers:
                 "scheduler-intake",
                 "jobs.submitted",
                 self.on_submitted,
-                ack_wait=wait,
+                on_exhausted=self.on_submission_exhausted,
+                **common,  # type: ignore[arg-type]
             ),
             PullConsumer(
-                self.js, "STATUS", STATUS_CONSUMER, "jobs.status.*", self.on_status, ack_wait=wait
+                self.js,
+                "STATUS",
+                STATUS_CONSUMER,
+                "jobs.status.*",
+                self.on_status,
+                **common,  # type: ignore[arg-type]
             ),
             PullConsumer(
                 self.js,
@@ -148,7 +177,7 @@ class Workers:
                 "scheduler-providers",
                 "providers.events.*",
                 self.on_provider_event,
-                ack_wait=wait,
+                **common,  # type: ignore[arg-type]
             ),
         ]
         async with asyncio.TaskGroup() as tg:
