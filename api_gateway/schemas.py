@@ -7,6 +7,9 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 MAX_SCRIPT_BYTES = 256 * 1024
+MAX_PRICE_PER_HOUR = 100_000.0
+"""The highest price cap a job may name, per GPU-hour: the registry's maximum provider price
+(docs/scheduler.md, "Prices"). Infinity, NaN and absurd values are refused with 422."""
 
 
 def _object_key(key: str) -> str:
@@ -21,7 +24,7 @@ ObjectKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-/]{1,512}$"), AfterVal
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Resources(Strict):
@@ -80,12 +83,12 @@ class JobSubmission(Strict):
     gpu_model: str | None = Field(default=None, max_length=128)
     min_vram_mb: int | None = Field(default=None, ge=0)
     min_compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
-    max_price: float | None = Field(default=None, ge=0)
+    max_price: float | None = Field(default=None, ge=0, le=MAX_PRICE_PER_HOUR)
     # the native spec
     resources: Resources | None = None
     timeout_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
     max_retries: int = Field(default=3, ge=0, le=10)
-    max_price_per_hour: float | None = Field(default=None, ge=0)
+    max_price_per_hour: float | None = Field(default=None, ge=0, le=MAX_PRICE_PER_HOUR)
     labels: dict[str, str] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     # storage keys in the owner's namespace: downloaded before the job, uploaded after it
