@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import TokenVerifier
 from shared.discovery import Discovery, ServiceInstance, make_discovery
 from shared.errors import error_response, install_error_handlers
+from shared.http_server import limited_protocol, raise_open_file_limit
 from shared.logging import (
     configure_logging,
     new_correlation_id,
@@ -222,7 +223,9 @@ async def service_runtime(
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    """Run one service under uvicorn with our logging (no access log: the middleware logs)."""
+    """Run one service under uvicorn with our logging (no access log: the middleware logs),
+    header limits and timeouts (shared/http_server.py) and a raised open-file limit."""
+    raise_open_file_limit()
     uvicorn.run(
         app,
         host=settings.host,
@@ -230,10 +233,16 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        http=limited_protocol(
+            max_header_bytes=settings.http_max_header_bytes,
+            max_headers=settings.http_max_headers,
+            header_timeout=settings.http_header_timeout_seconds,
+        ),
         # Longer than the gateway keeps an idle upstream connection (10 s): the side that
         # reuses a connection must be the one to close it first, or a request sent as the
         # server closes is lost ("Server disconnected"), and one with a body cannot be retried.
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.http_keepalive_seconds,
+        backlog=settings.http_backlog,
     )
 
 
