@@ -62,12 +62,14 @@ class RequestContext:
         cid = incoming if valid_correlation_id(incoming) else new_correlation_id()
         scope.setdefault("state", {})["correlation_id"] = cid
         status = 500
+        started = False
         start = time.perf_counter()
 
         async def _send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started = True
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", cid.encode()),
@@ -77,6 +79,15 @@ class RequestContext:
         with structlog.contextvars.bound_contextvars(correlation_id=cid):
             try:
                 await self.app(scope, receive, _send)
+            except Exception as exc:
+                # Answered here, not re-raised: past this point Starlette re-raises to uvicorn,
+                # which logs it a second time and closes the connection, and the gateway's next
+                # request on that connection failed with 503 (issue 18).
+                log.error("request.crashed", error=type(exc).__name__, exc_info=exc)
+                if started:
+                    raise  # half a response is out: only closing the connection can tell
+                response = error_response(500, "internal_error", "internal error")
+                await response(scope, receive, _send)
             finally:
                 route = scope.get("route")
                 path = getattr(route, "path", "unmatched")
