@@ -48,6 +48,8 @@ def create_app(
         user_burst=settings.rate_limit_user_burst,
         ip_rate=settings.rate_limit_ip_per_second,
         ip_burst=settings.rate_limit_ip_burst,
+        provider_rate=settings.rate_limit_provider_per_second,
+        provider_burst=settings.rate_limit_provider_burst,
     )
     if settings.cors_origins:
         app.add_middleware(
