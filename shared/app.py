@@ -26,6 +26,7 @@ from shared.logging import (
     new_correlation_id,
     valid_correlation_id,
 )
+from shared.service_auth import DEV_SERVICE_SECRET, ServiceTokenSource, token_url_from_discovery
 from shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -175,10 +176,31 @@ def jwks_from_discovery(discovery: Discovery, http: httpx.AsyncClient) -> Callab
     return fetch
 
 
-def revocations_from_discovery(discovery: Discovery, http: httpx.AsyncClient) -> Callable[[], Any]:
+def revocations_from_discovery(
+    discovery: Discovery, http: httpx.AsyncClient, settings: ServiceSettings
+) -> Callable[[], Any] | None:
+    """The auth service's revocation feed, read with this service's own service token
+    (``/internal/*`` answers to nothing else); None when the service has no credentials."""
+    client_id = settings.service_client_id or settings.service_name
+    secret = settings.service_client_secret or (DEV_SERVICE_SECRET if settings.dev else "")
+    if not secret:
+        log.error(
+            "revocations.no_credentials",
+            detail="set SERVICE_CLIENT_SECRET (and list it in auth's SERVICE_CLIENTS): "
+            "without it revoked tokens stay valid here until they expire",
+        )
+        return None
+    tokens = ServiceTokenSource(token_url_from_discovery(discovery), client_id, secret, http=http)
+
     async def fetch() -> dict[str, Any]:
         base = (await discovery.resolve("auth"))[0]
-        resp = await http.get(f"{base}/internal/revocations", timeout=2)
+        for _ in range(2):
+            resp = await http.get(
+                f"{base}/internal/revocations", timeout=2, headers=await tokens.headers()
+            )
+            if resp.status_code != 401:
+                break
+            tokens.invalidate()  # auth rotated its key or revoked the token: fetch a new one
         resp.raise_for_status()
         return resp.json()
 
@@ -201,7 +223,7 @@ async def service_runtime(
     discovery = make_discovery(settings)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
     if revocations is None and jwks is None:
-        revocations = revocations_from_discovery(discovery, http)
+        revocations = revocations_from_discovery(discovery, http, settings)
     verifier = TokenVerifier(
         jwks or jwks_from_discovery(discovery, http),
         issuer=settings.jwt_issuer,

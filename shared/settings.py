@@ -54,6 +54,11 @@ class ServiceSettings(BaseSettings):
     http_header_timeout_seconds: float = 10.0
     http_keepalive_seconds: float = 30.0
     http_backlog: int = 4096
+    # Client credentials this service presents to the auth service (a ``service`` token), e.g.
+    # for the revocation feed at /internal/revocations. Empty id: the service's name; empty
+    # secret in dev: the dev secret auth accepts in dev (shared.service_auth).
+    service_client_id: str = ""
+    service_client_secret: str = ""
 
     # Names of fields that hold secrets, and the dev defaults that must not survive into prod.
     secret_defaults: ClassVar[dict[str, object]] = {}
