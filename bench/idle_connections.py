@@ -108,13 +108,23 @@ async def run(gateway: str, port: int, count: int, seconds: float) -> None:
         print(f"held connections: {opened} opened; how they ended: {dict(ends)}")
 
 
+def _soft_nofile(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return line.split()[3]
+    return "?"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--hold", type=float, default=15.0, help="seconds to hold them")
     args = parser.parse_args()
-    limit = raise_open_file_limit(args.connections + 1024)
-    print(f"open-file limit here: {limit} (hard {resource.getrlimit(resource.RLIMIT_NOFILE)[1]})")
+    # The services start with the common default soft limit of 1,024 open files (inherited
+    # from here) and must lift it themselves; this process lifts its own after starting them.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard > 1024:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
     with tempfile.TemporaryDirectory() as tmp, nats_server() as nats_url:
         root = Path(tmp)
         with auth_process(root / "auth") as auth:
@@ -130,6 +140,9 @@ def main() -> None:
             argv = [sys.executable, "-m", "api_gateway", "serve"]
             with spawned(argv, env, root / "gateway.log", cwd=root) as proc:
                 wait_for_port(port, timeout=60, proc=proc)
+                limit = raise_open_file_limit(args.connections + 1024)
+                gw_limit = _soft_nofile(proc.pid)
+                print(f"open-file limit: gateway {gw_limit} (started with 1024), bench {limit}")
                 asyncio.run(run(f"http://127.0.0.1:{port}", port, args.connections, args.hold))
 
 
