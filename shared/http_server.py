@@ -110,8 +110,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._refuse(431, "headers_too_large", "request headers too large")
 
     def on_message_begin(self) -> None:
+        # A keep-alive connection's next request (or a pipelined one) starts here: its headers
+        # get the same time and size; while idle before it, uvicorn's keep-alive timer rules.
         super().on_message_begin()
         self._awaiting = True
+        self._received = 0
         self._count = 0
         self._arm()
 
@@ -128,10 +131,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._received = 0
         self._disarm()
         super().on_headers_complete()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._awaiting = True  # the next request's timer starts with its first byte
 
 
 def limited_protocol(

@@ -140,3 +140,25 @@ def test_the_services_raise_their_open_file_limit() -> None:
         assert got == 4096 == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_kept_alive_connection_gets_the_same_header_timeout_for_its_next_request(
+    auth: AuthProcess,
+) -> None:
+    s = connect(auth.url)
+    try:
+        # two pipelined requests are both answered...
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        got = b""
+        while got.count(b"HTTP/1.1 200 ") < 2:
+            chunk = s.recv(65536)
+            assert chunk, got
+            got += chunk
+        # ...then the next request's headers never finish: 408, connection closed
+        s.sendall(b"GET /health HTTP/1.1\r\n")
+        everything = got + read_all(s)
+    finally:
+        s.close()
+    assert everything.count(b"HTTP/1.1 200 ") == 2
+    assert everything.endswith(b'"detail": "request headers not received in time"}')
+    assert b"HTTP/1.1 408 " in everything
