@@ -33,6 +33,7 @@ from provider_daemon.settings import DaemonSettings
 from shared.app import create_service_app
 from shared.contracts import JobState, TaskCancel, TaskDispatch, TaskStatus
 from shared.db import utcnow
+from shared.http_server import limited_protocol
 from shared.logging import correlation
 from shared.nats import (
     Poison,
@@ -423,7 +424,18 @@ class Agent:
             )
             server = _QuietServer(
                 uvicorn.Config(
-                    self.health_app(nc), host=s.host, port=s.port, log_config=None, access_log=False
+                    self.health_app(nc),
+                    host=s.host,
+                    port=s.port,
+                    log_config=None,
+                    access_log=False,
+                    # the same header limits and timeouts as every service (issue 18)
+                    http=limited_protocol(
+                        max_header_bytes=s.http_max_header_bytes,
+                        max_headers=s.http_max_headers,
+                        header_timeout=s.http_header_timeout_seconds,
+                    ),
+                    timeout_keep_alive=int(s.http_keepalive_seconds),
                 )
             )
             taking = asyncio.Event()  # the consumer's own stop: set first, so drain is two-step
