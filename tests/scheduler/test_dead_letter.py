@@ -6,6 +6,8 @@ stored as a failed job with the reason (real scheduler, real PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -140,9 +142,21 @@ async def test_a_letter_past_its_replays_is_kept_until_an_operator_replays_it(
     assert dead_count(durable, "stored") == 2 and dead_count(durable, "replayed") == 1
     stop.set()
     await task
-    # the cause is fixed; the operator replays what was kept
+    # the cause is fixed; the operator replays what was kept, with the scheduler's CLI
     fixed = True
-    assert await replay_dead_letters(js, durable) == 1
+    env = {**os.environ, "DANTE_SCHEDULER_NATS_URL": own_nats}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "scheduler",
+        "replay-dead-letters",
+        durable,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0 and f"replayed 1 dead letters of {durable}" in out.decode()
+    assert await replay_dead_letters(js, durable) == 0  # nothing left to replay
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     await wait_until(lambda: handled)
