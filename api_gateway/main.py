@@ -47,6 +47,8 @@ def create_app(
         user_burst=settings.rate_limit_user_burst,
         ip_rate=settings.rate_limit_ip_per_second,
         ip_burst=settings.rate_limit_ip_burst,
+        provider_rate=settings.rate_limit_provider_per_second,
+        provider_burst=settings.rate_limit_provider_burst,
     )
     app.add_middleware(Authenticate)  # added last, so it runs first: before the rate limit
     if settings.cors_origins:

@@ -92,6 +92,10 @@ class Upstreams:
         if query := request.scope.get("query_string"):
             target += "?" + query.decode("latin-1")
         bases = await self.candidates(service)
+        # A service that closed the connection before answering (a pooled keep-alive one it
+        # had just dropped) gets an idempotent request without a body once more on a fresh
+        # connection: aiohttp (>= 3.10, RFC 9112 section 9.3.1) does that itself, and never
+        # for a body already streamed (tests/gateway/test_crash.py holds it to that).
         for attempt, base in enumerate(bases):
             try:
                 if has_body:

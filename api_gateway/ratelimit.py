@@ -5,6 +5,10 @@ user is the caller ``api_gateway.auth.Authenticate`` verified just before (one R
 per request, which the route then reuses). The buckets live in this process: with N gateway
 replicas behind a load balancer a client gets up to N times the rate (documented in
 docs/auth.md).
+
+Provider daemons (a token bound to a provider id) have their own bucket per provider and do not
+draw on the address bucket: heartbeats must not get 429 because a busy client shares the host's
+address (issue 18).
 """
 
 from __future__ import annotations
@@ -70,31 +74,32 @@ class RateLimit:
         user_burst: int,
         ip_rate: float,
         ip_burst: int,
+        provider_rate: float = 10.0,
+        provider_burst: int = 50,
         enabled: bool = True,
     ) -> None:
         self.app = app
         self.enabled = enabled
         self.users = TokenBuckets(user_rate, user_burst)
         self.ips = TokenBuckets(ip_rate, ip_burst)
-
-    @staticmethod
-    def _user(scope: Scope) -> str | None:
-        """The caller ``Authenticate`` verified in front of us (never a token's unverified
-        ``sub``: a forged one must not drain somebody else's bucket)."""
-        principal = scope.get("state", {}).get(AUTHENTICATED)
-        return principal.user_id if principal is not None else None
+        self.providers = TokenBuckets(provider_rate, provider_burst)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.enabled or scope["type"] != "http" or scope["path"] in EXEMPT:
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
-        wait = self.ips.take(client[0] if client else "unknown")
-        by = "address"
-        if not wait:
-            user = self._user(scope)
-            if user is not None:
-                wait = self.users.take(user)
+        # The caller ``Authenticate`` verified in front of us (never a token's unverified
+        # ``sub``: a forged one must not drain somebody else's bucket).
+        principal = scope.get("state", {}).get(AUTHENTICATED)
+        if principal is not None and principal.provider_id is not None:
+            by = "provider"
+            wait = self.providers.take(principal.provider_id)
+        else:
+            client = scope.get("client")
+            wait = self.ips.take(client[0] if client else "unknown")
+            by = "address"
+            if not wait and principal is not None:
+                wait = self.users.take(principal.user_id)
                 by = "user"
         if wait:
             rate_limited.labels(by).inc()

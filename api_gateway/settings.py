@@ -19,3 +19,6 @@ class GatewaySettings(ServiceSettings):
     rate_limit_user_burst: int = 100
     rate_limit_ip_per_second: float = 50.0
     rate_limit_ip_burst: int = 200
+    # Provider daemons' own bucket, per provider id (heartbeats, task reports, log uploads).
+    rate_limit_provider_per_second: float = 10.0
+    rate_limit_provider_burst: int = 50

@@ -41,8 +41,14 @@ from shared.db import UoW
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 jwks_router = APIRouter(tags=["auth"])
-# Not under /api/v1 or /.well-known, so the gateway never routes it: services only.
-internal_router = APIRouter(prefix="/internal", tags=["internal"], include_in_schema=False)
+# Not under /api/v1 or /.well-known, so the gateway never routes it; and it answers only to a
+# service token, as it lists revoked user, provider and token ids (issue 18).
+internal_router = APIRouter(
+    prefix="/internal",
+    tags=["internal"],
+    include_in_schema=False,
+    dependencies=[Depends(require_role("service"))],
+)
 
 
 def _service(state: AuthState, uow: UoW) -> AccountService:

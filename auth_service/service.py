@@ -132,30 +132,37 @@ class AuthService:
         log.info("user.registered", user_id=user.id, role=user.role)
         return user
 
-    async def _throttle(self, username_key: str, ip: str) -> None:
-        s = self.settings
-        now = utcnow()
-        since = now - timedelta(seconds=s.login_window_seconds)
-        checks = (
-            ("username_key", username_key, s.login_max_failures_per_account, True, "account"),
-            ("ip", ip, s.login_max_failures_per_ip, False, "address"),
+    async def _throttled(
+        self, column: str, value: str, limit: int, *, reset_on_success: bool
+    ) -> int | None:
+        """Seconds until ``value`` may fail again, or None when under the limit."""
+        since = utcnow() - timedelta(seconds=self.settings.login_window_seconds)
+        failures = await self.logins.recent_failures(
+            since, column, value, reset_on_success=reset_on_success
         )
-        for column, value, limit, reset, what in checks:
-            failures = await self.logins.recent_failures(
-                since, column, value, reset_on_success=reset
-            )
-            if len(failures) >= limit:
-                # Free again when the oldest failure that still counts leaves the window.
-                oldest = failures[len(failures) - limit]
-                retry = int((oldest - since).total_seconds()) + 1
-                log.warning("login.throttled", by=what, failures=len(failures))
-                raise TooManyAttempts(f"too many failed logins for this {what}", retry)
+        if len(failures) < limit:
+            return None
+        # Free again when the oldest failure that still counts leaves the window.
+        oldest = failures[len(failures) - limit]
+        return int((oldest - since).total_seconds()) + 1
 
     async def login(
         self, username: str, password: str, *, ip: str = "", user_agent: str = ""
     ) -> TokenOut:
+        """Check a password, throttling failures without ever locking out the right one.
+
+        The address throttle runs first and refuses before any check: it caps what one client
+        can guess across accounts. The account throttle runs only after the hash check and
+        only for a wrong password (issue 18): a correct password is the proof that admits the
+        owner, so nobody can lock a known user (``admin`` included) out by failing on purpose
+        from elsewhere; a guesser past the limit gets 429 for every wrong try instead of 401.
+        """
         key = username.lower()
-        await self._throttle(key, ip)
+        s = self.settings
+        wait = await self._throttled("ip", ip, s.login_max_failures_per_ip, reset_on_success=False)
+        if wait is not None:
+            log.warning("login.throttled", by="address")
+            raise TooManyAttempts("too many failed logins for this address", wait)
         user = await self.users.by_username(username)
         # The hash is verified even for an unknown user, so both answers take the same time.
         ok = verify_password(password, user.password_hash if user else None)
@@ -166,6 +173,11 @@ class AuthService:
             reason = "wrong_password"
         elif not user.active:
             reason = "disabled"
+        account_wait = None
+        if reason != "ok":
+            account_wait = await self._throttled(
+                "username_key", key, s.login_max_failures_per_account, reset_on_success=True
+            )
         await self.logins.add(
             LoginAttempt(
                 id=str(uuid.uuid4()),
@@ -180,6 +192,9 @@ class AuthService:
         if reason != "ok" or user is None:
             log.info("login.failed", reason=reason)
             await self.uow.commit()  # the failure must count even though we answer 401
+            if account_wait is not None:
+                log.warning("login.throttled", by="account")
+                raise TooManyAttempts("too many failed logins for this account", account_wait)
             raise Unauthorized("invalid username or password", code="invalid_credentials")
         log.info("login.succeeded", user_id=user.id)
         return await self._issue(user)

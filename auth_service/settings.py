@@ -10,6 +10,8 @@ from shared.service_auth import DEV_SERVICE_SECRET
 from shared.settings import DEFAULT_PORTS, InsecureDefault, ServiceSettings
 
 DEV_ADMIN_PASSWORD = "dante-dev-admin"
+DEV_CLIENTS = ("scheduler", "gateway", "registry", "storage")
+"""Service clients auth accepts in dev with the dev secret (each reads the revocation feed)."""
 MIN_SERVICE_SECRET = 32  # characters: a generated secret (``secrets.token_urlsafe(32)`` is 43)
 
 
@@ -32,7 +34,7 @@ class AuthSettings(ServiceSettings):
     admin_email: str = "admin@dante.local"
     admin_password: str = DEV_ADMIN_PASSWORD
     # Services that call each other with a client-credentials token: {client_id: secret}.
-    # Empty means: in dev, the scheduler with the dev secret; outside dev, no client at all.
+    # Empty means: in dev, every service with the dev secret; outside dev, no client at all.
     service_clients: dict[str, str] = {}
     # Failed logins tolerated per account and per client IP within the window, then 429.
     login_window_seconds: int = 15 * 60
@@ -45,7 +47,7 @@ class AuthSettings(ServiceSettings):
     def _refuse_weak_client_secrets(self) -> Self:
         if self.dev:
             if not self.service_clients:
-                self.service_clients = {"scheduler": DEV_SERVICE_SECRET}
+                self.service_clients = dict.fromkeys(DEV_CLIENTS, DEV_SERVICE_SECRET)
             return self
         for client_id, secret in self.service_clients.items():
             if secret == DEV_SERVICE_SECRET or len(secret) < MIN_SERVICE_SECRET:

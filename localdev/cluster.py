@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import secrets
@@ -216,12 +217,18 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.ports['gateway']}"
 
     def _service_client_env(self, service: str) -> dict[str, str]:
-        """The scheduler's client-credentials secret, fresh per launch, given to both ends."""
+        """Each service's client-credentials secret, fresh per launch, given to both ends (the
+        scheduler presigns job objects; every service reads the revocation feed)."""
+        clients = {name: self._client_secret(name) for name, *_ in SERVICES if name != "auth"}
         if service == "auth":
-            return {"SERVICE_CLIENTS": json.dumps({"scheduler": self.service_secret})}
+            return {"SERVICE_CLIENTS": json.dumps(clients)}
+        return {"SERVICE_CLIENT_ID": service, "SERVICE_CLIENT_SECRET": clients[service]}
+
+    def _client_secret(self, service: str) -> str:
+        # the scheduler keeps ``service_secret`` (tests read it); the others derive their own
         if service == "scheduler":
-            return {"SERVICE_CLIENT_ID": "scheduler", "SERVICE_CLIENT_SECRET": self.service_secret}
-        return {}
+            return self.service_secret
+        return hashlib.sha256(f"{self.service_secret}:{service}".encode()).hexdigest()
 
     def _liveness_env(self, service: str) -> dict[str, str]:
         ttl = self.config.heartbeat_ttl

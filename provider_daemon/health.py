@@ -11,6 +11,7 @@ from nats.aio.client import Client as NATS
 
 from provider_daemon.settings import DaemonSettings
 from shared.app import create_service_app, service_state
+from shared.http_server import limited_protocol
 
 
 class QuietServer(uvicorn.Server):
@@ -42,6 +43,17 @@ def health_app(settings: DaemonSettings, nc: NATS, registered: Callable[[], bool
 
 def health_server(app: FastAPI, settings: DaemonSettings) -> QuietServer:
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, access_log=False
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        # the same header limits and timeouts as every service (issue 18)
+        http=limited_protocol(
+            max_header_bytes=settings.http_max_header_bytes,
+            max_headers=settings.http_max_headers,
+            header_timeout=settings.http_header_timeout_seconds,
+        ),
+        timeout_keep_alive=int(settings.http_keepalive_seconds),
     )
     return QuietServer(config)

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts import MAX_PRICE_PER_HOUR
+
 
 class ProviderStatus(StrEnum):
     ONLINE = "online"
@@ -15,7 +17,8 @@ class ProviderStatus(StrEnum):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Infinity and NaN parse from JSON but are no quantity: refused like any bad value.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class GpuIn(Strict):
@@ -24,7 +27,7 @@ class GpuIn(Strict):
     name: str = Field(max_length=128)
     memory_total_mb: int = Field(ge=0)
     compute_capability: str | None = Field(default=None, max_length=8)
-    power_limit_w: float | None = None
+    power_limit_w: float | None = Field(default=None, ge=0, le=100_000)
     healthy: bool = True
 
 
@@ -34,7 +37,7 @@ class ProviderIn(Strict):
     cpu_count: int = Field(default=0, ge=0)
     memory_mb: int = Field(default=0, ge=0)
     max_concurrent_tasks: int = Field(default=1, ge=1, le=1024)
-    price_per_hour: float = Field(default=0.0, ge=0)
+    price_per_hour: float = Field(default=0.0, ge=0, le=MAX_PRICE_PER_HOUR)
     labels: dict[str, str] = Field(default_factory=dict)
     driver_version: str | None = Field(default=None, max_length=64)
     cuda_version: str | None = Field(default=None, max_length=32)

@@ -33,6 +33,29 @@ def provider_event(kind: str, p: Provider) -> ProviderEvent:
     )
 
 
+def _sync_gpus(provider: Provider, data: ProviderIn) -> None:
+    """Bring the provider's GPU rows in line with the inventory a (re)starting daemon sent.
+
+    Rows are updated in place by index: replacing them with new objects of the same key made
+    SQLAlchemy turn the delete + insert into an UPDATE that left ``metrics`` NULL, and every
+    re-registration of a GPU host then failed (issue 18). Metrics start empty again: the next
+    heartbeat fills them.
+    """
+    existing = {g.index: g for g in provider.gpus}
+    wanted = {g.index: g for g in data.gpus}
+    for index, gpu in existing.items():
+        if index not in wanted:
+            provider.gpus.remove(gpu)
+    for index, spec in sorted(wanted.items()):
+        row = existing.get(index)
+        if row is None:
+            provider.gpus.append(Gpu(**spec.model_dump(), metrics={}))
+            continue
+        for name, value in spec.model_dump().items():
+            setattr(row, name, value)
+        row.metrics = {}
+
+
 class RegistryService:
     def __init__(self, uow: UnitOfWork, js: JetStreamContext) -> None:
         self.uow = uow
@@ -86,7 +109,7 @@ class RegistryService:
         provider.status = ProviderStatus.ONLINE
         provider.last_heartbeat_at = now
         provider.updated_at = now
-        provider.gpus = [Gpu(**g.model_dump()) for g in data.gpus]
+        _sync_gpus(provider, data)
         if created:
             await self.providers.add(provider)
         await self.uow.session.flush()

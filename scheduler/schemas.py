@@ -130,6 +130,8 @@ class UsageTotals(Out):
     seconds: float
     gpu_seconds: float
     cost: float
+    cost_micros: int
+    """The exact cost in integer micro-units, for whoever adds totals up further (billing)."""
 
 
 class UsageByGpu(UsageTotals, _OlderGpuName):

@@ -163,6 +163,46 @@ class SchedulerService:
         log.info("job.stored", job_id=job.id, owner_id=job.owner_id)
         return True
 
+    async def intake_failed(self, sub: JobSubmitted, reason: str) -> bool:
+        """Store a submission that intake keeps failing on as a ``failed`` job with the reason,
+        so its owner sees why instead of a 404 forever. Only the fields that cannot be the
+        cause go in (the spec may be what fails). False if the job exists already."""
+        if await self.jobs.get(sub.job_id) is not None:
+            return False
+        now = utcnow()
+        error = f"intake failed: {reason}"[:2000]
+        job = Job(
+            id=sub.job_id,
+            owner_id=sub.owner_id,
+            type=sub.type,
+            name=sub.name[:128],
+            state=JobState.FAILED,
+            priority=5,
+            attempt=1,
+            max_retries=0,
+            spec={},
+            tags=[],
+            gpu_indices=[],
+            artifacts=[],
+            error=error,
+            created_at=sub.submitted_at,
+            updated_at=now,
+            finished_at=now,
+        )
+        await self.jobs.add(job)
+        await self.jobs.add_event(
+            JobEvent(
+                job_id=job.id,
+                at=now,
+                from_state=None,
+                to_state=JobState.FAILED,
+                attempt=1,
+                cause=error[:255],
+            )
+        )
+        log.error("job.intake_failed", job_id=job.id, owner_id=job.owner_id, reason=reason)
+        return True
+
     # --- status from daemons ----------------------------------------------------------------
 
     async def apply_status(self, st: TaskStatus) -> None:

@@ -27,3 +27,9 @@ class SchedulerSettings(ServiceSettings):
     shutdown_grace_seconds: float = 10.0
     # after a wake-up hint, wait this long so a burst of submissions is placed in one round
     placement_coalesce_seconds: float = 0.05
+    # A message whose handling keeps failing (database away) is retried with exponential
+    # back-off up to this cap; after ``max_deliver`` tries a submission is stored as failed
+    # with the reason, anything else goes to the DEAD stream and is replayed once this old.
+    max_deliver: int = 10
+    retry_backoff_cap_seconds: float = 30.0
+    dead_letter_replay_seconds: float = 60.0

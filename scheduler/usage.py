@@ -7,6 +7,7 @@ fixed on the job when it is placed, so a later price change never rewrites a run
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler.models import Job, UsageRecord
 from scheduler.schemas import UsageByGpu, UsageTotals
+
+MICRO = Decimal("0.000001")
 
 
 def meter(job: Job, ended_at: datetime) -> UsageRecord | None:
@@ -24,6 +27,8 @@ def meter(job: Job, ended_at: datetime) -> UsageRecord | None:
     seconds = max(0.0, (ended_at - started).total_seconds())
     units = max(job.gpu_count, 1)
     price = job.price_per_hour or 0.0
+    # Decimal, not float: seconds x units x price / 3600 rounded once, to a micro-unit.
+    cost = Decimal(repr(seconds)) * units * Decimal(repr(price)) / 3600
     return UsageRecord(
         job_id=job.id,
         attempt=job.attempt,
@@ -37,8 +42,16 @@ def meter(job: Job, ended_at: datetime) -> UsageRecord | None:
         seconds=seconds,
         gpu_seconds=seconds * job.gpu_count,
         price_per_hour=price,
-        cost=round(seconds * units * price / 3600.0, 6),
+        cost=float(cost.quantize(MICRO)),
     )
+
+
+def _exact_sum(column: Any, scale: int) -> Any:
+    """SUM in integers: each stored value (cost to the micro-unit, seconds to the millisecond)
+    becomes an exact integer before adding, so totals never drift the way a float sum does
+    (issue 18) and both dialects agree to the last unit."""
+    scaled = sa.cast(sa.func.round(column * scale), sa.BigInteger)
+    return sa.func.coalesce(sa.func.sum(scaled), 0)
 
 
 class UsageRepository:
@@ -68,9 +81,9 @@ class UsageRepository:
             where.append(UsageRecord.ended_at < until)
         cols = (
             sa.func.count(UsageRecord.id),
-            sa.func.coalesce(sa.func.sum(UsageRecord.seconds), 0.0),
-            sa.func.coalesce(sa.func.sum(UsageRecord.gpu_seconds), 0.0),
-            sa.func.coalesce(sa.func.sum(UsageRecord.cost), 0.0),
+            _exact_sum(UsageRecord.seconds, 1000),
+            _exact_sum(UsageRecord.gpu_seconds, 1000),
+            _exact_sum(UsageRecord.cost, 1_000_000),
         )
         total = (await self.session.execute(sa.select(*cols).where(*where))).one()
         rows = (
@@ -83,11 +96,13 @@ class UsageRepository:
         ).all()
 
         def totals(r: Any) -> UsageTotals:
+            # summed exactly as integers (milliseconds, micro-units), shown as decimals
             return UsageTotals(
                 jobs=int(r[0]),
-                seconds=round(float(r[1]), 3),
-                gpu_seconds=round(float(r[2]), 3),
-                cost=round(float(r[3]), 6),
+                seconds=float(Decimal(int(r[1])) / 1000),
+                gpu_seconds=float(Decimal(int(r[2])) / 1000),
+                cost=float(Decimal(int(r[3])) / 1_000_000),
+                cost_micros=int(r[3]),
             )
 
         by_gpu = [UsageByGpu(gpu_name=r[0], **totals(r[1:]).model_dump()) for r in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -84,6 +85,20 @@ class Workers:
         await self._consume(msg, JobSubmitted, lambda svc, sub: svc.intake(sub, cid))
         self.wake.set()
 
+    async def on_submission_exhausted(self, msg: Msg, exc: Exception) -> bool:
+        """Intake failed ``max_deliver`` times: store the job as failed with the reason. If the
+        database is still away this fails too and the submission goes to the dead letters,
+        replayed later (shared/nats.py), so it is never lost."""
+        sub = JobSubmitted.model_validate_json(msg.data)
+        try:  # the database may be back this very moment: a stored job beats a failed one
+            await self.on_submitted(msg)
+            return True
+        except Exception as again:
+            exc = again
+        async with unit_of_work(self.sessions) as uow:
+            await self._service(uow).intake_failed(sub, str(exc) or type(exc).__name__)
+        return True
+
     async def on_status(self, msg: Msg) -> None:
         st = await self._consume(msg, TaskStatus, SchedulerService.apply_status)
         if st.state != "running":
@@ -141,34 +156,30 @@ class Workers:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        wait = self.settings.ack_wait_seconds
+        s = self.settings
+        # Every accepted message is kept (issue 18): failures back off exponentially, and past
+        # the bound a message is settled (a job stored as failed) or dead-lettered and replayed.
+        consumer = functools.partial(
+            PullConsumer,
+            self.js,
+            ack_wait=s.ack_wait_seconds,
+            ready=self.ready,
+            dead_letters=True,
+            max_deliver=s.max_deliver,
+            backoff_cap=s.retry_backoff_cap_seconds,
+            replay_after=s.dead_letter_replay_seconds,
+        )
         consumers = [
-            PullConsumer(
-                self.js,
+            consumer(
                 "JOBS",
                 "scheduler-intake",
                 JOBS_SUBMITTED,
                 self.on_submitted,
-                ack_wait=wait,
-                ready=self.ready,
+                on_exhausted=self.on_submission_exhausted,
             ),
-            PullConsumer(
-                self.js,
-                "STATUS",
-                STATUS_CONSUMER,
-                status_subject(ANY),
-                self.on_status,
-                ack_wait=wait,
-                ready=self.ready,
-            ),
-            PullConsumer(
-                self.js,
-                "EVENTS",
-                "scheduler-providers",
-                provider_event_subject(ANY),
-                self.on_provider_event,
-                ack_wait=wait,
-                ready=self.ready,
+            consumer("STATUS", STATUS_CONSUMER, status_subject(ANY), self.on_status),
+            consumer(
+                "EVENTS", "scheduler-providers", provider_event_subject(ANY), self.on_provider_event
             ),
         ]
         async with asyncio.TaskGroup() as tg:

@@ -23,11 +23,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import TokenVerifier
 from shared.discovery import Discovery, ServiceInstance, make_discovery
 from shared.errors import ServiceUnavailable, error_response, install_error_handlers
+from shared.http_server import limited_protocol, raise_open_file_limit
 from shared.logging import (
     configure_logging,
     new_correlation_id,
     valid_correlation_id,
 )
+from shared.service_auth import DEV_SERVICE_SECRET, ServiceTokenSource, token_url_from_discovery
 from shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -64,12 +66,14 @@ class RequestContext:
         cid = incoming if valid_correlation_id(incoming) else new_correlation_id()
         scope.setdefault("state", {})["correlation_id"] = cid
         status = 500
+        started = False
         start = time.perf_counter()
 
         async def _send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started = True
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", cid.encode()),
@@ -79,6 +83,15 @@ class RequestContext:
         with structlog.contextvars.bound_contextvars(correlation_id=cid):
             try:
                 await self.app(scope, receive, _send)
+            except Exception as exc:
+                # Answered here, not re-raised: past this point Starlette re-raises to uvicorn,
+                # which logs it a second time and closes the connection, and the gateway's next
+                # request on that connection failed with 503 (issue 18).
+                log.error("request.crashed", error=type(exc).__name__, exc_info=exc)
+                if started:
+                    raise  # half a response is out: only closing the connection can tell
+                response = error_response(500, "internal_error", "internal error")
+                await response(scope, receive, _send)
             finally:
                 route = scope.get("route")
                 path = getattr(route, "path", "unmatched")
@@ -227,6 +240,38 @@ def _auth_document(
     return fetch
 
 
+def revocations_from_discovery(
+    discovery: Discovery, http: httpx.AsyncClient, settings: ServiceSettings
+) -> Callable[[], Any] | None:
+    """The auth service's revocation feed, read with this service's own service token
+    (``/internal/*`` answers to nothing else); None when the service has no credentials."""
+    client_id = settings.service_client_id or settings.service_name
+    secret = settings.service_client_secret or (DEV_SERVICE_SECRET if settings.dev else "")
+    if not secret:
+        log.error(
+            "revocations.no_credentials",
+            detail="set SERVICE_CLIENT_SECRET (and list it in auth's SERVICE_CLIENTS): "
+            "without it revoked tokens stay valid here until they expire",
+        )
+        return None
+    tokens = ServiceTokenSource(token_url_from_discovery(discovery), client_id, secret, http=http)
+
+    async def fetch() -> dict[str, Any]:
+        base = (await discovery.resolve("auth"))[0]
+        for _ in range(2):
+            resp = await http.get(
+                f"{base}/internal/revocations", timeout=2, headers=await tokens.headers()
+            )
+            if resp.status_code != 401:
+                break
+            tokens.invalidate()  # auth rotated its key or revoked the token: fetch a new one
+        resp.raise_for_status()
+        feed: dict[str, Any] = resp.json()
+        return feed
+
+    return fetch
+
+
 @asynccontextmanager
 async def service_runtime(
     app: FastAPI,
@@ -243,7 +288,7 @@ async def service_runtime(
     discovery = make_discovery(settings)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0))
     if revocations is None and jwks is None:
-        revocations = _auth_document(discovery, http, "/internal/revocations", timeout=2)
+        revocations = revocations_from_discovery(discovery, http, settings)
     verifier = TokenVerifier(
         jwks or _auth_document(discovery, http, "/.well-known/jwks.json", timeout=5),
         issuer=settings.jwt_issuer,
@@ -274,7 +319,9 @@ async def service_runtime(
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    """Run one service under uvicorn with our logging (no access log: the middleware logs)."""
+    """Run one service under uvicorn with our logging (no access log: the middleware logs),
+    header limits and timeouts (shared/http_server.py) and a raised open-file limit."""
+    raise_open_file_limit()
     uvicorn.run(
         app,
         host=settings.host,
@@ -282,10 +329,16 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        http=limited_protocol(
+            max_header_bytes=settings.http_max_header_bytes,
+            max_headers=settings.http_max_headers,
+            header_timeout=settings.http_header_timeout_seconds,
+        ),
         # Longer than the gateway keeps an idle upstream connection (10 s): the side that
         # reuses a connection must be the one to close it first, or a request sent as the
         # server closes is lost ("Server disconnected"), and one with a body cannot be retried.
-        timeout_keep_alive=30,
+        timeout_keep_alive=int(settings.http_keepalive_seconds),
+        backlog=settings.http_backlog,
     )
 
 

@@ -86,7 +86,10 @@ GpuCount = Annotated[int, Field(ge=0, le=64)]
 GpuGlob = Annotated[str, Field(max_length=128, description="glob, e.g. H100*")]
 ComputeCapability = Annotated[str, Field(pattern=r"^\d+\.\d+$")]
 TimeoutSeconds = Annotated[int, Field(ge=1, le=30 * 24 * 3600)]
-Price = Annotated[float, Field(ge=0)]
+MAX_PRICE_PER_HOUR = 100_000.0
+"""The highest price per GPU-hour a provider may ask or a job may name as its cap
+(docs/scheduler.md, "Prices"). Infinity, NaN and absurd values are refused with 422."""
+Price = Annotated[float, Field(ge=0, le=MAX_PRICE_PER_HOUR, allow_inf_nan=False)]
 Tag = Annotated[str, Field(min_length=1, max_length=128)]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,8 +27,35 @@ def _redact(_: object, __: str, event: EventDict) -> EventDict:
     return event
 
 
-def configure_logging(service: str, *, json: bool, level: str = "INFO") -> None:
-    """Configure structlog and the stdlib root logger (uvicorn, alembic) to one format."""
+TRACEBACK_FRAMES = 6
+"""Frames kept per exception in a console (dev) traceback: where it was raised and the few
+calls above. A full one through FastAPI, SQLAlchemy and asyncpg ran to ~150 lines, and rich's
+rendering with locals to ~8,000 (about 3 s of CPU per crash; issue 18)."""
+
+
+def short_exc_info(_: object, __: str, event: EventDict) -> EventDict:
+    """Like ``format_exc_info``, but only the innermost frames of each chained exception."""
+    exc_info = event.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if exc_info and exc_info[0] is not None:
+        lines = traceback.format_exception(*exc_info, limit=-TRACEBACK_FRAMES)
+        event["exception"] = "".join(lines).rstrip()
+    return event
+
+
+def configure_logging(
+    service: str, *, json: bool, level: str = "INFO", short_tracebacks: bool | None = None
+) -> None:
+    """Configure structlog and the stdlib root logger (uvicorn, alembic) to one format.
+
+    ``short_tracebacks`` (default: with the console format, i.e. in dev) keeps a few frames
+    per exception; JSON logs keep the whole traceback on one line.
+    """
+    short = (not json) if short_tracebacks is None else short_tracebacks
+    exc_formatter = short_exc_info if short else structlog.processors.format_exc_info
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -37,12 +65,14 @@ def configure_logging(service: str, *, json: bool, level: str = "INFO") -> None:
     renderer = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[
             *shared,
-            structlog.processors.format_exc_info,
+            exc_formatter,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -50,7 +80,8 @@ def configure_logging(service: str, *, json: bool, level: str = "INFO") -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        # uvicorn's and other libraries' records get the same traceback treatment
+        foreign_pre_chain=[*shared, exc_formatter],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             renderer,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -84,13 +86,34 @@ STREAMS: dict[str, StreamConfig] = {
         max_age=7 * DAY,
         max_bytes=1 << 30,
     ),
+    # Messages a consumer gave up on after its redelivery bound, kept for replay: nothing the
+    # platform accepted is dropped silently (issue 18). ``dead.<consumer>``; 30 days.
+    "DEAD": StreamConfig(
+        name="DEAD",
+        subjects=["dead.>"],
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        max_age=30 * DAY,
+        max_bytes=1 << 30,
+    ),
 }
 
 messages_handled = Counter(
     "dante_nats_messages_total",
-    "JetStream messages handled, by consumer and outcome (ack, nak, term).",
+    "JetStream messages handled, by consumer and outcome (ack, nak, term, dead, settled).",
     ["consumer", "outcome"],
 )
+dead_letters = Counter(
+    "dante_nats_dead_letters_total",
+    "Dead letters, by consumer and what happened (stored, replayed, kept).",
+    ["consumer", "action"],
+)
+
+# Headers a dead letter carries (besides the original message's own).
+DEAD_SUBJECT = "Dante-Dead-Subject"
+DEAD_REASON = "Dante-Dead-Reason"
+DEAD_DELIVERIES = "Dante-Dead-Deliveries"
+REPLAYS = "Dante-Replays"
 
 
 CREDS_ENV = "DANTE_NATS_CREDS"
@@ -223,6 +246,22 @@ class Retry(Exception):
 
 
 Handler = Callable[[Msg], Awaitable[None]]
+Exhausted = Callable[[Msg, Exception], Awaitable[bool]]
+"""Last chance for a message past its redelivery bound: True if it was settled (e.g. the job
+was stored as failed with the reason); False sends it to the dead letters."""
+
+
+def backoff(deliveries: int, base: float = 1.0, cap: float = 30.0) -> float:
+    """Exponential back-off with jitter for the ``deliveries``-th failed attempt.
+
+    With the defaults, ten deliveries span about 2.5 minutes (1+2+4+8+16+4x30 s), so a
+    database restart or a short outage is ridden out before anything reaches the dead letters.
+    """
+    return min(cap, base * 2 ** max(0, deliveries - 1)) * random.uniform(0.8, 1.2)
+
+
+def dead_subject(consumer: str) -> str:
+    return f"dead.{consumer}"
 
 
 @dataclass
@@ -230,10 +269,20 @@ class PullConsumer:
     """A durable pull consumer driven by a short, explicit loop.
 
     Per message: handle → ``ack``; :class:`Poison` → ``term`` (logged, counted); any other
-    error → ``nak`` with a delay. Cancellation leaves the message unacked so it is redelivered.
-    While idle, fetches one message with a long poll so a new message is handled at once; after
-    a hit, it drains the backlog in batches with a short poll (a batched long poll would hold a
-    lone message until the poll expires).
+    error → ``nak`` with an exponential back-off (or :class:`Retry`'s delay). Cancellation
+    leaves the message unacked so it is redelivered. While idle, fetches one message with a
+    long poll so a new message is handled at once; after a hit, it drains the backlog in
+    batches with a short poll (a batched long poll would hold a lone message until the poll
+    expires).
+
+    With ``dead_letters`` on, redelivery is bounded here, not by JetStream: past
+    ``max_deliver`` deliveries a message gets ``on_exhausted``, then goes to the ``DEAD``
+    stream (counted, logged) and is acked. JetStream's own ``max_deliver`` stays unbounded, so
+    a message whose dead-lettering failed (NATS trouble) is still redelivered instead of
+    silently dropped. With ``replay_after`` set, the consumer replays its own dead letters
+    that old, up to ``max_replays`` times each. Off (a daemon's tasks, which the scheduler
+    re-derives from its database), JetStream stops delivering after ``max_deliver``.
+    ``max_deliver=None``: unbounded (the replayer itself).
     """
 
     js: JetStreamContext
@@ -244,17 +293,41 @@ class PullConsumer:
     batch: int = 32
     idle_poll: float = 5.0
     ack_wait: float = 30.0
-    max_deliver: int = 10
+    max_deliver: int | None = 10
+    dead_letters: bool = False
+    backoff_base: float = 1.0
+    backoff_cap: float = 30.0
+    on_exhausted: Exhausted | None = None
+    replay_after: float | None = None
+    max_replays: int = 5
     ready: ReadyChecks | None = None  # the app's ready checks: a failing fetch loop shows there
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.replay_after is None:
+            await self._loop(stop)
+            return
+        replayer = PullConsumer(
+            self.js,
+            "DEAD",
+            f"{self.durable}-replay",
+            dead_subject(self.durable),
+            DeadLetterReplayer(self.js, self.durable, self.replay_after, self.max_replays),
+            idle_poll=self.idle_poll,
+            max_deliver=None,
+        )
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._loop(stop))
+            tg.create_task(replayer.run(stop))
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         config = ConsumerConfig(
             # The name too, so nats-py creates it on CONSUMER.CREATE.<stream>.<name>.<filter>:
             # a daemon's NATS user may create only its own consumer with its own filter.
             name=self.durable,
             durable_name=self.durable,
             ack_wait=self.ack_wait,
-            max_deliver=self.max_deliver,
+            # With dead letters the bound is applied in _failed, where giving up means DEAD.
+            max_deliver=-1 if self.dead_letters or self.max_deliver is None else self.max_deliver,
             filter_subject=self.subject,
         )
         sub = await self.js.pull_subscribe(
@@ -301,18 +374,140 @@ class PullConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                delay = exc.delay if isinstance(exc, Retry) else 2.0
-                log.warning(
-                    "consumer.retry",
-                    consumer=self.durable,
-                    error=str(exc) or type(exc).__name__,
-                    delivered=msg.metadata.num_delivered,
-                )
-                messages_handled.labels(self.durable, "nak").inc()
-                await msg.nak(delay=delay)
+                await self._failed(msg, exc)
             else:
                 messages_handled.labels(self.durable, "ack").inc()
                 await msg.ack()
+
+    async def _failed(self, msg: Msg, exc: Exception) -> None:
+        delivered = msg.metadata.num_delivered
+        reason = str(exc) or type(exc).__name__
+        exhausted = (
+            self.dead_letters and self.max_deliver is not None and delivered >= self.max_deliver
+        )
+        if exhausted and await self._give_up(msg, exc, reason):
+            return
+        delay = (
+            exc.delay
+            if isinstance(exc, Retry)
+            else backoff(delivered, self.backoff_base, self.backoff_cap)
+        )
+        log.warning(
+            "consumer.retry",
+            consumer=self.durable,
+            error=reason,
+            delivered=delivered,
+            delay=round(delay, 2),
+        )
+        messages_handled.labels(self.durable, "nak").inc()
+        await msg.nak(delay=delay)
+
+    async def _give_up(self, msg: Msg, exc: Exception, reason: str) -> bool:
+        """Settle the message (``on_exhausted``) or move it to the dead letters; False if
+        neither worked, so the caller naks it and it comes back."""
+        if self.on_exhausted is not None:
+            try:
+                settled = await self.on_exhausted(msg, exc)
+            except Exception as last:
+                log.warning("consumer.exhausted_failed", consumer=self.durable, error=str(last))
+                settled = False
+            if settled:
+                messages_handled.labels(self.durable, "settled").inc()
+                await msg.ack()
+                return True
+        extra = {
+            DEAD_SUBJECT: msg.subject,
+            DEAD_REASON: reason[:512],
+            DEAD_DELIVERIES: str(msg.metadata.num_delivered),
+        }
+        kept = {k: v for k, v in (msg.headers or {}).items() if k != "Nats-Msg-Id"}
+        try:
+            await self.js.publish(
+                dead_subject(self.durable), msg.data, timeout=5, headers={**kept, **extra}
+            )
+        except Exception as pub:
+            log.error("consumer.dead_letter_failed", consumer=self.durable, error=str(pub))
+            return False
+        log.error(
+            "consumer.dead_lettered",
+            consumer=self.durable,
+            subject=msg.subject,
+            reason=reason,
+            delivered=msg.metadata.num_delivered,
+        )
+        dead_letters.labels(self.durable, "stored").inc()
+        messages_handled.labels(self.durable, "dead").inc()
+        await msg.ack()
+        return True
+
+
+class DeadLetterReplayer:
+    """Handler that puts a consumer's dead letters back on their original subject once they
+    are ``after`` seconds old (the outage that killed them has likely passed), at most
+    ``max_replays`` times each; past that a letter stays in ``DEAD`` (logged, counted) for an
+    operator to replay with :func:`replay_dead_letters`."""
+
+    def __init__(self, js: JetStreamContext, consumer: str, after: float, max_replays: int) -> None:
+        self.js = js
+        self.consumer = consumer
+        self.after = after
+        self.max_replays = max_replays
+
+    async def __call__(self, msg: Msg) -> None:
+        age = time.time() - msg.metadata.timestamp.timestamp()
+        if age < self.after:
+            raise Retry("dead letter too young to replay", delay=self.after - age)
+        replays = int((msg.headers or {}).get(REPLAYS, "0") or 0)
+        if replays >= self.max_replays:
+            log.error(
+                "dead_letter.kept",
+                consumer=self.consumer,
+                subject=(msg.headers or {}).get(DEAD_SUBJECT),
+                replays=replays,
+            )
+            dead_letters.labels(self.consumer, "kept").inc()
+            return
+        await _republish(self.js, msg, replays)
+        dead_letters.labels(self.consumer, "replayed").inc()
+
+
+async def _republish(js: JetStreamContext, msg: Msg, replays: int) -> None:
+    headers = dict(msg.headers or {})
+    subject = headers.pop(DEAD_SUBJECT, None)
+    if not subject:
+        raise Poison("a dead letter without its original subject")
+    reason = headers.pop(DEAD_REASON, "")
+    headers.pop(DEAD_DELIVERIES, None)
+    headers.pop("Nats-Msg-Id", None)  # the stream's duplicate window must not swallow it
+    headers[REPLAYS] = str(replays + 1)
+    await js.publish(subject, msg.data, timeout=5, headers=headers)
+    # Replayed letters leave DEAD (a LIMITS stream, so an ack alone would keep them there and
+    # an operator's replay would send them again); kept ones stay until replayed by hand.
+    with contextlib.suppress(NotFoundError):
+        await js.delete_msg("DEAD", msg.metadata.sequence.stream)
+    log.warning("dead_letter.replayed", subject=subject, replays=replays + 1, reason=reason)
+
+
+async def replay_dead_letters(js: JetStreamContext, consumer: str, limit: int = 10_000) -> int:
+    """Replay every dead letter of ``consumer`` now, whatever its age or replay count (the
+    operator's tool once the cause is fixed). Returns how many were replayed."""
+    sub = await js.pull_subscribe(dead_subject(consumer), stream="DEAD")
+    done = 0
+    try:
+        while done < limit:
+            try:
+                msgs = await sub.fetch(min(100, limit - done), timeout=1)
+            except (NatsTimeoutError, FetchTimeoutError, TimeoutError):
+                break
+            for msg in msgs:
+                await _republish(js, msg, int((msg.headers or {}).get(REPLAYS, "0") or 0))
+                await msg.ack()
+                dead_letters.labels(consumer, "replayed").inc()
+                done += 1
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return done
 
 
 async def publish(

@@ -47,6 +47,18 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str = "dante"
     # How stale a verifier's copy of the auth service's revocation feed may get (shared/auth.py).
     revocation_poll_seconds: float = 5.0
+    # HTTP server limits (shared/http_server.py): request line + headers, their count, the time
+    # to send them, how long an idle keep-alive connection stays open, the accept queue.
+    http_max_header_bytes: int = 32 * 1024
+    http_max_headers: int = 100
+    http_header_timeout_seconds: float = 10.0
+    http_keepalive_seconds: float = 30.0
+    http_backlog: int = 4096
+    # Client credentials this service presents to the auth service (a ``service`` token), e.g.
+    # for the revocation feed at /internal/revocations. Empty id: the service's name; empty
+    # secret in dev: the dev secret auth accepts in dev (shared.service_auth).
+    service_client_id: str = ""
+    service_client_secret: str = ""
 
     # Names of fields that hold secrets, and the dev defaults that must not survive into prod.
     secret_defaults: ClassVar[dict[str, object]] = {}

@@ -53,6 +53,9 @@ SECRETS = (
     "DANTE_PROVIDER_PASSWORD",
     "DANTE_STORAGE_PRESIGN_SECRET",
     "DANTE_SCHEDULER_CLIENT_SECRET",
+    "DANTE_GATEWAY_CLIENT_SECRET",
+    "DANTE_REGISTRY_CLIENT_SECRET",
+    "DANTE_STORAGE_CLIENT_SECRET",
 )
 
 
@@ -502,7 +505,11 @@ def test_the_scheduler_holds_the_client_secret_auth_expects(config: dict[str, An
     services = config["services"]
     clients = json.loads(services["auth"]["environment"]["DANTE_AUTH_SERVICE_CLIENTS"])
     scheduler = services["scheduler"]["environment"]
-    assert clients == {"scheduler": scheduler["DANTE_SCHEDULER_SERVICE_CLIENT_SECRET"]}
+    assert clients == {
+        name: services[name]["environment"][f"DANTE_{name.upper()}_SERVICE_CLIENT_SECRET"]
+        for name in ("scheduler", "gateway", "registry", "storage")
+    }
+    assert clients["scheduler"] == scheduler["DANTE_SCHEDULER_SERVICE_CLIENT_SECRET"]
     storage = services["storage"]["environment"]
     assert storage["DANTE_STORAGE_PRESIGN_VIA"] == "service"  # daemons never need MinIO's address
     assert storage["DANTE_STORAGE_PUBLIC_URL"] == "http://gateway:8080"

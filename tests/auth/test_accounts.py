@@ -218,9 +218,11 @@ def test_failed_logins_throttle_the_account_then_history_shows_them(
     ip = {"x-forwarded-for": "203.0.113.9"}
     for _ in range(5):
         assert auth_server.login(u["username"], "wrong password!", headers=ip).status_code == 401
-    r = auth_server.login(u["username"], headers=ip)  # even the right password now waits
+    r = auth_server.login(u["username"], "wrong password!", headers=ip)  # a 6th guess waits
     assert r.status_code == 429 and r.json()["error"] == "too_many_attempts"
     assert 1 <= int(r.headers["retry-after"]) <= 15 * 60
+    # the right password is never locked out (issue 18; tests/auth/test_throttle.py)
+    assert auth_server.login(u["username"], headers=ip).status_code == 200
     # a different account from the same address is not affected
     other = auth_server.register()
     ok = auth_server.login(other["username"], headers=ip)
@@ -230,7 +232,7 @@ def test_failed_logins_throttle_the_account_then_history_shows_them(
     assert history[0]["success"] is True and history[0]["ip"] == "203.0.113.9"
     admin = auth_server.admin()
     theirs = auth_server.get(f"/api/v1/auth/users/{u['user_id']}/logins", admin).json()
-    assert [h["reason"] for h in theirs] == ["wrong_password"] * 5
+    assert [h["reason"] for h in theirs] == ["ok"] + ["wrong_password"] * 6
 
 
 def test_failed_logins_throttle_the_client_address(tmp_path: Path) -> None:
