@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
+from provider_daemon import metrics
 from provider_daemon.client import CredentialsRejected, GatewayClient
 from provider_daemon.docker_executor import DockerExecutor
 from provider_daemon.executor import Executor, Outcome, ProcessExecutor
@@ -176,6 +177,7 @@ class Agent:
             if stop.is_set():
                 return
             body = {"gpus": self.nvml.metrics(), "running_tasks": len(self.running)}
+            metrics.record_gpus(self.client.provider_id, body["gpus"], self.inventory)
             try:
                 await self.client.heartbeat(body)
             except httpx.HTTPStatusError as exc:

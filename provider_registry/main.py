@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from provider_registry import metrics
 from provider_registry.routes import router
 from provider_registry.service import RegistryService
 from provider_registry.settings import RegistrySettings
@@ -34,6 +35,7 @@ async def sweep_forever(
         try:
             async with unit_of_work(sessions) as uow:
                 await RegistryService(uow, js).sweep(settings.heartbeat_ttl_seconds)
+                await metrics.refresh(uow.session)
         except Exception as exc:
             log.warning("sweep.failed", error=str(exc))
         delay = settings.sweep_interval_seconds * random.uniform(0.8, 1.2)

@@ -11,6 +11,7 @@ import structlog
 from fastapi import FastAPI
 
 from shared.app import create_service_app, service_runtime
+from storage_service import metrics
 from storage_service.backends import Backend, make_backend
 from storage_service.keys import validate_bucket
 from storage_service.routes import presigned_router, router
@@ -48,7 +49,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backend = make_backend(settings)
+        backend = metrics.timed(make_backend(settings))
         try:
             await _ensure_default_bucket(backend, settings)
             app.state.storage = StorageService(backend, settings)
