@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test install lint fmt clean
+.PHONY: dev test install lint fmt clean tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -19,8 +19,18 @@ install: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/python -m localdev up
 
+## Debian's prometheus package (promtool and the server, for tests/operate), when missing and root.
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
+	      >/dev/null || { apt-get update >/dev/null && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
+	      >/dev/null; }; \
+	  else echo "promtool/prometheus missing: apt-get install prometheus (tests/operate need it)"; fi; }
+
 ## Install and run the whole suite against real servers.
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
