@@ -25,6 +25,7 @@ from shared.logging import (
     new_correlation_id,
     valid_correlation_id,
 )
+from shared.metrics import route_template
 from shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -77,8 +78,7 @@ class RequestContext:
             try:
                 await self.app(scope, receive, _send)
             finally:
-                route = scope.get("route")
-                path = getattr(route, "path", "unmatched")
+                path = route_template(scope)
                 elapsed = time.perf_counter() - start
                 http_requests.labels(scope["method"], path, str(status)).inc()
                 http_latency.labels(scope["method"], path).observe(elapsed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -80,3 +81,31 @@ async def every(
             log.warning("metrics.poll_failed", what=what, error=str(exc) or type(exc).__name__)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval * random.uniform(0.8, 1.2))
+
+
+_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+
+
+def route_template(scope: dict[str, Any]) -> str:
+    """The matched route's full template (``/api/v1/jobs/{job_id}``), never the raw path.
+
+    FastAPI (0.16x) puts the router's own route in ``scope["route"]``, whose path lacks the
+    prefix it was included under (``""`` for a router's root). The prefix is what the request
+    path has before the route's own part, so it is recovered by rendering that part with the
+    request's path parameters and cutting it off the path. Unmatched requests (404s) share one
+    label so scanners cannot grow the series count.
+    """
+    route = scope.get("route")
+    own = getattr(route, "path", None)
+    if own is None:
+        return "unmatched"
+    params = scope.get("path_params") or {}
+    try:
+        rendered = _PARAM.sub(lambda m: str(params[m.group(1)]), own)
+    except KeyError:
+        return own or "/"
+    path = scope.get("path", "")
+    if rendered and not path.endswith(rendered):
+        return own
+    prefix = path[: len(path) - len(rendered)] if rendered else path
+    return (prefix + own) or "/"
