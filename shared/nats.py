@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 from collections.abc import Awaitable, Callable
@@ -148,10 +149,19 @@ async def close_nats(nc: NATS) -> None:
         await nc.close()
 
 
+REPLICAS_ENV = "DANTE_NATS_STREAM_REPLICAS"
+"""Copies JetStream keeps of every stream: 1 on a single server, the cluster size (3) on a
+cluster, so a stream survives losing a node. Applied on every start (scaling up is allowed)."""
+
+
+def stream_replicas() -> int:
+    return max(1, int(os.environ.get(REPLICAS_ENV, "1")))
+
+
 async def ensure_streams(js: JetStreamContext, names: list[str] | None = None) -> None:
     """Create (or bring up to date) the streams this process uses. Safe to run on every start."""
     for name in names or list(STREAMS):
-        config = STREAMS[name]
+        config = dataclasses.replace(STREAMS[name], num_replicas=stream_replicas())
         try:
             await js.stream_info(name)
         except NotFoundError:
