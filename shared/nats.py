@@ -129,7 +129,9 @@ async def connect(url: str, name: str, credentials: UserCredentials | None = Non
         log.warning("nats.error", client=name, error=str(exc))
 
     return await nats.connect(
-        url,
+        # "nats://a:4222,nats://b:4222": every node of a cluster, so a client starting while
+        # one is down still connects (it also learns the others from the server once in)
+        [u.strip() for u in url.split(",") if u.strip()],
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
