@@ -124,3 +124,21 @@ def test_500_jobs_survive_a_nats_node_and_a_scheduler_dying(
     completed = sum(states[j] == "completed" for j in accepted)
     assert completed == len(accepted), Counter(states[j] for j in accepted)
     assert victim.meta_leader(), "the restarted node rejoined the JetStream cluster"
+
+
+def test_streams_are_replicated_on_every_node(scaled: ScaleOutCluster) -> None:
+    """DANTE_NATS_STREAM_REPLICAS=3 made every stream the services use with 3 replicas."""
+    import nats
+
+    async def replicas() -> dict[str, int]:
+        nc = await nats.connect([n.url for n in scaled.nodes if n.popen and n.popen.poll() is None])
+        try:
+            js = nc.jetstream()
+            names = ("JOBS", "TASKS", "STATUS", "LOGS", "EVENTS")
+            return {s: (await js.stream_info(s)).config.num_replicas for s in names}
+        finally:
+            await nc.close()
+
+    assert asyncio.run(replicas()) == dict.fromkeys(
+        ("JOBS", "TASKS", "STATUS", "LOGS", "EVENTS"), 3
+    )
