@@ -34,9 +34,10 @@ class Namespace:
         tag = secrets.token_hex(3)
         self.name = f"dante-{tag}"
         self.host_if, self.ns_if = f"dh{tag}", f"dn{tag}"
-        a, b = random.randint(16, 31), random.randint(0, 63) * 4
-        self.host_ip, self.ns_ip = f"172.{a}.{random.randint(0, 255)}.{b + 1}", ""
-        self.ns_ip = self.host_ip.rsplit(".", 1)[0] + f".{b + 2}"
+        # a /30 in the shared address space (100.64.0.0/10): not a LAN's or Docker's range
+        net = f"100.{random.randint(64, 127)}.{random.randint(0, 255)}"
+        b = random.randint(0, 63) * 4
+        self.host_ip, self.ns_ip = f"{net}.{b + 1}", f"{net}.{b + 2}"
 
     def create(self) -> None:
         sh("ip", "netns", "add", self.name)
