@@ -19,15 +19,18 @@ install: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/python -m localdev up
 
-## Debian's prometheus package (promtool and the server, for tests/operate), when missing and root.
+## System tools the operate tests run (Debian packages): promtool and prometheus, socat (the TLS
+## proxy) and iproute2 (network namespaces). Installed when missing and root; else say so.
+TOOLS_PKGS := prometheus socat iproute2
 tools:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
+	  && command -v socat >/dev/null && command -v ip >/dev/null && command -v ss >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
-	      >/dev/null || { apt-get update >/dev/null && \
-	      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
-	      >/dev/null; }; \
-	  else echo "promtool/prometheus missing: apt-get install prometheus (tests/operate need it)"; fi; }
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y --no-install-recommends $(TOOLS_PKGS) >/dev/null 2>&1 || { \
+	      apt-get update >/dev/null && \
+	      apt-get install -y --no-install-recommends $(TOOLS_PKGS) >/dev/null; }; \
+	  else echo "missing system tools for tests/operate: apt-get install $(TOOLS_PKGS)"; fi; }
 
 ## Install and run the whole suite against real servers.
 test: $(STAMP) tools
