@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test install lint fmt clean
+.PHONY: dev test install lint fmt clean tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -19,8 +19,21 @@ install: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/python -m localdev up
 
+## System tools the operate tests run (Debian packages): promtool and prometheus, socat (the TLS
+## proxy) and iproute2 (network namespaces). Installed when missing and root; else say so.
+TOOLS_PKGS := prometheus socat iproute2
+tools:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
+	  && command -v socat >/dev/null && command -v ip >/dev/null && command -v ss >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y --no-install-recommends $(TOOLS_PKGS) >/dev/null 2>&1 || { \
+	      apt-get update >/dev/null && \
+	      apt-get install -y --no-install-recommends $(TOOLS_PKGS) >/dev/null; }; \
+	  else echo "missing system tools for tests/operate: apt-get install $(TOOLS_PKGS)"; fi; }
+
 ## Install and run the whole suite against real servers.
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy

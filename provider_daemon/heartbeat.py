@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import httpx
 import structlog
 
+from provider_daemon import metrics
 from provider_daemon.client import CredentialsRejected, GatewayClient
 from provider_daemon.fence import save_identity
 from provider_daemon.inventory import Inventory, Nvml
@@ -75,7 +76,9 @@ class Registration:
         forgot this host (404) gets a fresh registration."""
 
         async def beat() -> None:
-            body = {"gpus": nvml.metrics(), "running_tasks": running()}
+            gpus = nvml.metrics()
+            metrics.record_gpus(self.client.provider_id, gpus, self.inventory)
+            body = {"gpus": gpus, "running_tasks": running()}
             try:
                 await self.client.heartbeat(body)
             except httpx.HTTPStatusError as exc:

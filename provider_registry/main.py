@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from provider_registry import metrics
 from provider_registry.routes import router
 from provider_registry.service import RegistryService
 from provider_registry.settings import RegistrySettings
@@ -35,6 +36,7 @@ async def sweep_forever(
     async def sweep() -> None:
         async with unit_of_work(sessions) as uow:
             await RegistryService(uow, js).sweep(settings.heartbeat_ttl_seconds)
+            await metrics.refresh(uow.session)
 
     await every("sweep", sweep, settings.sweep_interval_seconds, stop=stop, ready=ready)
 

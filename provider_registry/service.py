@@ -7,6 +7,7 @@ from datetime import timedelta
 import structlog
 from nats.js import JetStreamContext
 
+from provider_registry import metrics
 from provider_registry.models import Gpu, Provider
 from provider_registry.repository import ProviderRepository
 from provider_registry.schemas import HeartbeatIn, ProviderIn, ProviderStatus
@@ -168,4 +169,5 @@ class RegistryService:
                 last_heartbeat_at=str(provider.last_heartbeat_at),
             )
             self._emit("offline", provider)
+        metrics.on_lost(self.uow, len(stale))
         return len(stale)

@@ -12,7 +12,7 @@ import structlog
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
-from scheduler import states
+from scheduler import metrics, states
 from scheduler.models import Job, JobEvent, JobTag, ProviderView
 from scheduler.repository import JobRepository, ProviderViewRepository
 from scheduler.schemas import UsageRead, UsageRecordRead, UsageScope
@@ -82,6 +82,7 @@ class SchedulerService:
             )
         )
         log.info("job.transition", job_id=job.id, frm=job.state, to=str(to), cause=cause)
+        metrics.on_transition(self.uow, job, to, now, cause)
         job.state = to
         job.updated_at = now
         if to == JobState.DISPATCHED:
@@ -97,6 +98,7 @@ class SchedulerService:
             record = meter(job, now)
             if record is not None:
                 await self.usage.add(record)
+                metrics.on_usage(self.uow, record)
 
     async def _requeue_or_fail(self, job: Job, cause: str, *, cancel_old: bool = False) -> None:
         """Retry as attempt + 1, or fail when retries are spent. ``cancel_old`` tells the
@@ -256,6 +258,7 @@ class SchedulerService:
         if reports_pending:
             cutoff -= timedelta(seconds=self.settings.dispatch_timeout_seconds)
         expired = await self.jobs.dispatch_expired(cutoff, limit)
+        metrics.on_deadline_expiries(self.uow, len(expired))
         for job in expired:
             await self._requeue_or_fail(
                 job, f"not started by its deadline on provider {job.provider_id}", cancel_old=True

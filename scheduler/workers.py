@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from scheduler import metrics
 from scheduler.dispatch import Placer, Presigner
 from scheduler.service import SchedulerService
 from scheduler.settings import SchedulerSettings
@@ -110,7 +111,7 @@ class Workers:
             self.wake.set()
 
     async def place_once(self) -> int:
-        async with unit_of_work(self.sessions) as uow:
+        async with metrics.timed_round() as round_, unit_of_work(self.sessions) as uow:
             if not is_sqlite(self.settings.database_url):
                 import sqlalchemy as sa
 
@@ -118,6 +119,7 @@ class Workers:
                     sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PLACEMENT_LOCK}
                 )
                 if not got.scalar_one():
+                    round_.skip()
                     return 0
             service = self._service(uow)
             pending = await self._reports_pending()
@@ -186,3 +188,4 @@ class Workers:
             for c in consumers:
                 tg.create_task(c.run(stop))
             tg.create_task(self.placement_loop(stop))
+            tg.create_task(metrics.poll_forever(self.sessions, self.js, stop))

@@ -29,6 +29,7 @@ from shared.logging import (
     new_correlation_id,
     valid_correlation_id,
 )
+from shared.metrics import route_template
 from shared.service_auth import DEV_SERVICE_SECRET, ServiceTokenSource, token_url_from_discovery
 from shared.settings import ServiceSettings
 
@@ -93,8 +94,7 @@ class RequestContext:
                 response = error_response(500, "internal_error", "internal error")
                 await response(scope, receive, _send)
             finally:
-                route = scope.get("route")
-                path = getattr(route, "path", "unmatched")
+                path = route_template(scope)
                 elapsed = time.perf_counter() - start
                 http_requests.labels(scope["method"], path, str(status)).inc()
                 http_latency.labels(scope["method"], path).observe(elapsed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import time
@@ -165,7 +166,9 @@ async def connect(url: str, name: str, credentials: UserCredentials | None = Non
         log.warning("nats.error", client=name, error=str(exc))
 
     return await nats.connect(
-        url,
+        # "nats://a:4222,nats://b:4222": every node of a cluster, so a client starting while
+        # one is down still connects (it also learns the others from the server once in)
+        [u.strip() for u in url.split(",") if u.strip()],
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
@@ -207,10 +210,19 @@ async def nats_runtime(
         await close_nats(nc)
 
 
+REPLICAS_ENV = "DANTE_NATS_STREAM_REPLICAS"
+"""Copies JetStream keeps of every stream: 1 on a single server, the cluster size (3) on a
+cluster, so a stream survives losing a node. Applied on every start (scaling up is allowed)."""
+
+
+def stream_replicas() -> int:
+    return max(1, int(os.environ.get(REPLICAS_ENV, "1")))
+
+
 async def ensure_streams(js: JetStreamContext, names: list[str] | None = None) -> None:
     """Create (or bring up to date) the streams this process uses. Safe to run on every start."""
     for name in names or list(STREAMS):
-        config = STREAMS[name]
+        config = dataclasses.replace(STREAMS[name], num_replicas=stream_replicas())
         try:
             await js.stream_info(name)
         except NotFoundError:

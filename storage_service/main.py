@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from shared.app import create_service_app, service_runtime, service_state, set_own_state
 from shared.loops import Backoff, retry
+from storage_service import metrics
 from storage_service.backends import Backend, make_backend
 from storage_service.keys import validate_bucket
 from storage_service.routes import presigned_router, router
@@ -45,7 +46,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        backend = make_backend(settings)
+        backend = metrics.timed(make_backend(settings))
         try:
             await _ensure_default_bucket(backend, settings)
             set_own_state(app, State(StorageService(backend, settings)))

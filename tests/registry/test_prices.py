@@ -137,8 +137,8 @@ async def test_usage_totals_are_exact(tmp_path: Path) -> None:
             session.add(job)
             await repo.add(record)
         await session.commit()
-        got = await repo.summary()
+        totals, _ = await repo.summary()
     await engine.dispose()
-    assert got["totals"]["cost_micros"] == 10_000  # 1000 x 0.00001, to the micro-unit
-    assert got["totals"]["cost"] == 0.01 and got["totals"]["seconds"] == 100.0
+    assert totals.cost_micros == 10_000  # 1000 x 0.00001, to the micro-unit
+    assert totals.cost == 0.01 and totals.seconds == 100.0
     assert sum([0.00001] * 1000) != 0.01  # what a float sum would have answered

@@ -1,0 +1,30 @@
+"""``python -m tests.operate.gpu_daemon``: the real provider daemon whose NVML handle is the
+``create_autospec(pynvml)`` double of tests/daemon/test_nvml.py (two H100s at 87 % busy, 61 °C,
+350.5 W, 10 of 80 GiB used). This machine has no NVIDIA GPU: only the library handle is
+replaced; registration, heartbeats, task execution and /metrics are the daemon's own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from provider_daemon.agent import Agent
+from provider_daemon.inventory import Nvml
+from provider_daemon.settings import DaemonSettings
+from shared.app import setup_logging
+from tests.daemon.test_nvml import FakeGpu, fake_nvml
+
+
+async def main() -> None:
+    settings = DaemonSettings()
+    setup_logging(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Agent(settings, nvml=Nvml(fake_nvml([FakeGpu(0), FakeGpu(1)]))).run(stop)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
