@@ -74,6 +74,13 @@ async def get_job(job_id: str, principal: CurrentPrincipal, service: Service) ->
     return public(await service.get_visible(job_id, principal))
 
 
+@router.get("/jobs/{job_id}/spec")
+async def job_spec(job_id: str, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
+    """The job as submitted (normalized), so a client can submit it again (``dante rerun``)."""
+    job = await service.get_visible(job_id, principal)
+    return {"job_id": job.id, "spec": job.spec or {}}
+
+
 @router.get("/jobs/{job_id}/events")
 async def job_events(job_id: str, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
     await service.get_visible(job_id, principal)
