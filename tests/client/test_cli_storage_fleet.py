@@ -155,3 +155,16 @@ def test_providers_gpus_and_usage(cluster: LocalCluster, cli: Cli, tmp_path: Pat
 
     provider = make_cli(cluster, tmp_path, role="provider")
     assert provider.json("usage")["scope"] == "provider"
+
+
+def test_example_training_job_uploads_runs_and_downloads(cli: Cli, tmp_path: Path) -> None:
+    """examples/train.yaml: its local input is uploaded, the loss streams, the weights come back."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "train.yaml"
+    out = cli.ok("run", str(example), "--outputs-dir", str(tmp_path / "results"))
+    lines = out.splitlines()
+    assert lines[0] == "loaded 200 samples"
+    assert [line.split()[1] for line in lines if line.startswith("epoch")] == [
+        f"{i}/5" for i in range(1, 6)
+    ]
+    model = json.loads((tmp_path / "results" / "out" / "model.json").read_text())
+    assert abs(model["w"] - 3.0) < 0.2 and abs(model["b"] - 0.5) < 0.2  # the data's y = 3x + 0.5
