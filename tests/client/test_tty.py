@@ -123,3 +123,14 @@ def test_piped_output_has_no_colour(cli: Cli) -> None:
     )
     assert done.returncode == 0
     assert "\x1b[" not in done.stdout + done.stderr
+
+
+def test_ps_watch_redraws_until_ctrl_c(cli: Cli, tmux: Tmux, tmp_path: Path) -> None:
+    (cli.home / "w.yaml").write_text("name: watched\nscript: echo watched\n")
+    job_id = cli.json("submit", "w.yaml")["job_id"]
+    Api(cli).wait_state(job_id, {"completed"})
+    tmux.send(f"{DANTE} ps --watch", "Enter")
+    tmux.wait_for(lambda s: "watched" in s and "completed" in s, "the watched job")
+    tmux.send("C-c")
+    tmux.send("echo watch-ended-$?", "Enter")
+    tmux.wait_for(lambda s: "watch-ended-0" in s, "ps --watch to end on Ctrl-C")
