@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from localdev.cluster import LocalCluster
 from tests.client.conftest import (
     ACCESS_TTL,
+    DANTE,
     TERMINAL,
     Api,
     Cli,
@@ -109,6 +111,30 @@ def test_token_refresh_mid_session(cli: Cli, tmp_path: Path) -> None:
     )
     assert spent.status_code == 401
     assert ACCESS_TTL < 60  # the cluster really runs with short-lived tokens
+
+
+def test_a_dead_session_says_to_log_in_and_dante_token_overrides(cli: Cli) -> None:
+    creds = cli.credentials()
+    path = cli.home / "config" / "credentials.json"
+    path.write_text(json.dumps({**creds, "access_token": "expired", "refresh_token": "spent"}))
+    r = cli.run("whoami")
+    assert r.returncode == 2
+    assert "dante login" in r.stderr  # the hint on a 401 that no refresh can fix
+
+    path.unlink()
+    fresh = httpx.post(
+        f"{cli.url}/api/v1/auth/login", json={"username": cli.username, "password": cli.password}
+    )
+    access = fresh.json()["access_token"]  # lives 10 s: used at once
+    env_run = subprocess.run(
+        [DANTE, "whoami", "--json"],
+        env=cli.env(DANTE_TOKEN=access),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert env_run.returncode == 0, env_run.stderr
+    assert json.loads(env_run.stdout)["username"] == cli.username
 
 
 # --- run / submit -------------------------------------------------------------------------------
