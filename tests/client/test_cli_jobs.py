@@ -168,6 +168,11 @@ def test_run_propagates_exit_code_3(cli: Cli, tmp_path: Path) -> None:
     assert r.returncode == 3, r.stderr
     assert r.stdout.splitlines() == ["about to fail"]
     assert "failed" in r.stderr
+    r = cli.run("run", str(spec), "--json")  # stdout: only the final job, as JSON
+    assert r.returncode == 3
+    job = json.loads(r.stdout)
+    assert (job["status"], job["exit_code"]) == ("failed", 3)
+    assert "about to fail" in r.stderr
 
 
 def test_timeout_and_cancel_have_their_own_exit_codes(cli: Cli, tmp_path: Path) -> None:

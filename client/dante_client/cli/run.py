@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -117,7 +117,8 @@ def run(
             return
         err.print(f"[bold]job {sub.job_id}[/bold] submitted ({job.spec['name']})")
         try:
-            final = _follow(api, sub.job_id)
+            # with --json, stdout carries only the final JSON; the log goes to stderr
+            final = _follow(api, sub.job_id, sys.stderr if as_json else sys.stdout)
         except KeyboardInterrupt:
             err.print(
                 f"\nDetached from job {sub.job_id}; it keeps running.\n"
@@ -140,7 +141,7 @@ def run(
     raise typer.Exit(code)
 
 
-def _follow(api: Client, job_id: str) -> models.Job:
+def _follow(api: Client, job_id: str, lines_to: TextIO) -> models.Job:
     """Print state changes (stderr) and log lines (stdout) until the job has ended."""
     seen = {"state": ""}
 
@@ -156,8 +157,8 @@ def _follow(api: Client, job_id: str) -> models.Job:
         if seen["state"] in ("queued", "dispatched"):
             seen["state"] = "running"
             err.print("● ", styled_state("running"), sep="")
-        sys.stdout.write(line.line + "\n")
-        sys.stdout.flush()
+        lines_to.write(line.line + "\n")
+        lines_to.flush()
     final = api.job(job_id)
     while not final.terminal:  # the log ended a moment before the state did
         time.sleep(0.3)
