@@ -4,7 +4,6 @@ and pipelines that already run an event loop."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,10 +17,11 @@ import httpx
 
 from dante_client import _calls as calls
 from dante_client import models, sse
+from dante_client._follow import Follow
 from dante_client._policy import IDEMPOTENT_METHODS, RetryPolicy
 from dante_client._tokens import TokenListener, TokenState, TokenStore
 from dante_client.client import _error, _transport_error
-from dante_client.errors import DanteError, ServiceUnavailable, Unreachable
+from dante_client.errors import DanteError
 from dante_client.transfer import (
     CHUNK,
     Progress,
@@ -225,48 +225,37 @@ class AsyncClient:
         job_id: str,
         *,
         last_event_id: str | None = None,
+        on_idle: Callable[[], None] | None = None,
         max_outage: float = 300.0,
     ) -> AsyncIterator[models.LogLine]:
         """See ``Client.follow_logs``: resumes after a dropped connection, no loss, no repeat."""
-        last = last_event_id
-        down_since: float | None = None
-        failures = 0
+        follow = Follow(self.retry, last_event_id, max_outage)
         while True:
-            headers = {"accept": "text/event-stream", "cache-control": "no-cache"}
-            if last:
-                headers["last-event-id"] = last
             try:
                 resp = await self._send(
                     "GET",
                     f"/api/v1/jobs/{job_id}/logs",
                     params={"follow": "true"},
-                    headers=headers,
+                    headers=follow.headers(),
                     stream=True,
                     request_timeout=httpx.Timeout(30.0, read=60.0),
                 )
                 try:
-                    down_since, failures = None, 0
+                    follow.connected()
                     async for event in sse.aparse(resp.aiter_lines()):
-                        if event.comment or event.data is None:
-                            continue
                         if event.event == "end":
                             return
-                        if event.event != "message":
-                            continue
-                        if event.id:
-                            last = event.id
-                        yield models.LogLine(line=json.loads(event.data), id=event.id)
+                        if event.comment and on_idle:
+                            on_idle()
+                        if (line := follow.line(event)) is not None:
+                            yield line
                 finally:
                     await resp.aclose()
-            except (httpx.TransportError, Unreachable, ServiceUnavailable) as exc:
-                now = time.monotonic()
-                down_since = down_since or now
-                if now - down_since > max_outage:
-                    if isinstance(exc, httpx.TransportError):
-                        raise _transport_error(self.url, exc) from exc
-                    raise
-            failures += 1
-            await asyncio.sleep(self.retry.backoff(min(failures, 5)))
+            except httpx.TransportError as exc:
+                follow.failed(_transport_error(self.url, exc))
+            except DanteError as exc:
+                follow.failed(exc)
+            await asyncio.sleep(follow.delay())
 
     # --- storage --------------------------------------------------------------------------------
 

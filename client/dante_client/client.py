@@ -3,7 +3,6 @@ with ``await``."""
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -17,6 +16,7 @@ import httpx
 
 from dante_client import _calls as calls
 from dante_client import models, sse
+from dante_client._follow import Follow
 from dante_client._policy import IDEMPOTENT_METHODS, RetryPolicy
 from dante_client._tokens import TokenListener, TokenState, TokenStore
 from dante_client.errors import (
@@ -262,49 +262,33 @@ class Client:
         is lost or repeated. ``on_idle`` is called on each keep-alive (about every 2 s while
         nothing is printed). Gives up after ``max_outage`` seconds without a connection.
         """
-        last = last_event_id
-        down_since: float | None = None
-        failures = 0
-        path = f"/api/v1/jobs/{job_id}/logs"
+        follow = Follow(self.retry, last_event_id, max_outage)
         while True:
-            headers = {"accept": "text/event-stream", "cache-control": "no-cache"}
-            if last:
-                headers["last-event-id"] = last
             try:
                 resp = self._send(
                     "GET",
-                    path,
+                    f"/api/v1/jobs/{job_id}/logs",
                     params={"follow": "true"},
-                    headers=headers,
+                    headers=follow.headers(),
                     stream=True,
                     timeout=httpx.Timeout(30.0, read=60.0),
                 )
                 try:
-                    down_since, failures = None, 0
+                    follow.connected()
                     for event in sse.parse(resp.iter_lines()):
-                        if event.comment:
-                            if on_idle:
-                                on_idle()
-                            continue
                         if event.event == "end":
                             return
-                        if event.event != "message" or event.data is None:
-                            continue
-                        if event.id:
-                            last = event.id
-                        yield models.LogLine(line=json.loads(event.data), id=event.id)
+                        if event.comment and on_idle:
+                            on_idle()
+                        if (line := follow.line(event)) is not None:
+                            yield line
                 finally:
                     resp.close()
-            except (httpx.TransportError, Unreachable, ServiceUnavailable) as exc:
-                now = time.monotonic()
-                down_since = down_since or now
-                if now - down_since > max_outage:
-                    if isinstance(exc, httpx.TransportError):
-                        raise _transport_error(self.url, exc) from exc
-                    raise
-            # The stream ended without its ``end`` event: the connection was cut. Resume.
-            failures += 1
-            time.sleep(self.retry.backoff(min(failures, 5)))
+            except httpx.TransportError as exc:  # dropped while reading the stream
+                follow.failed(_transport_error(self.url, exc))
+            except DanteError as exc:
+                follow.failed(exc)
+            time.sleep(follow.delay())
 
     # --- storage --------------------------------------------------------------------------------
 

@@ -171,6 +171,7 @@ def logs(
             sys.stdout.write(api.logs(job_id))
             sys.stdout.flush()
             return
+        api.job(job_id)  # an unknown id fails now, not after the just-submitted grace
         try:
             for line in api.follow_logs(job_id):
                 sys.stdout.write(line.line + "\n")
