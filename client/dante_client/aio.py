@@ -301,6 +301,9 @@ class AsyncClient:
         attempt = 0
         while True:
             have = part.stat().st_size if part.exists() else 0
+            if have > info.size:  # not a prefix of this object: start over
+                part.unlink()
+                have = 0
             if have >= info.size and info.size > 0:
                 return finish_download(part, dst, info.size)
             headers = {"range": f"bytes={have}-"} if have else {}

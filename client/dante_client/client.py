@@ -328,6 +328,9 @@ class Client:
         attempt = 0
         while True:
             have = part.stat().st_size if part.exists() else 0
+            if have > info.size:  # not a prefix of this object: start over
+                part.unlink()
+                have = 0
             headers = {"range": f"bytes={have}-"} if 0 < have < info.size else {}
             if have >= info.size and info.size > 0:
                 return finish_download(part, dst, info.size)
