@@ -244,7 +244,7 @@ def test_submit_then_ps_status_events_logs(cli: Cli, tmp_path: Path) -> None:
     assert r.returncode == 2 and "not found" in r.stderr
 
 
-def test_rerun_submits_the_same_job_again(cli: Cli, tmp_path: Path) -> None:
+def test_rerun_submits_the_same_job_again(cluster: LocalCluster, cli: Cli, tmp_path: Path) -> None:
     spec = job_file(tmp_path, "again", "name: again\nscript: echo run $((6*7))\nenv: {A: b}\n")
     first = cli.json("submit", str(spec))["job_id"]
     api = Api(cli)
@@ -254,6 +254,9 @@ def test_rerun_submits_the_same_job_again(cli: Cli, tmp_path: Path) -> None:
     job = api.wait_state(second, {"completed"})
     assert job["name"] == "again"
     assert cli.ok("logs", second).splitlines() == ["run 42"]
+    stranger = make_cli(cluster, tmp_path)  # another requester cannot read or rerun it
+    r = stranger.run("rerun", first)
+    assert r.returncode == 2 and "not found" in r.stderr
 
 
 def test_logs_follow_resumes_across_a_gateway_restart(
