@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: dev test install lint fmt clean tools
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./client  # the dante CLI and SDK (installable alone)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -112,7 +112,9 @@ async def job_logs(
         return await _job_status(request, state, job_id)
 
     return StreamingResponse(
-        logs.follow(js, job_id, current),
+        logs.follow(
+            js, job_id, current, after=logs.parse_event_id(request.headers.get("last-event-id"))
+        ),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )

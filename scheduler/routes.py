@@ -6,7 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from scheduler.schemas import CancelAccepted, JobEventRead, JobEvents, JobList, JobRead, UsageRead
+from scheduler.schemas import (
+    CancelAccepted,
+    JobEventRead,
+    JobEvents,
+    JobList,
+    JobRead,
+    JobSpecRead,
+    UsageRead,
+)
 from scheduler.service import SchedulerService
 from scheduler.state import SchedulerState
 from shared.auth import CurrentPrincipal
@@ -73,6 +81,12 @@ async def list_jobs(
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: str, principal: CurrentPrincipal, service: Service) -> JobRead:
     return JobRead.of(await service.get_visible(job_id, principal))
+
+
+@router.get("/jobs/{job_id}/spec")
+async def job_spec(job_id: str, principal: CurrentPrincipal, service: Service) -> JobSpecRead:
+    job = await service.get_visible(job_id, principal)
+    return JobSpecRead(job_id=job.id, spec=job.spec or {})
 
 
 @router.get("/jobs/{job_id}/events")

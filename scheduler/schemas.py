@@ -119,6 +119,13 @@ class JobEvents(Out):
     events: list[JobEventRead]
 
 
+class JobSpecRead(Out):
+    """The job as submitted (normalized), so a client can submit it again (``dante rerun``)."""
+
+    job_id: str
+    spec: dict[str, Any]
+
+
 class CancelAccepted(Out):
     job_id: str
     status: JobState
