@@ -28,6 +28,7 @@ PUBLIC_PREFIXES = (
     "/api/v1/auth/token",
     "/.well-known/jwks.json",
     "/api/v1/storage/presigned/",
+    "/api/v1/billing/stripe/webhook",  # Stripe signs it; billing verifies the signature
 )
 
 ROUTES = (
@@ -37,6 +38,7 @@ ROUTES = (
     ("/api/v1/jobs", "scheduler"),
     ("/api/v1/usage", "scheduler"),
     ("/api/v1/storage", "storage"),
+    ("/api/v1/billing", "billing"),
 )
 
 

@@ -32,6 +32,7 @@ SERVICES = (
     ("registry", "provider_registry", "DANTE_REGISTRY_", True),
     ("scheduler", "scheduler", "DANTE_SCHEDULER_", True),
     ("storage", "storage_service", "DANTE_STORAGE_", False),
+    ("billing", "billing_service", "DANTE_BILLING_", True),
     ("gateway", "api_gateway", "DANTE_GATEWAY_", False),
 )
 NATS_DEV_PORT = 14222  # 4222 is often taken by a system NATS; ours lives next to it
@@ -73,6 +74,9 @@ class ClusterConfig:
     # Per-provider NATS users (docs/nats.md): services share a full-permission user, each
     # daemon gets a JWT from the auth service allowing its own tasks only. False: no NATS auth.
     nats_auth: bool = True
+    # The scheduler asks billing for a hold before each dispatch (jobs of users without
+    # credit wait); off, billing still runs and settles usage but never stops a job.
+    billing_holds: bool = False
 
 
 @dataclass
@@ -220,7 +224,11 @@ class LocalCluster:
         if service == "auth":
             return {"SERVICE_CLIENTS": json.dumps({"scheduler": self.service_secret})}
         if service == "scheduler":
-            return {"SERVICE_CLIENT_ID": "scheduler", "SERVICE_CLIENT_SECRET": self.service_secret}
+            return {
+                "SERVICE_CLIENT_ID": "scheduler",
+                "SERVICE_CLIENT_SECRET": self.service_secret,
+                "BILLING_HOLDS": "true" if self.config.billing_holds else "false",
+            }
         return {}
 
     def _liveness_env(self, service: str) -> dict[str, str]:

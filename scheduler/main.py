@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from scheduler.billing import HttpBilling
 from scheduler.dispatch import Presigner
 from scheduler.routes import router
 from scheduler.settings import SchedulerSettings
@@ -40,6 +41,22 @@ def _presigner(settings: SchedulerSettings, runtime: Runtime) -> HttpPresigner |
     return HttpPresigner(storage_base, runtime.http, tokens, settings.presign_expires_seconds)
 
 
+def _billing(settings: SchedulerSettings, runtime: Runtime) -> HttpBilling | None:
+    if not settings.billing_holds:
+        return None
+    tokens = ServiceTokenSource(
+        token_url_from_discovery(runtime.discovery),
+        settings.service_client_id,
+        settings.service_client_secret,
+        http=runtime.http,
+    )
+
+    async def billing_base() -> str:
+        return (await runtime.discovery.resolve("billing"))[0]
+
+    return HttpBilling(billing_base, runtime.http, tokens)
+
+
 def create_app(
     settings: SchedulerSettings | None = None,
     *,
@@ -64,7 +81,11 @@ def create_app(
                 exits.push_async_callback(close_nats, nc)  # last: after the loops stopped
                 runtime = await exits.enter_async_context(service_runtime(app, settings, jwks=jwks))
                 workers = Workers(
-                    sessions, js, settings, presigner or _presigner(settings, runtime)
+                    sessions,
+                    js,
+                    settings,
+                    presigner or _presigner(settings, runtime),
+                    billing=_billing(settings, runtime),
                 )
                 app.state.workers = workers
                 # Two-step shutdown: stop taking work (the loops see `stop`), then drain NATS.

@@ -28,3 +28,6 @@ class SchedulerSettings(ServiceSettings):
     shutdown_grace_seconds: float = 10.0
     # after a wake-up hint, wait this long so a burst of submissions is placed in one round
     placement_coalesce_seconds: float = 0.05
+    # ask the billing service for a hold before each dispatch (scheduler/billing.py); needs
+    # the service credentials above. Off: jobs run unbilled (usage is still published).
+    billing_holds: bool = False

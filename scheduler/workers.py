@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from scheduler.billing import HttpBilling, outbox_loop
 from scheduler.dispatch import Placer, Presigner
 from scheduler.service import SchedulerService
 from scheduler.settings import SchedulerSettings
@@ -44,11 +45,13 @@ class Workers:
         js: JetStreamContext,
         settings: SchedulerSettings,
         presigner: Presigner | None = None,
+        billing: HttpBilling | None = None,
     ) -> None:
         self.sessions = sessions
         self.js = js
         self.settings = settings
         self.presigner = presigner
+        self.billing = billing
         self.wake = asyncio.Event()
 
     def _service(self, uow: object) -> SchedulerService:
@@ -96,7 +99,8 @@ class Workers:
             service = self._service(uow)
             pending = await self._reports_pending()
             await service.expire_dispatches(self.settings.placement_batch, reports_pending=pending)
-            return await Placer(service, self.presigner).place(self.settings.placement_batch)
+            placer = Placer(service, self.presigner, self.billing)
+            return await placer.place(self.settings.placement_batch)
 
     async def _reports_pending(self) -> bool:
         """Are status reports waiting in JetStream (a "running" may be among them)?"""
@@ -155,3 +159,4 @@ class Workers:
             for c in consumers:
                 tg.create_task(c.run(stop))
             tg.create_task(self.placement_loop(stop))
+            tg.create_task(outbox_loop(self.sessions, self.js, stop))
