@@ -18,6 +18,7 @@ from billing_service.errors import InvalidAmount, InvalidWebhook, PaymentsNotCon
 from billing_service.models import PaymentEvent
 from billing_service.service import BillingService
 from billing_service.settings import BillingSettings
+from shared.errors import ServiceUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +44,15 @@ class StripeCheckout:
         """A Checkout Session for ``amount_minor``; the user pays on Stripe's page."""
         if amount_minor < 50:  # Stripe's own minimum charge is about 0.50 in most currencies
             raise InvalidAmount("a top-up is at least 50 minor units")
-        session = await self.client.v1.checkout.sessions.create_async(
+        try:
+            session = await self._create(user_id, amount_minor)
+        except stripe.StripeError as exc:
+            log.warning("stripe.checkout_failed", error=type(exc).__name__)
+            raise ServiceUnavailable("the payment provider did not answer; try again") from exc
+        return {"session_id": session.id, "url": session.url}
+
+    async def _create(self, user_id: str, amount_minor: int) -> Any:
+        return await self.client.v1.checkout.sessions.create_async(
             params={
                 "mode": "payment",
                 "client_reference_id": user_id,
@@ -62,7 +71,6 @@ class StripeCheckout:
                 "cancel_url": self.settings.stripe_cancel_url,
             }
         )
-        return {"session_id": session.id, "url": session.url}
 
     def verify(self, payload: bytes, signature: str | None) -> stripe.Event:
         """The event if Stripe signed these bytes recently, else :class:`InvalidWebhook`."""
@@ -86,7 +94,7 @@ async def apply_event(service: BillingService, event: stripe.Event) -> dict[str,
     """Credit the wallet a completed, paid checkout names; anything else is recorded only."""
     if await service.payments.get(event.id) is not None:
         return {"event_id": event.id, "duplicate": True, "credited_minor": 0}
-    obj = event.data.object
+    obj = event.data.object.to_dict()  # a plain dict: nested metadata included
     user_id = None
     credited = 0
     if event.type in CREDITING_EVENTS and obj.get("payment_status") == "paid":

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -77,7 +78,7 @@ class FakeStripeApi:
 
         @app.post("/v1/checkout/sessions")
         async def create(request: Request) -> dict[str, Any]:
-            form = dict((await request.form()).items())
+            form = dict(parse_qsl((await request.body()).decode()))
             self.requests.append({"form": form, "auth": request.headers.get("authorization")})
             return {
                 "id": "cs_test_local",
