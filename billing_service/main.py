@@ -8,16 +8,38 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing_service.consumer import BillingWorkers
 from billing_service.payments import StripeCheckout
 from billing_service.routes import internal, router
 from billing_service.settings import BillingSettings
-from shared.app import create_service_app, service_runtime
+from billing_service.storage_metering import StorageSampler
+from shared.app import Runtime, create_service_app, service_runtime
 from shared.db import service_database
 from shared.nats import close_nats, connect, ensure_streams
+from shared.service_auth import ServiceTokenSource, token_url_from_discovery
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sampler(
+    settings: BillingSettings, runtime: Runtime, sessions: async_sessionmaker[AsyncSession]
+) -> Callable[[], Any] | None:
+    """Storage sampling needs billing's service credentials; without them it is off."""
+    if not settings.service_client_secret:
+        return None
+    tokens = ServiceTokenSource(
+        token_url_from_discovery(runtime.discovery),
+        settings.service_client_id,
+        settings.service_client_secret,
+        http=runtime.http,
+    )
+
+    async def storage_base() -> str:
+        return (await runtime.discovery.resolve("storage"))[0]
+
+    return StorageSampler(sessions, settings, runtime.http, storage_base, tokens.headers).sample
 
 
 def create_app(
@@ -43,8 +65,10 @@ def create_app(
             stop = asyncio.Event()
             async with contextlib.AsyncExitStack() as exits:
                 exits.push_async_callback(close_nats, nc)
-                await exits.enter_async_context(service_runtime(app, settings, jwks=jwks))
-                workers = BillingWorkers(sessions, js, settings)
+                runtime = await exits.enter_async_context(service_runtime(app, settings, jwks=jwks))
+                workers = BillingWorkers(
+                    sessions, js, settings, _sampler(settings, runtime, sessions)
+                )
                 app.state.workers = workers
                 task = asyncio.create_task(workers.run(stop))
                 try:

@@ -178,6 +178,10 @@ class SettlementRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
+    async def storage_owners(self) -> list[str]:
+        stmt = sa.select(StorageUsage.user_id).distinct()
+        return list((await self.session.execute(stmt)).scalars())
+
     async def last_storage_sample(self, user_id: str) -> StorageUsage | None:
         stmt = (
             sa.select(StorageUsage)

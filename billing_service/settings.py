@@ -25,6 +25,10 @@ class BillingSettings(ServiceSettings):
     # storage: sampled from the storage service every interval, charged per GB-hour
     storage_price_micros_per_gb_hour: int = 0
     storage_sample_seconds: float = 3600.0
+    # billing's own client credentials (auth's DANTE_AUTH_SERVICE_CLIENTS), to list storage;
+    # empty: storage is not sampled
+    service_client_id: str = "billing"
+    service_client_secret: str = ""
     # the books are checked (sum to zero, cached balances = entries) this often
     reconcile_interval_seconds: float = 24 * 3600.0
     ack_wait_seconds: float = 30.0

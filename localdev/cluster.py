@@ -97,6 +97,7 @@ class LocalCluster:
         self.provider: dict[str, str] = {}  # the first daemon's credentials
         self.providers: dict[str, dict[str, str]] = {}  # daemon process name → credentials
         self.service_secret = secrets.token_urlsafe(32)
+        self.billing_secret = secrets.token_urlsafe(32)  # billing lists storage to meter it
         self.nats_creds: Path | None = None  # the services' .creds file when nats_auth is on
 
     # --- ports and environment ----------------------------------------------------------------
@@ -222,7 +223,10 @@ class LocalCluster:
     def _service_client_env(self, service: str) -> dict[str, str]:
         """The scheduler's client-credentials secret, fresh per launch, given to both ends."""
         if service == "auth":
-            return {"SERVICE_CLIENTS": json.dumps({"scheduler": self.service_secret})}
+            clients = {"scheduler": self.service_secret, "billing": self.billing_secret}
+            return {"SERVICE_CLIENTS": json.dumps(clients)}
+        if service == "billing":
+            return {"SERVICE_CLIENT_ID": "billing", "SERVICE_CLIENT_SECRET": self.billing_secret}
         if service == "scheduler":
             return {
                 "SERVICE_CLIENT_ID": "scheduler",
