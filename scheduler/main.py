@@ -62,6 +62,7 @@ def create_app(
     *,
     jwks: Callable[[], Any] | None = None,
     presigner: Presigner | None = None,
+    billing: HttpBilling | None = None,
 ) -> FastAPI:
     """``jwks`` and ``presigner`` replace the auth and storage clients (tests pass their own)."""
     settings = settings or SchedulerSettings()
@@ -85,7 +86,7 @@ def create_app(
                     js,
                     settings,
                     presigner or _presigner(settings, runtime),
-                    billing=_billing(settings, runtime),
+                    billing=billing or _billing(settings, runtime),
                 )
                 app.state.workers = workers
                 # Two-step shutdown: stop taking work (the loops see `stop`), then drain NATS.
