@@ -54,14 +54,14 @@ async def wait_ready(proc: subprocess.Popen[bytes], port: int, limit: float = 60
     raise TimeoutError("billing not ready")
 
 
-async def until(check: Any, limit: float) -> None:
+async def until(check: Any, limit: float, every: float = 0.25) -> None:
     """Poll ``check`` until true; the bound only stops a hung run (the asserts follow)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + limit
     while loop.time() < end:
         if await check():
             return
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(every)
 
 
 class Books:

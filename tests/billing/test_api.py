@@ -268,6 +268,15 @@ async def test_holds_are_the_schedulers_and_refused_without_funds(
     assert r.status_code == 400  # the wallet is already 60.00 below zero
 
 
+async def test_ops_endpoints(billing: httpx.AsyncClient) -> None:
+    assert (await billing.get("/health")).json() == {"status": "ok", "service": "billing"}
+    r = await billing.get("/ready")
+    assert r.status_code == 200 and set(r.json()["checks"]) == {"database", "nats"}
+    metrics = (await billing.get("/metrics")).text
+    assert "dante_billing_books_balanced" in metrics
+    assert "dante_billing_settlements_total" in metrics
+
+
 async def test_grants_payouts_and_who_sees_what(
     billing: httpx.AsyncClient, mint_token: Callable[..., str]
 ) -> None:

@@ -71,7 +71,7 @@ async def test_billing_killed_mid_settlement_settles_everything_once(
     await run_migrations(MIGRATIONS, db_url, "alembic_version_billing")
     books = Books(db_url)
     owners = [f"user-{i}" for i in range(3)]
-    n = 240
+    n = 400
     messages: list[UsageRecorded] = []
     expected: dict[tuple[str, int], int] = {}
     try:
@@ -114,9 +114,9 @@ async def test_billing_killed_mid_settlement_settles_everything_once(
                     await publish(js, f"usage.recorded.{msg.job_id}", msg, msg_id=f"again-{i}")
 
             async def some_settled() -> bool:
-                return await books.count() >= n // 8
+                return await books.count() >= 10
 
-            await until(some_settled, 120)
+            await until(some_settled, 120, every=0.02)
             proc.send_signal(signal.SIGKILL)  # mid-stream, mid-transaction, no goodbye
             proc.wait()
         at_kill = await books.count()
