@@ -152,6 +152,7 @@ def test_no_credit_waits_then_runs_and_is_charged_exactly(cluster: LocalCluster)
     assert line["gross_minor"] == charge
     assert line["fee_minor"] == fee
     assert line["earned_minor"] == charge - fee
+    assert statement["balance_minor"] == charge - fee  # the provider's earnings account
     assert platform_fees(gw, admin) - fees_before == fee
 
     r = httpx.get(f"{gw}/api/v1/billing/invoices/{month}", headers=user["headers"])

@@ -210,3 +210,44 @@ def test_a_crash_mid_settlement_then_redelivery_settles_once() -> None:
         ("redeliver", 0),
     ]
     asyncio.run(run(history))
+
+
+def test_reconciliation_notices_tampered_books(tmp_path: Path) -> None:
+    """A cached balance edited behind the ledger's back, and an entry without its other leg."""
+
+    async def scenario() -> None:
+        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'tamper.sqlite'}")
+        async with engine.begin() as conn:
+            await conn.run_sync(BillingBase.metadata.create_all)
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        try:
+            async with unit_of_work(sessions) as uow:
+                await BillingService(uow, SETTINGS).grant("u1", 500, "r")
+            async with unit_of_work(sessions) as uow:
+                assert (await BillingService(uow, SETTINGS).reconcile())["ok"]
+                await uow.session.execute(
+                    sa.text("UPDATE accounts SET balance_minor = 501 WHERE id = 'wallet:u1'")
+                )
+            async with unit_of_work(sessions) as uow:
+                report = await BillingService(uow, SETTINGS).reconcile()
+                assert not report["ok"]
+                assert report["drifted_accounts"] == [
+                    {"account": "wallet:u1", "cached": 501, "entries": 500}
+                ]
+                await uow.session.execute(
+                    sa.text("UPDATE accounts SET balance_minor = 500 WHERE id = 'wallet:u1'")
+                )
+                await uow.session.execute(
+                    sa.text(
+                        "INSERT INTO ledger_entries (txn_id, account_id, amount_minor, created_at)"
+                        " VALUES (1, 'wallet:u1', 7, '2026-11-01 00:00:00')"
+                    )
+                )
+            async with unit_of_work(sessions) as uow:
+                report = await BillingService(uow, SETTINGS).reconcile()
+                assert not report["ok"] and report["total_minor"] == 7
+                assert report["unbalanced_txns"] == [1]
+        finally:
+            await engine.dispose()
+
+    asyncio.run(scenario())
