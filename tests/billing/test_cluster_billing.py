@@ -153,6 +153,14 @@ def test_no_credit_waits_then_runs_and_is_charged_exactly(cluster: LocalCluster)
     assert line["fee_minor"] == fee
     assert line["earned_minor"] == charge - fee
     assert statement["balance_minor"] == charge - fee  # the provider's earnings account
+    # the provider's own account sees its statement too (billing learnt the owner from usage)
+    login = httpx.post(
+        f"{gw}/api/v1/auth/login",
+        json={"username": cluster.provider["username"], "password": cluster.provider["password"]},
+    )
+    provider_user = {"authorization": f"Bearer {login.json()['access_token']}"}
+    r = httpx.get(f"{gw}/api/v1/billing/payouts/{provider_id}/{month}", headers=provider_user)
+    assert r.status_code == 200 and r.json()["earned_minor"] >= charge - fee, r.text
     assert platform_fees(gw, admin) - fees_before == fee
 
     r = httpx.get(f"{gw}/api/v1/billing/invoices/{month}", headers=user["headers"])
