@@ -138,6 +138,10 @@ class SettlementRepository:
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
+    async def final_of(self, job_id: str) -> Settlement | None:
+        stmt = sa.select(Settlement).where(Settlement.job_id == job_id, Settlement.final.is_(True))
+        return (await self.session.execute(stmt.limit(1))).scalar_one_or_none()
+
     async def for_owner(self, owner_id: str, since: datetime, until: datetime) -> list[Settlement]:
         stmt = (
             sa.select(Settlement)

@@ -14,7 +14,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from billing_service import money
-from billing_service.errors import InsufficientBalance, InvalidAmount
+from billing_service.errors import HoldConflict, InsufficientBalance, InvalidAmount
 from billing_service.ledger import (
     PLATFORM_FEES,
     Ledger,
@@ -132,6 +132,10 @@ class BillingService:
         existing = await self.holds.get(job_id, attempt, for_update=True)
         if existing is not None:
             return existing, False
+        # A late request (sent before the job ended, arriving after its final usage was
+        # settled) would otherwise leave a hold nobody ever releases.
+        if await self.settlements.get(job_id, attempt) or await self.settlements.final_of(job_id):
+            raise HoldConflict("this job attempt has already been settled")
         amount = self.hold_amount(price_micros_per_hour, units, timeout_seconds)
         w = wallet(owner_id)
         accounts = await self.ledger.lock([w, hold_account(owner_id)])
