@@ -57,14 +57,17 @@ class BillingWorkers:
         self, interval: float, fn: Callable[[], Awaitable[object]], stop: asyncio.Event
     ) -> None:
         while not stop.is_set():
+            wait = interval
             try:
                 await fn()
             except Exception as exc:
+                # e.g. storage or auth not up yet at start: try again soon, not in an hour
+                wait = min(interval, 30.0)
                 log.warning(
                     "billing.loop_failed", loop=getattr(fn, "__name__", "?"), error=str(exc)
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval * random.uniform(0.9, 1.1))
+                await asyncio.wait_for(stop.wait(), wait * random.uniform(0.9, 1.1))
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = PullConsumer(
