@@ -14,7 +14,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import nats
 import sqlalchemy as sa
 
@@ -165,7 +164,6 @@ async def _outbox(db_url: str) -> list[dict]:
 async def test_scheduler_killed_mid_settlement_loses_no_usage(
     own_nats: str,
     sched_db: str,
-    registry: httpx.AsyncClient,
     mint_token,
     tmp_path: Path,
 ) -> None:
@@ -186,7 +184,6 @@ async def test_scheduler_killed_mid_settlement_loses_no_usage(
         log = tmp_path / "scheduler.log"
         async with Harness(own_nats, mint_token) as h:
             h.run_seconds = (0.05, 0.3)
-            await h.register(registry, 10)
             ids: list[str] = []
             with billing_process(
                 billing_db, own_nats, tmp_path / "billing.log", **FAST_BILLING
@@ -196,7 +193,16 @@ async def test_scheduler_killed_mid_settlement_loses_no_usage(
             ):
                 await wait_ready(bproc, bport)
                 with scheduler_process(sched_db, own_nats, log, **fast) as (proc, port):
-                    await wait_healthy(proc, port)
+                    await wait_healthy(proc, port)  # it creates the streams
+                    # 36,000.00 per GPU-hour (1 minor unit per ms per GPU): every run costs
+                    gpus = [
+                        {"index": g, "name": "NVIDIA A100", "memory_total_mb": 40960}
+                        for g in range(4)
+                    ]
+                    for i in range(10):
+                        await h.announce(
+                            f"prov-{i}", gpus, price_per_hour=36_000.0, max_concurrent_tasks=4
+                        )
                     for i in range(150):
                         ids.append(await h.submit(random.choice(owners), random.choice([0, 1, 2])))
                         if i == 90:  # jobs are finishing: terminal commits, outbox in flight
