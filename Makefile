@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+	@# pdftotext (poppler-utils) reads the billing invoices' PDFs in tests/billing
+	@command -v pdftotext >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+		apt-get install -y -q poppler-utils >/dev/null 2>&1) || \
+		echo "note: install poppler-utils (pdftotext) for tests/billing"
 
 ## Bring the whole platform up locally (SQLite, nats-server from the wheel, local disk). Ctrl-C stops it.
 dev: $(STAMP)

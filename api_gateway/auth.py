@@ -22,6 +22,7 @@ PUBLIC_PREFIXES = (
     "/api/v1/auth/token",
     "/.well-known/jwks.json",
     "/api/v1/storage/presigned/",
+    "/api/v1/billing/stripe/webhook",  # Stripe signs it; billing verifies the signature
 )
 
 

@@ -28,6 +28,7 @@ ROUTES = (
     ("/api/v1/jobs", "scheduler"),
     ("/api/v1/usage", "scheduler"),
     ("/api/v1/storage", "storage"),
+    ("/api/v1/billing", "billing"),
 )
 
 

@@ -21,13 +21,18 @@ def up(
     heartbeat_ttl: float | None = typer.Option(
         None, help="seconds without a heartbeat before a provider is offline (default 30)"
     ),
+    billing: bool = typer.Option(
+        True, help="hold funds before dispatch: a job whose owner cannot pay waits"
+    ),
 ) -> None:
     """Bring the whole platform up; Ctrl-C (or SIGTERM) stops every process it started."""
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     cluster = LocalCluster(
-        ClusterConfig(data_dir=data_dir, daemons=daemons, heartbeat_ttl=heartbeat_ttl)
+        ClusterConfig(
+            data_dir=data_dir, daemons=daemons, heartbeat_ttl=heartbeat_ttl, billing_holds=billing
+        )
     )
     try:
         cluster.start()

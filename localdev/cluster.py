@@ -33,6 +33,7 @@ SERVICES = (
     ("registry", "provider_registry", "DANTE_REGISTRY_", True),
     ("scheduler", "scheduler", "DANTE_SCHEDULER_", True),
     ("storage", "storage_service", "DANTE_STORAGE_", False),
+    ("billing", "billing_service", "DANTE_BILLING_", True),
     ("gateway", "api_gateway", "DANTE_GATEWAY_", False),
 )
 NATS_DEV_PORT = 14222  # 4222 is often taken by a system NATS; ours lives next to it
@@ -74,6 +75,9 @@ class ClusterConfig:
     # Per-provider NATS users (docs/nats.md): services share a full-permission user, each
     # daemon gets a JWT from the auth service allowing its own tasks only. False: no NATS auth.
     nats_auth: bool = True
+    # The scheduler asks billing for a hold before each dispatch (jobs of users without
+    # credit wait); off, billing still runs and settles usage but never stops a job.
+    billing_holds: bool = False
 
 
 @dataclass
@@ -94,6 +98,7 @@ class LocalCluster:
         self.provider: dict[str, str] = {}  # the first daemon's credentials
         self.providers: dict[str, dict[str, str]] = {}  # daemon process name → credentials
         self.service_secret = secrets.token_urlsafe(32)
+        self.billing_secret = secrets.token_urlsafe(32)  # billing lists storage to meter it
         self.nats_creds: Path | None = None  # the services' .creds file when nats_auth is on
 
     # --- ports and environment ----------------------------------------------------------------
@@ -222,12 +227,17 @@ class LocalCluster:
         clients = {name: self._client_secret(name) for name, *_ in SERVICES if name != "auth"}
         if service == "auth":
             return {"SERVICE_CLIENTS": json.dumps(clients)}
-        return {"SERVICE_CLIENT_ID": service, "SERVICE_CLIENT_SECRET": clients[service]}
+        env = {"SERVICE_CLIENT_ID": service, "SERVICE_CLIENT_SECRET": clients[service]}
+        if service == "scheduler":
+            env["BILLING_HOLDS"] = "true" if self.config.billing_holds else "false"
+        return env
 
     def _client_secret(self, service: str) -> str:
-        # the scheduler keeps ``service_secret`` (tests read it); the others derive their own
+        # the scheduler and billing keep theirs (tests read them); the others derive their own
         if service == "scheduler":
             return self.service_secret
+        if service == "billing":
+            return self.billing_secret
         return hashlib.sha256(f"{self.service_secret}:{service}".encode()).hexdigest()
 
     def _liveness_env(self, service: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import structlog
 
 from scheduler import placement
+from scheduler.billing import BillingUnavailable, HttpBilling, InsufficientFunds
 from scheduler.errors import MissingInput, StorageUnavailable
 from scheduler.models import Job, ProviderView
 from scheduler.service import SchedulerService
@@ -78,10 +79,17 @@ def capacity_of(view: ProviderView | Any) -> placement.Capacity:
 
 
 class Placer:
-    def __init__(self, service: SchedulerService, presigner: Presigner | None = None) -> None:
+    def __init__(
+        self,
+        service: SchedulerService,
+        presigner: Presigner | None = None,
+        billing: HttpBilling | None = None,
+    ) -> None:
         self.svc = service
         self.presigner = presigner
+        self.billing = billing
         self._storage_down: str | None = None
+        self._billing_down: str | None = None
 
     async def _wait(self, job: Job, reason: str) -> None:
         """Say why the job waits, once per distinct reason (not once per round)."""
@@ -121,6 +129,8 @@ class Placer:
                 else:
                     await self._wait(job, placement.wait_reason(demand, list(caps.values())))
                 continue
+            if not await self._hold(job, caps[choice.provider_id].price_per_hour):
+                continue
             try:
                 io = await self._presign(job, spec)
             except MissingInput as exc:
@@ -142,6 +152,23 @@ class Placer:
             placed += 1
         await svc.providers.mark_placed(sorted(used), now)  # least-recently-used tie-break
         return placed
+
+    async def _hold(self, job: Job, price_per_hour: float | None) -> bool:
+        """Funds held for this attempt (or billing not in use); else the job waits, saying why."""
+        if self.billing is None:
+            return True
+        if self._billing_down is None:
+            try:
+                await self.billing.hold(job, price_per_hour)
+                return True
+            except InsufficientFunds as exc:
+                await self._wait(job, str(exc))
+                return False
+            except BillingUnavailable as exc:
+                self._billing_down = str(exc)  # one failure per round, not one timeout per job
+                log.warning("dispatch.billing_unavailable", job_id=job.id, error=str(exc))
+        await self._wait(job, f"waiting: billing unavailable ({self._billing_down})")
+        return False
 
     @staticmethod
     def _gpu_name(cap: placement.Capacity, indices: list[int]) -> str | None:

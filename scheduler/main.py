@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from scheduler.billing import HttpBilling
 from scheduler.dispatch import Presigner
 from scheduler.routes import router
 from scheduler.settings import SchedulerSettings
@@ -41,11 +42,28 @@ def _presigner(settings: SchedulerSettings, runtime: Runtime) -> HttpPresigner |
     return HttpPresigner(storage_base, runtime.http, tokens, settings.presign_expires_seconds)
 
 
+def _billing(settings: SchedulerSettings, runtime: Runtime) -> HttpBilling | None:
+    if not settings.billing_holds:
+        return None
+    tokens = ServiceTokenSource(
+        token_url_from_discovery(runtime.discovery),
+        settings.service_client_id,
+        settings.service_client_secret,
+        http=runtime.http,
+    )
+
+    async def billing_base() -> str:
+        return (await runtime.discovery.resolve("billing"))[0]
+
+    return HttpBilling(billing_base, runtime.http, tokens)
+
+
 def create_app(
     settings: SchedulerSettings | None = None,
     *,
     jwks: Callable[[], Any] | None = None,
     presigner: Presigner | None = None,
+    billing: HttpBilling | None = None,
 ) -> FastAPI:
     """``jwks`` and ``presigner`` replace the auth and storage clients (tests pass their own)."""
     settings = settings or SchedulerSettings()
@@ -66,6 +84,7 @@ def create_app(
                 settings,
                 presigner or _presigner(settings, runtime),
                 service_state(app).ready_checks,
+                billing=billing or _billing(settings, runtime),
             )
             # Two-step shutdown: stop taking work (the loops see `stop`), then drain NATS.
             stop = asyncio.Event()

@@ -20,7 +20,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from shared.contracts import JobState
 from shared.db import unit_of_work, utcnow
-from shared.metrics import dependency_up, every, poll_jetstream
+from shared.loops import every
+from shared.metrics import dependency_up, poll_jetstream
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -205,4 +206,4 @@ async def poll_forever(
         if failed is not None:
             raise failed
 
-    await every(interval, tick, stop, "scheduler")
+    await every("metrics", tick, interval, stop=stop)

@@ -130,3 +130,17 @@ class UsageRecord(SchedulerBase):
     gpu_seconds: Mapped[float] = mapped_column(sa.Float)
     price_per_hour: Mapped[float] = mapped_column(sa.Float)
     cost: Mapped[float] = mapped_column(sa.Float)
+
+
+class UsageOutbox(SchedulerBase):
+    """Billing usage of one ended attempt, until it is on JetStream (scheduler/billing.py)."""
+
+    __tablename__ = "usage_outbox"
+    __table_args__ = (sa.UniqueConstraint("job_id", "attempt", name="uq_usage_outbox_attempt"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(sa.String(36))
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)

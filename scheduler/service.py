@@ -12,7 +12,7 @@ import structlog
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
-from scheduler import metrics, states
+from scheduler import billing, metrics, states
 from scheduler.models import Job, JobEvent, JobTag, ProviderView
 from scheduler.repository import JobRepository, ProviderViewRepository
 from scheduler.schemas import UsageRead, UsageRecordRead, UsageScope
@@ -71,6 +71,7 @@ class SchedulerService:
     async def transition(self, job: Job, to: JobState, cause: str) -> None:
         states.check(job.state, to)
         now = utcnow()
+        ends_attempt = to.terminal or (to == JobState.QUEUED and job.provider_id is not None)
         await self.jobs.add_event(
             JobEvent(
                 job_id=job.id,
@@ -99,6 +100,8 @@ class SchedulerService:
             if record is not None:
                 await self.usage.add(record)
                 metrics.on_usage(self.uow, record)
+        if ends_attempt:  # billing's copy, in integers, through the outbox (scheduler/billing.py)
+            await billing.record_usage(self.uow.session, job, now, final=to.terminal)
 
     async def _requeue_or_fail(self, job: Job, cause: str, *, cancel_old: bool = False) -> None:
         """Retry as attempt + 1, or fail when retries are spent. ``cancel_old`` tells the

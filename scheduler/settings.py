@@ -33,3 +33,6 @@ class SchedulerSettings(ServiceSettings):
     max_deliver: int = 10
     retry_backoff_cap_seconds: float = 30.0
     dead_letter_replay_seconds: float = 60.0
+    # ask the billing service for a hold before each dispatch (scheduler/billing.py); needs
+    # the service credentials above. Off: jobs run unbilled (usage is still published).
+    billing_holds: bool = False

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scheduler import metrics
+from scheduler.billing import HttpBilling, outbox_loop
 from scheduler.dispatch import Placer, Presigner
 from scheduler.service import SchedulerService
 from scheduler.settings import SchedulerSettings
@@ -57,12 +58,14 @@ class Workers:
         settings: SchedulerSettings,
         presigner: Presigner | None = None,
         ready: ReadyChecks | None = None,
+        billing: HttpBilling | None = None,
     ) -> None:
         self.sessions = sessions
         self.ready = ready  # the app's ready checks: a failing loop makes /ready answer 503
         self.js = js
         self.settings = settings
         self.presigner = presigner
+        self.billing = billing
         self.wake = asyncio.Event()
 
     def _service(self, uow: UnitOfWork) -> SchedulerService:
@@ -124,7 +127,8 @@ class Workers:
             service = self._service(uow)
             pending = await self._reports_pending()
             await service.expire_dispatches(self.settings.placement_batch, reports_pending=pending)
-            return await Placer(service, self.presigner).place(self.settings.placement_batch)
+            placer = Placer(service, self.presigner, self.billing)
+            return await placer.place(self.settings.placement_batch)
 
     async def _reports_pending(self) -> bool:
         """Are status reports waiting in JetStream (a "running" may be among them)?"""
@@ -189,3 +193,4 @@ class Workers:
                 tg.create_task(c.run(stop))
             tg.create_task(self.placement_loop(stop))
             tg.create_task(metrics.poll_forever(self.sessions, self.js, stop))
+            tg.create_task(outbox_loop(self.sessions, self.js, stop))

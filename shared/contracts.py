@@ -332,3 +332,28 @@ class ProviderEvent(Message):
     labels: dict[str, str] = Field(default_factory=dict)
     gpus: list[GpuInfo] = Field(default_factory=list)
     owner_id: str | None = None  # the provider account (for its earnings); None if not sent
+
+
+class UsageRecorded(Message):
+    """``usage.recorded.<job_id>``: what one attempt of a job ran, in integers, for billing.
+
+    Published by the scheduler (from its outbox, so a crash never loses one) when an attempt
+    ends: at a requeue (``final`` false) and at the job's terminal state (``final`` true, also
+    for a job that never reached a host, so its holds are released). Money and time are
+    integers: ``run_microseconds`` is ``ended_at - started_at`` exactly, and the price is in
+    millionths of the currency unit per GPU-hour. ``Nats-Msg-Id`` = ``<job_id>:<attempt>:usage``.
+    """
+
+    job_id: str
+    attempt: int
+    owner_id: str
+    provider_id: str | None = None
+    provider_owner_id: str | None = None
+    state: str
+    final: bool
+    started_at: datetime | None = None
+    ended_at: datetime
+    run_microseconds: int = Field(ge=0)
+    units: int = Field(ge=1)  # GPUs billed (1 for a CPU-only task)
+    gpu_model: str | None = None
+    price_micros_per_hour: int = Field(ge=0)

@@ -10,11 +10,8 @@ method, route template and status) is recorded by ``shared.app.RequestContext``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
 import re
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
@@ -67,20 +64,6 @@ async def poll_jetstream(js: Any, streams: Iterable[str]) -> None:
         dependency_up.labels("nats").set(0)
         raise
     dependency_up.labels("nats").set(1)
-
-
-async def every(
-    interval: float, fn: Callable[[], Awaitable[None]], stop: asyncio.Event, what: str
-) -> None:
-    """Call ``fn`` every ``interval`` seconds (±20 % jitter) until ``stop``; a failure is logged
-    and retried on the next tick, never fatal: metrics must not take a service down."""
-    while not stop.is_set():
-        try:
-            await fn()
-        except Exception as exc:
-            log.warning("metrics.poll_failed", what=what, error=str(exc) or type(exc).__name__)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval * random.uniform(0.8, 1.2))
 
 
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")

@@ -97,6 +97,15 @@ STREAMS: dict[str, StreamConfig] = {
         max_age=30 * DAY,
         max_bytes=1 << 30,
     ),
+    # Usage for billing: a work queue like JOBS (billing is its one consumer). Kept 30 days so
+    # a billing outage of weeks still settles everything once billing is back.
+    "USAGE": StreamConfig(
+        name="USAGE",
+        subjects=["usage.recorded.*"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        max_age=30 * DAY,
+        duplicate_window=120,
+    ),
 }
 
 messages_handled = Counter(

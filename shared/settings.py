@@ -14,6 +14,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "scheduler": 8003,
     "storage": 8082,
     "daemon": 8085,
+    "billing": 8086,
 }
 """Each service's default port (ARCHITECTURE)."""
 

@@ -39,14 +39,16 @@ SERVICES = {
     "registry": ("provider_registry", "DANTE_REGISTRY_"),
     "scheduler": ("scheduler", "DANTE_SCHEDULER_"),
     "storage": ("storage_service", "DANTE_STORAGE_"),
+    "billing": ("billing_service", "DANTE_BILLING_"),
 }
-DATABASE_SERVICES = ("auth", "registry", "scheduler")
+DATABASE_SERVICES = ("auth", "registry", "scheduler", "billing")
 INFRA = ("postgres", "nats-auth-init", "nats", "consul", "minio", "minio-init")
 SECRETS = (
     "POSTGRES_PASSWORD",
     "DANTE_AUTH_DB_PASSWORD",
     "DANTE_REGISTRY_DB_PASSWORD",
     "DANTE_SCHEDULER_DB_PASSWORD",
+    "DANTE_BILLING_DB_PASSWORD",
     "MINIO_ROOT_PASSWORD",
     "DANTE_S3_SECRET_KEY",
     "DANTE_ADMIN_PASSWORD",
@@ -151,6 +153,7 @@ SETTINGS_CLASSES = {
     "registry": ("provider_registry.settings:RegistrySettings", "DANTE_REGISTRY_", "registry"),
     "scheduler": ("scheduler.settings:SchedulerSettings", "DANTE_SCHEDULER_", "scheduler"),
     "storage": ("storage_service.settings:StorageSettings", "DANTE_STORAGE_", "storage"),
+    "billing": ("billing_service.settings:BillingSettings", "DANTE_BILLING_", "billing"),
     "provider-cpu": ("provider_daemon.settings:DaemonSettings", "DANTE_DAEMON_", "daemon"),
 }
 
@@ -375,6 +378,7 @@ def test_init_script_creates_isolated_databases(pg_admin_url: str) -> None:
         "DANTE_AUTH_DB_PASSWORD": "pw-auth",
         "DANTE_REGISTRY_DB_PASSWORD": "pw-registry'; DROP ROLE postgres; --",
         "DANTE_SCHEDULER_DB_PASSWORD": "pw-scheduler",
+        "DANTE_BILLING_DB_PASSWORD": "pw-billing",
     }
     if admin.password:
         env["PGPASSWORD"] = admin.password

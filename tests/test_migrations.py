@@ -19,7 +19,19 @@ SERVICES = {
     "provider_registry": ("alembic_version_registry", {"providers", "gpus"}),
     "scheduler": (
         "alembic_version_scheduler",
-        {"jobs", "job_events", "provider_views", "job_tags", "usage_records"},
+        {"jobs", "job_events", "provider_views", "job_tags", "usage_records", "usage_outbox"},
+    ),
+    "billing_service": (
+        "alembic_version_billing",
+        {
+            "accounts",
+            "ledger_txns",
+            "ledger_entries",
+            "holds",
+            "settlements",
+            "storage_usage",
+            "payment_events",
+        },
     ),
 }
 

@@ -26,3 +26,4 @@ SQL
 create dante_auth "${DANTE_AUTH_DB_PASSWORD:-}"
 create dante_registry "${DANTE_REGISTRY_DB_PASSWORD:-}"
 create dante_scheduler "${DANTE_SCHEDULER_DB_PASSWORD:-}"
+create dante_billing "${DANTE_BILLING_DB_PASSWORD:-}"

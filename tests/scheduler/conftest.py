@@ -60,7 +60,7 @@ def scheduler_factory(
 
     @contextlib.asynccontextmanager
     async def make(
-        presigner: Any = None, **overrides: Any
+        presigner: Any = None, billing: Any = None, **overrides: Any
     ) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
         fields = {
             "placement_interval_seconds": 0.1,
@@ -69,7 +69,7 @@ def scheduler_factory(
             **overrides,
         }
         settings = SchedulerSettings(database_url=db_url, nats_url=own_nats, port=0, **fields)
-        app = create_app(settings, jwks=local_jwks, presigner=presigner)
+        app = create_app(settings, jwks=local_jwks, presigner=presigner, billing=billing)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://sched") as client:

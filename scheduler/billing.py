@@ -1,0 +1,179 @@
+"""The scheduler's side of billing: holds before dispatch, and a usage outbox.
+
+Holds: before an attempt is dispatched, the scheduler asks the billing service (its service
+token, ``POST /internal/holds``) to set aside price x GPUs x min(timeout, cap). A 402 leaves the
+job queued with the reason "insufficient balance: ..."; billing unreachable leaves it queued
+with "waiting: billing unavailable" — a billing outage delays jobs, it never loses or fails
+them, and never runs work nobody can pay for. The hold is keyed by (job, attempt), so asking
+again after a rolled-back round returns the same hold.
+
+Usage: every attempt that ends (a requeue, or the job's terminal state) writes one
+``usage_outbox`` row in the same transaction as the state change; a loop publishes unpublished
+rows to ``usage.recorded.<job_id>`` and marks them. A crash between the commit and the publish
+loses nothing (the row is still unpublished); a crash between publish and mark publishes twice,
+which JetStream's duplicate window and billing's (job, attempt) key both absorb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING
+
+import httpx
+import sqlalchemy as sa
+import structlog
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from scheduler.models import Job, ProviderView, UsageOutbox
+from shared.contracts import UsageRecorded
+from shared.db import unit_of_work, utcnow
+from shared.errors import DanteError
+from shared.loops import every
+from shared.nats import publish
+
+if TYPE_CHECKING:
+    from shared.service_auth import ServiceTokenSource
+
+log = structlog.get_logger(__name__)
+
+
+def price_micros(price_per_hour: float | None) -> int:
+    """The placement price (a decimal per GPU-hour) as integer millionths, half up; the one
+    place a float price becomes money."""
+    if not price_per_hour:
+        return 0
+    value = Decimal(str(price_per_hour)) * 1_000_000
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def usage_of(
+    job: Job, ended_at: datetime, *, final: bool, provider_owner_id: str | None
+) -> UsageRecorded:
+    started = job.started_at if job.provider_id else None
+    run = (ended_at - started) if started else None
+    # timedelta is exact in microseconds: this is ended_at - started_at to the microsecond
+    run_us = max(0, (run.days * 86_400 + run.seconds) * 1_000_000 + run.microseconds) if run else 0
+    return UsageRecorded(
+        job_id=job.id,
+        attempt=job.attempt,
+        owner_id=job.owner_id,
+        provider_id=job.provider_id,
+        provider_owner_id=provider_owner_id,
+        state=str(job.state),
+        final=final,
+        started_at=started,
+        ended_at=ended_at,
+        run_microseconds=run_us,
+        units=max(job.gpu_count, 1),
+        gpu_model=job.gpu_name,
+        price_micros_per_hour=price_micros(job.price_per_hour) if job.provider_id else 0,
+    )
+
+
+async def record_usage(session: AsyncSession, job: Job, ended_at: datetime, *, final: bool) -> None:
+    """Write the attempt's usage to the outbox (same transaction as the state change)."""
+    owner = None
+    if job.provider_id:
+        view = await session.get(ProviderView, job.provider_id)
+        owner = view.owner_id if view else None
+    event = usage_of(job, ended_at, final=final, provider_owner_id=owner)
+    session.add(
+        UsageOutbox(
+            job_id=job.id,
+            attempt=job.attempt,
+            payload=event.model_dump(mode="json"),
+            created_at=utcnow(),
+        )
+    )
+
+
+async def publish_outbox(
+    sessions: async_sessionmaker[AsyncSession], js: JetStreamContext, batch: int = 100
+) -> int:
+    """Publish what is unpublished, oldest first; rows are claimed SKIP LOCKED (replicas)."""
+    async with unit_of_work(sessions) as uow:
+        stmt = (
+            sa.select(UsageOutbox)
+            .where(UsageOutbox.published_at.is_(None))
+            .order_by(UsageOutbox.id)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+        rows = list((await uow.session.execute(stmt)).scalars())
+        for row in rows:
+            event = UsageRecorded.model_validate(row.payload)
+            await publish(
+                js,
+                f"usage.recorded.{row.job_id}",
+                event,
+                msg_id=f"{row.job_id}:{row.attempt}:usage",
+            )
+            row.published_at = utcnow()
+    return len(rows)
+
+
+async def outbox_loop(
+    sessions: async_sessionmaker[AsyncSession],
+    js: JetStreamContext,
+    stop: asyncio.Event,
+    interval: float = 0.5,
+) -> None:
+    """Publish the outbox until ``stop``; NATS or the database away: the rows wait (backed off,
+    loudly after repeated failures); a full batch sent means more may wait: go again at once."""
+
+    async def send() -> float | None:
+        return 0.0 if await publish_outbox(sessions, js) else None
+
+    await every("usage_outbox", send, interval, stop=stop)
+
+
+# --- holds ------------------------------------------------------------------------------------
+
+
+class InsufficientFunds(Exception):
+    """Billing refused the hold: the owner's wallet cannot cover it."""
+
+
+class BillingUnavailable(Exception):
+    """Billing could not answer (down, auth not ready): the job waits."""
+
+
+class HttpBilling:
+    def __init__(
+        self,
+        base_url: Callable[[], Awaitable[str]],
+        http: httpx.AsyncClient,
+        tokens: ServiceTokenSource,
+    ) -> None:
+        self.base_url = base_url
+        self.http = http
+        self.tokens = tokens
+
+    async def hold(self, job: Job, price_per_hour: float | None) -> int:
+        """Hold funds for the job's current attempt; returns the amount (minor units)."""
+        body = {
+            "job_id": job.id,
+            "attempt": job.attempt,
+            "owner_id": job.owner_id,
+            "price_micros_per_hour": price_micros(price_per_hour),
+            "units": max(job.gpu_count, 1),
+            "timeout_seconds": job.timeout_seconds,
+        }
+        try:
+            url = f"{await self.base_url()}/internal/holds"
+            resp = await self.http.post(
+                url, json=body, headers=await self.tokens.headers(), timeout=5
+            )
+        except (httpx.HTTPError, DanteError, IndexError) as exc:
+            raise BillingUnavailable(type(exc).__name__) from exc
+        if resp.status_code == 401:
+            self.tokens.invalidate()
+        if resp.status_code == 402:
+            raise InsufficientFunds(resp.json().get("detail", "insufficient balance"))
+        if resp.status_code not in (200, 201):
+            raise BillingUnavailable(f"billing answered {resp.status_code}")
+        return int(resp.json()["amount_minor"])

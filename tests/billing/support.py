@@ -1,0 +1,104 @@
+"""A real billing process, and reading its books straight from its database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from billing_service.models import Hold, Settlement
+from billing_service.service import BillingService
+from billing_service.settings import BillingSettings
+from shared.db import make_engine, unit_of_work
+from tests.support.servers import free_port, spawned
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def billing_process(
+    db_url: str, nats_url: str, log_path: Path, **settings: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``python -m billing_service serve`` on a free port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DANTE_BILLING_PORT": str(port),
+        "DANTE_BILLING_DATABASE_URL": db_url,
+        "DANTE_BILLING_NATS_URL": nats_url,
+        "DANTE_BILLING_ENVIRONMENT": "dev",
+        "DANTE_BILLING_LOG_JSON": "true",
+        **{f"DANTE_BILLING_{k.upper()}": v for k, v in settings.items()},
+    }
+    with spawned([sys.executable, "-m", "billing_service", "serve"], env, log_path, cwd=ROOT) as p:
+        yield p, port
+
+
+async def wait_ready(proc: subprocess.Popen[bytes], port: int, limit: float = 60) -> None:
+    async with httpx.AsyncClient() as http:
+        deadline = asyncio.get_running_loop().time() + limit
+        while asyncio.get_running_loop().time() < deadline:
+            assert proc.poll() is None, f"billing exited with {proc.returncode}"
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    raise TimeoutError("billing not ready")
+
+
+async def until(check: Any, limit: float, every: float = 0.25) -> None:
+    """Poll ``check`` until true; the bound only stops a hung run (the asserts follow)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while loop.time() < end:
+        if await check():
+            return
+        await asyncio.sleep(every)
+
+
+class Books:
+    """The billing database, read (and seeded) from the test."""
+
+    def __init__(self, db_url: str, settings: BillingSettings | None = None) -> None:
+        self.engine = make_engine(db_url)
+        from sqlalchemy.ext.asyncio import async_sessionmaker
+
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.settings = settings or BillingSettings()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def service(self) -> Any:
+        async with unit_of_work(self.sessions) as uow:
+            yield BillingService(uow, self.settings)
+
+    async def settlements(self) -> list[Settlement]:
+        async with self.sessions() as s:
+            return list((await s.execute(sa.select(Settlement))).scalars())
+
+    async def count(self) -> int:
+        async with self.sessions() as s:
+            return int((await s.execute(sa.select(sa.func.count(Settlement.id)))).scalar_one())
+
+    async def open_holds(self) -> list[Hold]:
+        async with self.sessions() as s:
+            stmt = sa.select(Hold).where(Hold.status == "open")
+            return list((await s.execute(stmt)).scalars())
+
+    async def balance(self, account_id: str) -> int:
+        async with self.sessions() as s:
+            got = await s.execute(
+                sa.text("SELECT balance_minor FROM accounts WHERE id = :a"), {"a": account_id}
+            )
+            row = got.first()
+            return int(row[0]) if row else 0

@@ -1,0 +1,128 @@
+"""The scheduler's side: a hold before every dispatch, a billing outage keeps jobs queued (never
+lost, never failed), and the usage it publishes is settled to the minor unit.
+
+Real scheduler and billing apps in-process (their migrations, SQLite/PostgreSQL, one real
+nats-server), a simulated daemon (tests/scheduler/harness.py). The only thing faked is the
+network between scheduler and billing, cut on purpose to simulate billing being down.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from billing_service.main import create_app as billing_app
+from billing_service.settings import BillingSettings
+from scheduler.billing import HttpBilling
+from tests.billing.support import Books
+from tests.scheduler.harness import Harness
+from tests.scheduler.test_jobs_api import RTX, auth, job_in, until
+
+PRICE = 36.0  # per GPU-hour: 1 minor unit per 100 ms per GPU
+
+
+class Cable(httpx.AsyncBaseTransport):
+    """The network to billing, which the test can unplug."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.plugged = True
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if not self.plugged:
+            raise httpx.ConnectError("billing unreachable", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+class Tokens:
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token}"}
+
+    def invalidate(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def billing(
+    tmp_path: Path, own_nats: str, local_jwks: Callable[[], Any]
+) -> AsyncIterator[tuple[Books, Cable]]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/billing.sqlite"
+    settings = BillingSettings(database_url=url, nats_url=own_nats, port=0, ack_wait_seconds=2)
+    app = billing_app(settings, jwks=local_jwks)
+    async with app.router.lifespan_context(app):
+        books = Books(url, settings)
+        try:
+            yield books, Cable(httpx.ASGITransport(app=app))
+        finally:
+            await books.close()
+
+
+async def test_holds_gate_dispatch_and_an_outage_only_delays(
+    scheduler_factory: Any,
+    own_nats: str,
+    mint_token: Callable[..., str],
+    billing: tuple[Books, Cable],
+) -> None:
+    books, cable = billing
+    owner = str(uuid.uuid4())
+    me = auth(mint_token, owner)
+    async with httpx.AsyncClient(transport=cable) as http:
+
+        async def base() -> str:
+            return "http://billing"
+
+        client_of_billing = HttpBilling(
+            base, http, Tokens(mint_token("service", "service:scheduler"))
+        )
+        async with (
+            scheduler_factory(billing=client_of_billing) as (_, client),
+            Harness(own_nats, mint_token, run_seconds=(0.4, 0.4)) as h,
+        ):
+            await h.announce("p-billed", RTX, price_per_hour=PRICE, max_concurrent_tasks=2)
+            cable.plugged = False
+            job_id = await h.submit(owner, 2, timeout_seconds=60)
+
+            async def reason(text: str) -> dict | None:
+                r = await client.get(f"/api/v1/jobs/{job_id}", headers=me)
+                job = r.json() if r.status_code == 200 else {}
+                return job if text in (job.get("waiting_reason") or "") else None
+
+            job = await until(lambda: reason("billing unavailable"), 30)
+            assert job["status"] == "queued" and h.dispatches[job_id] == 0
+            cable.plugged = True
+            job = await until(lambda: reason("insufficient balance"), 30)
+            assert job["status"] == "queued" and h.dispatches[job_id] == 0
+            # 60 s x 2 GPUs x 36.00/h = 120 minor units held; grant exactly that
+            async with books.service() as svc:
+                await svc.grant(owner, 120, ref="exact")
+            job = await job_in(client, me, job_id, "completed")
+            assert h.dispatches[job_id] == 1
+
+            async def settled() -> bool:
+                return any(s.job_id == job_id and s.final for s in await books.settlements())
+
+            await until(settled, 30)
+    run = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
+    run_us = (run.days * 86_400 + run.seconds) * 1_000_000 + run.microseconds
+    # charge = run_us x 36,000,000 micros/h x 2 GPUs / (3.6e9 us/h x 10,000 micros per cent)
+    num, den = run_us * 36_000_000 * 2, 3_600_000_000 * 10_000
+    charge = (2 * num + den) // (2 * den)
+    [settlement] = [s for s in await books.settlements() if s.job_id == job_id]
+    assert settlement.run_microseconds == run_us  # the job's own timestamps, exactly
+    assert settlement.units == 2 and settlement.charge_minor == charge
+    assert await books.balance(f"wallet:{owner}") == 120 - charge
+    assert await books.balance(f"hold:{owner}") == 0
+    assert await books.open_holds() == []
+    async with books.service() as svc:
+        assert (await svc.reconcile())["ok"]
