@@ -15,21 +15,19 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
-	@# pdftotext (poppler-utils) reads the billing invoices' PDFs in tests/billing
-	@command -v pdftotext >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
-		apt-get install -y -q poppler-utils >/dev/null 2>&1) || \
-		echo "note: install poppler-utils (pdftotext) for tests/billing"
 
 ## Bring the whole platform up locally (SQLite, nats-server from the wheel, local disk). Ctrl-C stops it.
 dev: $(STAMP)
 	$(BIN)/python -m localdev up
 
-## System tools the operate tests run (Debian packages): promtool and prometheus, socat (the TLS
-## proxy) and iproute2 (network namespaces). Installed when missing and root; else say so.
-TOOLS_PKGS := prometheus socat iproute2
+## System tools the tests run (Debian packages): promtool and prometheus, socat (the TLS proxy)
+## and iproute2 (network namespaces) for tests/operate, pdftotext (poppler-utils) for the billing
+## invoices' PDFs. Installed when missing and root; else say so.
+TOOLS_PKGS := prometheus socat iproute2 poppler-utils
 tools:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
-	  && command -v socat >/dev/null && command -v ip >/dev/null && command -v ss >/dev/null || { \
+	  && command -v socat >/dev/null && command -v ip >/dev/null && command -v ss >/dev/null \
+	  && command -v pdftotext >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get install -y --no-install-recommends $(TOOLS_PKGS) >/dev/null 2>&1 || { \
