@@ -171,7 +171,8 @@ class SchedulerService:
     async def intake_failed(self, sub: JobSubmitted, reason: str) -> bool:
         """Store a submission that intake keeps failing on as a ``failed`` job with the reason,
         so its owner sees why instead of a 404 forever. Only the fields that cannot be the
-        cause go in (the spec may be what fails). False if the job exists already."""
+        cause go in, and the spec (valid by its contract, and needed to show the job).
+        False if the job exists already."""
         if await self.jobs.get(sub.job_id) is not None:
             return False
         now = utcnow()
@@ -185,7 +186,7 @@ class SchedulerService:
             priority=5,
             attempt=1,
             max_retries=0,
-            spec={},
+            spec=sub.spec.model_dump(mode="json"),
             tags=[],
             gpu_indices=[],
             artifacts=[],

@@ -16,6 +16,7 @@ import nats
 import pytest
 import structlog
 from prometheus_client import REGISTRY
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.contracts import JobSubmitted
 from shared.db import utcnow
@@ -168,22 +169,44 @@ async def test_a_letter_past_its_replays_is_kept_until_an_operator_replays_it(
 
 @pytest.fixture
 def db_url(pg_url: str) -> str:
-    """PostgreSQL only: the failure used below (a name longer than its column) is PostgreSQL's;
-    SQLite stores it."""
+    """PostgreSQL only: the failure used below is a PostgreSQL trigger."""
     return pg_url
 
 
+REFUSE_QUEUED_INSERT = (
+    """CREATE FUNCTION refuse_poison() RETURNS trigger AS $$
+    BEGIN
+      IF NEW.name = 'poison' AND NEW.state = 'queued' THEN
+        RAISE EXCEPTION 'intake refused by the test';
+      END IF;
+      RETURN NEW;
+    END $$ LANGUAGE plpgsql""",
+    "CREATE TRIGGER refuse_poison BEFORE INSERT ON jobs "
+    "FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+)
+"""A job the database keeps refusing to store as queued (a valid message whose every intake
+fails), while storing it as failed works: what a bad value or a broken row would do."""
+
+
 async def test_a_submission_whose_intake_keeps_failing_ends_failed_with_the_reason(
-    own_nats: str, scheduler_factory: Callable[..., Any], mint_token: Callable[..., str]
+    own_nats: str,
+    scheduler_factory: Callable[..., Any],
+    mint_token: Callable[..., str],
+    db_url: str,
 ) -> None:
     owner = str(uuid.uuid4())
     headers = {"authorization": f"Bearer {mint_token('requester', owner)}"}
     fast = {"max_deliver": 3, "retry_backoff_cap_seconds": 0.2}
     async with scheduler_factory(**fast) as (_, client):
+        engine = create_async_engine(db_url)
+        async with engine.begin() as conn:
+            for statement in REFUSE_QUEUED_INSERT:
+                await conn.exec_driver_sql(statement)
+        await engine.dispose()
         nc = await nats.connect(own_nats)
         js = nc.jetstream()
         ok_id, bad_id = str(uuid.uuid4()), str(uuid.uuid4())
-        for job_id, name in ((ok_id, "fine"), (bad_id, "n" * 300)):
+        for job_id, name in ((ok_id, "fine"), (bad_id, "poison")):
             sub = JobSubmitted(
                 job_id=job_id,
                 owner_id=owner,
@@ -202,6 +225,7 @@ async def test_a_submission_whose_intake_keeps_failing_ends_failed_with_the_reas
             while (bad := await state(bad_id)) is None:  # noqa: ASYNC110 - polling the API
                 await asyncio.sleep(0.05)
         assert bad["status"] == "failed"
-        assert "intake failed" in bad["error"] and bad["name"] == "n" * 128
+        assert "intake failed" in bad["error"] and "refused by the test" in bad["error"]
+        assert bad["name"] == "poison"
         assert (await state(ok_id))["status"] == "queued"
         await nc.close()
