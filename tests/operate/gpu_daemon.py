@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from provider_daemon.agent import Agent
+from provider_daemon.agent import run
 from provider_daemon.inventory import Nvml
 from provider_daemon.settings import DaemonSettings
 from shared.app import setup_logging
@@ -23,7 +23,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Agent(settings, nvml=Nvml(fake_nvml([FakeGpu(0), FakeGpu(1)]))).run(stop)
+    await run(settings, stop, nvml=Nvml(fake_nvml([FakeGpu(0), FakeGpu(1)])))
 
 
 if __name__ == "__main__":
