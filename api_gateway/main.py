@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from api_gateway import console, console_session
 from api_gateway.limits import BodyLimit
 from api_gateway.proxy import Upstreams
 from api_gateway.ratelimit import RateLimit
@@ -57,5 +58,9 @@ def create_app(
             allow_headers=["*"],
             expose_headers=["x-request-id"],
         )
+    # the console and its session before the catch-all proxy route (api_gateway/console.py)
+    app.add_middleware(console.SecurityHeaders)
+    app.include_router(console_session.router)
+    app.include_router(console.console_router())
     app.include_router(router)
     return app
