@@ -83,14 +83,16 @@ export function render(main, { user }) {
   async function load() {
     clearTimeout(timer);
     try {
-      const [data, running] = await Promise.all([
+      const none = { jobs: [] };
+      const [data, running, dispatched] = await Promise.all([
         api("/api/v1/providers?limit=200"),
-        api("/api/v1/jobs?state=running&limit=200").catch(() => ({ jobs: [] })),
+        api("/api/v1/jobs?state=running&limit=200").catch(() => none),
+        api("/api/v1/jobs?state=dispatched&limit=200").catch(() => none),
       ]);
       if (stopped) return;
       // Only jobs the caller may see are named on a GPU; others show as busy by heartbeat.
       const busy = new Map();
-      for (const j of running.jobs) for (const i of j.gpu_indices) busy.set(`${j.provider_id}:${i}`, j);
+      for (const j of [...running.jobs, ...dispatched.jobs]) for (const i of j.gpu_indices) busy.set(`${j.provider_id}:${i}`, j);
       const gpus = data.providers.flatMap((p) => p.gpus);
       const online = data.providers.filter((p) => p.status === "online").length;
       clear(summary).append(

@@ -1,0 +1,117 @@
+"""The console against a real local cluster, driven by Debian's headless Chromium.
+
+Playwright's own browser download cannot work here (no network but the package registries), so
+it drives ``/usr/bin/chromium`` (``make browser`` installs it). One cluster per module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from localdev.cluster import ClusterConfig, LocalCluster
+
+CHROMIUM = os.environ.get("DANTE_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+# Generous bounds on waits for a condition (a busy 2-core machine); never a timing assertion.
+expect.set_options(timeout=45_000)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    data = tmp_path_factory.mktemp("console-cluster")
+    config = ClusterConfig(
+        data_dir=data, prefer_default_ports=False, log_dir=data / "logs", heartbeat_interval=1.0
+    )
+    c = LocalCluster(config)
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
+    with sync_playwright() as p:
+        # --no-sandbox: the tests run as root in CI, where Chromium refuses its sandbox.
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+class Console:
+    """One browser context (its own cookies) on the console, collecting page errors."""
+
+    def __init__(self, browser: Browser, gw: str, viewport: dict[str, int] = DESKTOP) -> None:
+        self.gw = gw
+        self.context: BrowserContext = browser.new_context(
+            viewport=viewport, accept_downloads=True, color_scheme="light"
+        )
+        self.page: Page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on(
+            "console",
+            lambda m: (
+                m.type == "error"
+                and "Failed to load resource" not in m.text
+                # a CSP violation is reported on the console: it must fail the test
+                and self.errors.append(m.text)
+            ),
+        )
+
+    def open(self, fragment: str = "") -> Page:
+        self.page.goto(f"{self.gw}/{fragment}")
+        return self.page
+
+    def sign_in(self, username: str, password: str) -> Page:
+        page = self.open("#/signin")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#whoami")).to_contain_text(username)
+        return page
+
+    def close(self) -> None:
+        self.context.close()
+        assert not self.errors, self.errors
+
+
+@pytest.fixture
+def console(browser: Browser, cluster: LocalCluster) -> Iterator[Any]:
+    """A factory of consoles; each is closed (and checked for page errors) after the test."""
+    made: list[Console] = []
+
+    def make(viewport: dict[str, int] = DESKTOP) -> Console:
+        c = Console(browser, cluster.gateway_url, viewport)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def shot(page: Page, name: str, *, full_page: bool = False) -> Path:
+    """A screenshot for the README, from the real app (docs/console/<name>.png)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def state_of(page: Page) -> str:
+    return page.locator(".page-head .badge").get_attribute("data-state") or ""
+
+
+JOB_URL = re.compile(r"#/jobs/([0-9a-f-]{36})$")
