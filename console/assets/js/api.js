@@ -103,11 +103,11 @@ function expiresSoon() {
 // refused refresh (revoked, disabled, expired) ends the session: the page shows sign-in.
 export async function api(path, { method = "GET", body, headers = {}, raw = false, signal } = {}) {
   if (!session || expiresSoon()) await resume();
+  if (!session) {
+    end("expired");
+    throw new ApiError(401, "no_session", "You are signed out");
+  }
   for (let attempt = 0; ; attempt++) {
-    if (!session) {
-      end("expired");
-      throw new ApiError(401, "no_session", "You are signed out");
-    }
     const init = { method, signal, headers: { ...headers, authorization: `Bearer ${session.access_token}` } };
     if (body instanceof Blob || body instanceof FormData) init.body = body;
     else if (body !== undefined) {
@@ -115,11 +115,10 @@ export async function api(path, { method = "GET", body, headers = {}, raw = fals
       init.headers["content-type"] = "application/json";
     }
     const resp = await fetch(path, init);
-    if (resp.status === 401 && attempt === 0) {
-      await resume();
-      continue;
-    }
     if (resp.status === 401) {
+      // The token was refused (revoked, or the account disabled): one silent refresh; if the
+      // auth service refuses that too, the session is over.
+      if (attempt === 0 && (await resume())) continue;
       end("revoked");
       throw await errorFrom(resp);
     }

@@ -98,6 +98,12 @@ document.getElementById("signout").addEventListener("click", async () => {
 
 window.addEventListener("hashchange", route);
 
+// The fragment is the router's, so the skip link moves focus itself instead of navigating.
+document.querySelector(".skip").addEventListener("click", (ev) => {
+  ev.preventDefault();
+  main.focus();
+});
+
 // Boot: a still-valid refresh cookie signs us back in silently after a reload.
 (async () => {
   try {

@@ -155,7 +155,7 @@ export function render(main, { args }) {
         ["Waiting because", j.waiting_reason || undefined],
         ["Type", j.type],
         ["Attempt", `${j.attempt} of ${j.max_retries + 1}`],
-        ["Resources", `${r.gpu_count || 0} GPU${r.gpu_count === 1 ? "" : "s"}${r.gpu_model ? ` (${r.gpu_model})` : ""}${r.cpu ? `, ${r.cpu} CPU` : ""}${r.memory_mb ? `, ${r.memory_mb} MiB` : ""}`],
+        ["Resources", `${r.gpu_count ? `${r.gpu_count} GPU${r.gpu_count === 1 ? "" : "s"}${r.gpu_model ? ` (${r.gpu_model})` : ""}` : "CPU only"}${r.cpu ? `, ${r.cpu} CPU` : ""}${r.memory_mb ? `, ${r.memory_mb} MiB` : ""}`],
         ["Provider", j.provider_id ? h("code", {}, j.provider_id.slice(0, 8)) : "—"],
         ["GPUs", j.gpu_indices.length ? `${j.gpu_model || ""} #${j.gpu_indices.join(", #")}` : undefined],
         ["Priority", String(j.priority)],

@@ -22,14 +22,14 @@ function row(j, showOwner) {
   return h(
     "tr",
     { "data-job-id": j.job_id },
-    h("td", {}, h("a", { href: `#/jobs/${j.job_id}`, class: "job-link" }, j.name), h("div", { class: "mono muted small" }, j.job_id.slice(0, 8))),
-    h("td", {}, badge(j.status), j.waiting_reason ? h("div", { class: "muted small" }, j.waiting_reason) : null),
+    h("td", { class: "nowrap" }, h("a", { href: `#/jobs/${j.job_id}`, class: "job-link" }, j.name), h("div", { class: "mono muted small" }, j.job_id.slice(0, 8))),
+    h("td", {}, badge(j.status), j.waiting_reason ? h("div", { class: "muted small reason" }, j.waiting_reason) : null),
     h("td", {}, j.type),
-    h("td", {}, gpuText(j)),
-    h("td", {}, (j.tags || []).map((t) => h("a", { class: "tag", href: `#/jobs?tag=${encodeURIComponent(t)}` }, t))),
+    h("td", { class: "nowrap" }, gpuText(j)),
+    h("td", { class: "nowrap" }, (j.tags || []).map((t) => h("a", { class: "tag", href: `#/jobs?tag=${encodeURIComponent(t)}` }, t))),
     h("td", { class: "num" }, String(j.attempt)),
     showOwner ? h("td", { class: "mono small" }, j.owner_id.slice(0, 8)) : null,
-    h("td", { title: j.created_at }, ago(j.created_at)),
+    h("td", { title: j.created_at, class: "nowrap" }, ago(j.created_at)),
     h("td", { class: "num" }, runtime(j)),
   );
 }

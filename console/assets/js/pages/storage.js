@@ -35,7 +35,7 @@ function upload(key, file, onProgress) {
 
 export function render(main, { query }) {
   let prefix = query.get("prefix") || "";
-  const crumbs = h("nav", { class: "crumbs", "aria-label": "Folder" });
+  const crumbs = h("nav", { class: "crumbs", "aria-label": "Current folder" });
   const list = h("div", { class: "table-wrap" }, h("p", { class: "loading" }, "Loading objects…"));
   const fileIn = h("input", { type: "file", id: "upload-file", multiple: true });
   const folderIn = h("input", { id: "upload-prefix", placeholder: "datasets/", value: prefix });

@@ -35,7 +35,7 @@ export function render(main, { query }) {
   inputs.value = query.get("inputs") || "";
   outputs.value = query.get("outputs") || "";
 
-  const scriptBox = h("fieldset", { class: "sub" }, h("legend", {}, "Script"), field("Script", script, "Runs in a fresh work directory; write outputs under $DANTE_OUTPUTS_DIR."), field("Interpreter", interp));
+  const scriptBox = h("fieldset", { class: "sub" }, h("legend", {}, "Script"), field("Script source", script, "Runs in a fresh work directory; write outputs under $DANTE_OUTPUTS_DIR."), field("Interpreter", interp));
   const containerBox = h("fieldset", { class: "sub", hidden: true }, h("legend", {}, "Container"), field("Image", image), field("Command", command));
   const syncType = () => {
     scriptBox.hidden = !typeScript.checked;

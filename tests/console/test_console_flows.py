@@ -1,0 +1,389 @@
+"""What a person does in the console, in headless Chromium against a real local cluster.
+
+The README's screenshots are taken here (docs/console/*.png) from the running app.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from localdev.cluster import LocalCluster
+from tests.console.conftest import JOB_URL, PHONE, Console, shot
+from tests.support.accounts import PASSWORD, new_user
+
+pytestmark = pytest.mark.e2e
+
+TRAIN = """echo "loading dataset shard 1/1 (2,048 samples)"
+for epoch in 1 2 3 4 5 6; do
+  loss=$(python3 -c "print(round(2.5 / $epoch, 3))")
+  echo "epoch $epoch/6  loss=$loss  lr=3e-4"
+  sleep 1
+done
+mkdir -p "$DANTE_OUTPUTS_DIR/results"
+echo '{"final_loss": 0.417, "epochs": 6}' > "$DANTE_OUTPUTS_DIR/results/metrics.json"
+echo "saved results/metrics.json"
+"""
+
+
+def _submit(gw: str, user: dict[str, Any], name: str, script: str, **spec: Any) -> str:
+    body = {"type": "script", "name": name, "params": {"script_content": script}, **spec}
+    r = httpx.post(f"{gw}/api/v1/jobs", json=body, headers=user["headers"])
+    assert r.status_code == 202, r.text
+    return r.json()["job_id"]
+
+
+def _job(gw: str, user: dict[str, Any], job_id: str) -> dict:
+    r = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=user["headers"])
+    return r.json() if r.status_code == 200 else {}
+
+
+def _wait_state(gw: str, user: dict[str, Any], job_id: str, states: set[str]) -> dict:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=user["headers"])
+        if r.status_code == 200 and r.json()["status"] in states:
+            return r.json()
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached {states}")
+
+
+def _no_reload_marker(page: Page) -> None:
+    page.evaluate("window.__sameDocument = true")
+
+
+def _same_document(page: Page) -> bool:
+    return page.evaluate("window.__sameDocument === true")
+
+
+def test_sign_up_submit_watch_live_download_and_sign_out(cluster: LocalCluster, console) -> None:
+    c: Console = console()
+    page = c.open()
+    name = f"ada{uuid.uuid4().hex[:6]}"
+
+    # sign up, then sign in
+    page.get_by_role("link", name="Create one").click()
+    page.get_by_label("Username").fill(name)
+    page.get_by_label("Email").fill(f"{name}@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_text("Account created. Sign in to continue.")).to_be_visible()
+    expect(page.get_by_label("Username")).to_have_value(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#whoami")).to_contain_text(f"{name} · requester")
+    expect(page.get_by_text("No jobs yet")).to_be_visible()  # the empty state says what to do
+
+    # the token is in memory only: nothing in localStorage or sessionStorage, and the refresh
+    # cookie is invisible to script
+    storage = page.evaluate("[localStorage.length, sessionStorage.length, document.cookie]")
+    assert storage[0] == 0 and storage[1] == 0 and "dante_refresh" not in storage[2]
+
+    # submit from the form
+    page.get_by_role("link", name="New job").click()
+    page.get_by_label("Name").fill("resnet-finetune")
+    page.get_by_label("Script source").fill(TRAIN)
+    page.get_by_label("Tags").fill("demo, resnet")
+    page.get_by_label("Outputs").fill("results/metrics.json")
+    page.get_by_label("Retries").fill("1")
+    page.get_by_role("button", name="Submit job").click()
+    expect(page).to_have_url(JOB_URL)
+    job_id = JOB_URL.search(page.url).group(1)
+    expect(page.locator("#job-title")).to_have_text("resnet-finetune")
+    _no_reload_marker(page)
+
+    # log lines appear live, while the job still runs
+    log = page.locator("#log")
+    expect(log).to_contain_text("epoch 2/6")
+    assert state_is_live(page), "the log was only shown after the job ended"
+    shot(page, "job-live-logs")
+
+    # its state changes to completed without a reload, and the whole log is there
+    expect(page.locator(".page-head .badge")).to_have_attribute("data-state", "completed")
+    expect(log).to_have_attribute("data-complete", "true")
+    assert _same_document(page)
+    lines = log.inner_text().splitlines()
+    assert lines[0] == "loading dataset shard 1/1 (2,048 samples)"
+    assert [ln.split()[1] for ln in lines if ln.startswith("epoch")] == [
+        f"{i}/6" for i in range(1, 7)
+    ]
+    assert lines[-1] == "saved results/metrics.json"
+    expect(page.locator("#timeline li")).to_have_count(4)
+    expect(page.locator("#timeline")).to_contain_text("running → completed")
+
+    # download its output
+    button = page.locator('#artifacts button[data-key="results/metrics.json"]')
+    with page.expect_download() as info:
+        button.click()
+    download = info.value
+    assert download.suggested_filename == "metrics.json"
+    assert json.loads(Path(download.path()).read_text()) == {"final_loss": 0.417, "epochs": 6}
+
+    # the log downloads too
+    with page.expect_download() as info:
+        page.locator("#log-download").click()
+    assert Path(info.value.path()).read_text().splitlines() == lines
+
+    # the list shows it, completed; a reload keeps the session (refresh cookie, silently)
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    row = page.locator(f'tr[data-job-id="{job_id}"]')
+    expect(row.locator(".badge")).to_have_attribute("data-state", "completed")
+    page.reload()
+    expect(page.locator("#whoami")).to_contain_text(name)
+
+    # sign out: back to sign-in, and a reload does not sign back in (the cookie is revoked)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#signin-form")).to_be_visible()
+    page.reload()
+    expect(page.locator("#signin-form")).to_be_visible()
+    expect(page.locator("#topbar")).to_be_hidden()
+
+
+def state_is_live(page: Page) -> bool:
+    return page.locator(".page-head .badge").get_attribute("data-state") not in (
+        "completed",
+        "failed",
+        "cancelled",
+        "timed_out",
+    )
+
+
+def test_a_second_user_cannot_see_the_first_users_job(cluster: LocalCluster, console) -> None:
+    gw = cluster.gateway_url
+    owner, other = new_user(gw), new_user(gw)
+    job_id = _submit(gw, owner, "private-experiment", "echo secret-output")
+    _wait_state(gw, owner, job_id, {"completed"})
+    c: Console = console()
+    page = c.sign_in(other["username"], PASSWORD)
+    expect(page.get_by_text("No jobs yet")).to_be_visible()
+    assert page.locator(f'tr[data-job-id="{job_id}"]').count() == 0
+    c.open(f"#/jobs/{job_id}")  # straight to its URL
+    expect(page.get_by_role("heading", name="Job not found")).to_be_visible()
+    expect(page.locator("body")).not_to_contain_text("private-experiment")
+    expect(page.locator("body")).not_to_contain_text("secret-output")
+
+
+def test_admin_disables_a_user_whose_open_console_is_signed_out(
+    cluster: LocalCluster, console
+) -> None:
+    gw = cluster.gateway_url
+    victim = new_user(gw)
+    theirs: Console = console()
+    page = theirs.sign_in(victim["username"], PASSWORD)
+    expect(page.get_by_text("No jobs yet")).to_be_visible()  # an open jobs page, polling
+
+    admin: Console = console()
+    admin_page = admin.sign_in("admin", "dante-dev-admin")
+    admin_page.get_by_role("link", name="Admin").click()
+    row = admin_page.locator(f'tr[data-username="{victim["username"]}"]')
+    row.get_by_role("button", name="Disable").click()
+    expect(row.locator(".pill")).to_have_text("disabled")
+
+    # Their next call is refused, the silent refresh too: the console shows sign-in and why.
+    expect(page.locator("#signin-form")).to_be_visible()
+    expect(page.locator("#signed-out-reason")).to_contain_text("account was disabled")
+    expect(page.locator("#topbar")).to_be_hidden()
+    page.reload()  # and the refresh cookie cannot bring the session back
+    expect(page.locator("#signin-form")).to_be_visible()
+
+
+def test_storage_upload_with_progress_download_and_delete(
+    cluster: LocalCluster, console, tmp_path
+) -> None:
+    gw = cluster.gateway_url
+    user = new_user(gw)
+    c: Console = console()
+    page = c.sign_in(user["username"], PASSWORD)
+    page.get_by_role("link", name="Storage").click()
+    expect(page.get_by_text("Nothing here yet")).to_be_visible()
+    data = tmp_path / "train.csv"
+    data.write_bytes(b"x,y\n" + b"1,2\n" * 200_000)  # 800 KB: progress events fire
+    page.get_by_label("Folder", exact=True).fill("datasets")
+    page.get_by_label("Files").set_input_files(str(data))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.get_by_role("status").filter(has_text="Uploaded 1 file")).to_be_visible()
+    assert page.locator("#upload-progress").evaluate("p => p.value") == 1
+    row = page.locator('tr[data-key="datasets/train.csv"]')
+    expect(row).to_contain_text("781 KiB")
+    # it is really in the user's storage, as the API sees it
+    listed = httpx.get(f"{gw}/api/v1/storage/objects", headers=user["headers"]).json()
+    assert [o["key"] for o in listed["objects"]] == ["datasets/train.csv"]
+    with page.expect_download() as info:
+        row.get_by_role("button", name="Download").click()
+    assert Path(info.value.path()).read_bytes() == data.read_bytes()
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("Nothing here yet")).to_be_visible()
+    listed = httpx.get(f"{gw}/api/v1/storage/objects", headers=user["headers"]).json()
+    assert listed["objects"] == []
+
+
+def test_keyboard_labels_and_phone_width(cluster: LocalCluster, console) -> None:
+    gw = cluster.gateway_url
+    user = new_user(gw)
+    _submit(gw, user, "phone-check", "echo ok", tags=["mobile"])
+    c: Console = console(PHONE)
+    page = c.open()
+    # keyboard only: the username field has focus, Tab moves to the password, Enter submits
+    expect(page.get_by_label("Username")).to_be_focused()
+    page.keyboard.type(user["username"])
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.locator("tr[data-job-id]")).to_have_count(1)
+    # the skip link moves focus to the content and leaves the route alone
+    page.locator(".skip").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    assert page.url.endswith("#/jobs")
+    for fragment in ("#/jobs", "#/submit", "#/fleet", "#/usage", "#/storage"):
+        c.open(fragment)
+        page.locator("main h1").wait_for()
+        # nothing wider than the phone: no sideways scrolling of the page itself
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], (fragment, width)
+        # every form control has a label (for=, wrapping label, or aria-label)
+        unlabelled = page.evaluate(
+            """[...document.querySelectorAll('input, select, textarea')]
+                .filter(el => el.type !== 'hidden')
+                .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+                .map(el => el.name || el.id)"""
+        )
+        assert unlabelled == [], (fragment, unlabelled)
+    # the navigation is reachable by keyboard and marks the current page
+    nav = page.get_by_role("navigation", name="Main")
+    nav.get_by_role("link", name="Fleet").focus()
+    page.keyboard.press("Enter")
+    expect(nav.get_by_role("link", name="Fleet")).to_have_attribute("aria-current", "page")
+
+
+def _gpu_host(gw: str, name: str, model: str, vram_mb: int, count: int, price: float) -> dict:
+    """A GPU host registered through the public API, as a daemon on it would (there is no
+    NVIDIA GPU on this machine): inventory, then a heartbeat with per-GPU metrics."""
+    provider = new_user(gw, "provider")
+    key = httpx.post(
+        f"{gw}/api/v1/auth/api-keys", json={"name": name}, headers=provider["headers"]
+    ).json()
+    token = httpx.post(f"{gw}/api/v1/auth/token", json={"api_key": key["api_key"]}).json()
+    auth = {"authorization": f"Bearer {token['access_token']}"}
+    gpus = [
+        {
+            "index": i,
+            "uuid": f"GPU-{uuid.uuid4()}",
+            "name": model,
+            "memory_total_mb": vram_mb,
+            "compute_capability": "9.0",
+        }
+        for i in range(count)
+    ]
+    body = {
+        "name": name,
+        "hostname": f"{name}.dc1.example",
+        "cpu_count": 64,
+        "memory_mb": 512 * 1024,
+        "max_concurrent_tasks": count,
+        "price_per_hour": price,
+        "driver_version": "550.90.07",
+        "cuda_version": "12.4",
+        "gpus": gpus,
+    }
+    r = httpx.post(f"{gw}/api/v1/providers", json=body, headers=auth)
+    assert r.status_code in (200, 201), r.text
+    metrics = [
+        {
+            "index": i,
+            "utilization_pct": [97, 12, 64, 0, 88, 35, 0, 71][i % 8],
+            "memory_used_mb": vram_mb * [0.91, 0.08, 0.55, 0.0, 0.8, 0.3, 0.0, 0.62][i % 8],
+            "temperature_c": [78, 41, 66, 34, 74, 52, 33, 69][i % 8],
+            "power_draw_w": 400.0,
+        }
+        for i in range(count)
+    ]
+    beat = httpx.post(
+        f"{gw}/api/v1/providers/{key['provider_id']}/heartbeat",
+        json={"gpus": metrics, "running_tasks": 0},
+        headers=auth,
+    )
+    assert beat.status_code == 200, beat.text
+    return {"provider_id": key["provider_id"], "auth": auth}
+
+
+def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, console) -> None:
+    """Last in this module: it adds GPU hosts that only heartbeat once (they never run jobs)."""
+    gw = cluster.gateway_url
+    user = new_user(gw)
+    done = [
+        _submit(gw, user, "tokenizer-build", "echo building vocab; sleep 1", tags=["nlp"]),
+        _submit(gw, user, "eval-suite", "echo evaluating; exit 3", tags=["eval"]),
+        _submit(gw, user, "data-prep", "echo cleaning rows; sleep 2", tags=["etl"]),
+    ]
+    for job_id in done:
+        _wait_state(gw, user, job_id, {"completed", "failed"})
+    cancelled = _submit(gw, user, "sweep-lr-3e-5", "sleep 120", tags=["sweep"])
+    _wait_state(gw, user, cancelled, {"running"})
+    httpx.post(f"{gw}/api/v1/jobs/{cancelled}/cancel", headers=user["headers"])
+    _wait_state(gw, user, cancelled, {"cancelled"})
+    running = _submit(gw, user, "resnet50-train", "sleep 300", tags=["vision", "nightly"])
+    _wait_state(gw, user, running, {"running"})
+
+    # two GPU hosts join; one GPU job is placed there, a bigger one waits for room
+    a100 = _gpu_host(gw, "gpu-node-a100", "NVIDIA A100-SXM4-80GB", 81920, 4, 1.89)
+    _gpu_host(gw, "gpu-node-h100", "NVIDIA H100 80GB HBM3", 81559, 8, 2.99)
+    placed = _submit(
+        gw,
+        user,
+        "bert-large-pretrain",
+        "python3 pretrain.py",
+        resources={"gpu_count": 2, "gpu_model": "NVIDIA A100*"},
+        tags=["nlp"],
+    )
+    job = _wait_state(gw, user, placed, {"dispatched"})
+    assert job["provider_id"] == a100["provider_id"]
+    queued = _submit(
+        gw,
+        user,
+        "llama-70b-finetune",
+        "python3 train.py",
+        resources={"gpu_count": 4, "gpu_model": "NVIDIA A100*"},
+        tags=["llm"],
+        priority=8,
+    )
+    deadline = time.monotonic() + 60
+    while not _job(gw, user, queued).get("waiting_reason"):
+        assert time.monotonic() < deadline, "the big job never got a waiting reason"
+        time.sleep(0.3)
+
+    c: Console = console()
+    page = c.sign_in(user["username"], PASSWORD)
+    expect(page.locator("tr[data-job-id]")).to_have_count(7)
+    waiting = page.locator(f'tr[data-job-id="{queued}"]')
+    expect(waiting.locator(".badge")).to_have_attribute("data-state", "queued")
+    expect(waiting).to_contain_text("4\u00d7 NVIDIA A100*")
+    shot(page, "jobs")
+
+    # filter by state and by tag, from the form
+    page.get_by_label("State").select_option("running")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("tr[data-job-id]")).to_have_count(1)
+    expect(page.locator(f'tr[data-job-id="{running}"]')).to_be_visible()
+    page.get_by_role("link", name="Clear").click()
+    page.get_by_role("link", name="llm").click()
+    expect(page.locator("tr[data-job-id]")).to_have_count(1)
+
+    # the fleet: the real local daemon plus the two GPU hosts, the GPU job on two A100s
+    c.open("#/fleet")
+    expect(page.locator("section.provider")).to_have_count(3)
+    host = page.locator(f'section[data-provider-id="{a100["provider_id"]}"]')
+    expect(host.locator(".pill.busy")).to_have_count(2)
+    expect(host.get_by_role("link", name="bert-large-pretrain")).to_have_count(2)
+    shot(page, "fleet", full_page=True)
+    for job_id in (placed, queued, running):
+        httpx.post(f"{gw}/api/v1/jobs/{job_id}/cancel", headers=user["headers"])
