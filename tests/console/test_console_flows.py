@@ -40,6 +40,16 @@ def _submit(gw: str, user: dict[str, Any], name: str, script: str, **spec: Any) 
     return r.json()["job_id"]
 
 
+def _named_user(gw: str, prefix: str) -> dict[str, Any]:
+    """Like ``new_user``, with a readable name (it shows in the screenshots)."""
+    name = f"{prefix}.{uuid.uuid4().hex[:4]}"
+    body = {"username": name, "email": f"{name}@example.com", "password": PASSWORD}
+    assert httpx.post(f"{gw}/api/v1/auth/register", json=body).status_code == 201
+    login = httpx.post(f"{gw}/api/v1/auth/login", json={"username": name, "password": PASSWORD})
+    token = login.json()["access_token"]
+    return {"username": name, "headers": {"authorization": f"Bearer {token}"}}
+
+
 def _job(gw: str, user: dict[str, Any], job_id: str) -> dict:
     r = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=user["headers"])
     return r.json() if r.status_code == 200 else {}
@@ -66,7 +76,7 @@ def _same_document(page: Page) -> bool:
 def test_sign_up_submit_watch_live_download_and_sign_out(cluster: LocalCluster, console) -> None:
     c: Console = console()
     page = c.open()
-    name = f"ada{uuid.uuid4().hex[:6]}"
+    name = f"ada.{uuid.uuid4().hex[:4]}"
 
     # sign up, then sign in
     page.get_by_role("link", name="Create one").click()
@@ -319,7 +329,7 @@ def _gpu_host(gw: str, name: str, model: str, vram_mb: int, count: int, price: f
 def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, console) -> None:
     """Last in this module: it adds GPU hosts that only heartbeat once (they never run jobs)."""
     gw = cluster.gateway_url
-    user = new_user(gw)
+    user = _named_user(gw, "maria")
     done = [
         _submit(gw, user, "tokenizer-build", "echo building vocab; sleep 1", tags=["nlp"]),
         _submit(gw, user, "eval-suite", "echo evaluating; exit 3", tags=["eval"]),
