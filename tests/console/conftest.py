@@ -106,7 +106,10 @@ def shot(page: Page, name: str, *, full_page: bool = False) -> Path:
     """A screenshot for the README, from the real app (docs/console/<name>.png)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.evaluate("document.getElementById('toast').className = 'toast'")  # no passing toast
+    page.evaluate(  # no toast passing by in the picture
+        "(t => { t.style.transition = 'none'; t.className = 'toast'; })"
+        "(document.getElementById('toast'))"
+    )
     page.screenshot(path=str(path), full_page=full_page)
     return path
 

@@ -66,6 +66,11 @@ export async function register(username, email, password, role) {
 export function resume() {
   if (!refreshing) {
     refreshing = (async () => {
+      // no CSRF cookie means no session cookie either: nothing to resume, no request
+      if (!csrfToken()) {
+        session = null;
+        return null;
+      }
       const resp = await post("/console/session/refresh", undefined, {
         "x-csrf-token": csrfToken(),
       });
