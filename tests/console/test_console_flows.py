@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from localdev.cluster import LocalCluster
-from tests.console.conftest import JOB_URL, PHONE, Console, shot
+from tests.console.conftest import JOB_URL, PHONE, Console, low_contrast, shot
 from tests.support.accounts import PASSWORD, new_user
 
 pytestmark = pytest.mark.e2e
@@ -275,6 +275,51 @@ def test_keyboard_labels_and_phone_width(cluster: LocalCluster, console) -> None
     nav.get_by_role("link", name="Fleet").focus()
     page.keyboard.press("Enter")
     expect(nav.get_by_role("link", name="Fleet")).to_have_attribute("aria-current", "page")
+
+
+def test_a_provider_creates_and_revokes_a_host_key(cluster: LocalCluster, console) -> None:
+    gw = cluster.gateway_url
+    provider = new_user(gw, "provider")
+    c: Console = console()
+    page = c.sign_in(provider["username"], PASSWORD)
+    page.get_by_role("link", name="API keys").click()
+    expect(page.get_by_text("No keys yet")).to_be_visible()
+    page.get_by_label("Host name for the key").fill("gpu-node-07")
+    page.get_by_role("button", name="Create key").click()
+    shown = page.locator("#new-key-value")
+    expect(shown).to_contain_text("DANTE_DAEMON_API_KEY=")
+    api_key = shown.inner_text().split("DANTE_DAEMON_API_KEY=")[1].split()[0]
+    # the key shown is a real one: a daemon can exchange it for a provider token
+    exchanged = httpx.post(f"{gw}/api/v1/auth/token", json={"api_key": api_key})
+    assert exchanged.status_code == 200, exchanged.text
+    row = page.locator("#keys tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("gpu-node-07")
+    page.once("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Revoke").click()
+    expect(row.locator(".pill")).to_have_text("revoked")
+    refused = httpx.post(f"{gw}/api/v1/auth/token", json={"api_key": api_key})
+    assert refused.status_code == 401
+
+
+def test_text_contrast_meets_wcag_aa_on_every_page(cluster: LocalCluster, console) -> None:
+    gw = cluster.gateway_url
+    user = new_user(gw)
+    job_id = _submit(gw, user, "contrast", "echo one; exit 1", tags=["a11y"])
+    _wait_state(gw, user, job_id, {"failed"})
+    c: Console = console()
+    page = c.sign_in(user["username"], PASSWORD)
+    checked = {}
+    for fragment in ("#/jobs", f"#/jobs/{job_id}", "#/submit", "#/fleet", "#/usage", "#/storage"):
+        c.open(fragment)
+        page.locator("main h1").wait_for()
+        page.wait_for_load_state("networkidle")
+        checked[fragment] = low_contrast(page)
+    c.open("#/signin")  # signed in: goes to the jobs page; the sign-in page after sign-out
+    page.get_by_role("button", name="Sign out").click()
+    page.locator("#signin-form").wait_for()
+    checked["#/signin"] = low_contrast(page)
+    assert all(not bad for bad in checked.values()), checked
 
 
 def _gpu_host(gw: str, name: str, model: str, vram_mb: int, count: int, price: float) -> dict:

@@ -9,6 +9,7 @@ import * as fleet from "./pages/fleet.js";
 import * as usage from "./pages/usage.js";
 import * as storage from "./pages/storage.js";
 import * as admin from "./pages/admin.js";
+import * as keys from "./pages/keys.js";
 
 const main = document.getElementById("main");
 let cleanup = null;
@@ -22,6 +23,7 @@ const ROUTES = [
   [/^\/usage$/, usage],
   [/^\/storage$/, storage],
   [/^\/admin$/, admin],
+  [/^\/keys$/, keys],
 ];
 
 function parseHash() {
