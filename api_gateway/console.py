@@ -67,7 +67,10 @@ def console_router(directory: Path = CONSOLE_DIR) -> APIRouter:
 
     @router.get("/")
     async def index() -> FileResponse:
-        return FileResponse(root / "index.html", headers={"cache-control": "no-cache"})
+        page = root / "index.html"
+        if not page.is_file():  # an image or install without the console's files
+            raise NotFound("the web console is not installed here (DANTE_GATEWAY_CONSOLE_DIR)")
+        return FileResponse(page, headers={"cache-control": "no-cache"})
 
     @router.get("/assets/{path:path}")
     async def asset(path: str) -> FileResponse:

@@ -61,6 +61,6 @@ def create_app(
     # the console and its session before the catch-all proxy route (api_gateway/console.py)
     app.add_middleware(console.SecurityHeaders)
     app.include_router(console_session.router)
-    app.include_router(console.console_router())
+    app.include_router(console.console_router(settings.console_dir or console.CONSOLE_DIR))
     app.include_router(router)
     return app

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import DEFAULT_PORTS, ServiceSettings
@@ -19,3 +21,5 @@ class GatewaySettings(ServiceSettings):
     rate_limit_user_burst: int = 100
     rate_limit_ip_per_second: float = 50.0
     rate_limit_ip_burst: int = 200
+    # The web console's files; None: console/ beside the packages (a source checkout).
+    console_dir: Path | None = None
