@@ -277,6 +277,60 @@ def test_keyboard_labels_and_phone_width(cluster: LocalCluster, console) -> None
     expect(nav.get_by_role("link", name="Fleet")).to_have_attribute("aria-current", "page")
 
 
+def test_the_list_updates_live_and_a_job_is_cancelled_from_its_page(
+    cluster: LocalCluster, console
+) -> None:
+    gw = cluster.gateway_url
+    user = new_user(gw)
+    first = _submit(gw, user, "long-one", "sleep 120")
+    _wait_state(gw, user, first, {"running"})
+    c: Console = console()
+    page = c.sign_in(user["username"], PASSWORD)
+    _no_reload_marker(page)
+    badge = page.locator(f'tr[data-job-id="{first}"] .badge')
+    expect(badge).to_have_attribute("data-state", "running")
+    # a job submitted elsewhere (the CLI, curl) appears in the open list by itself
+    second = _submit(gw, user, "from-curl", "sleep 120")
+    expect(page.locator(f'tr[data-job-id="{second}"]')).to_be_visible()
+    # cancel from the job page, confirming the dialog
+    page.get_by_role("link", name="long-one").click()
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator(".page-head .badge")).to_have_attribute("data-state", "cancelled")
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    assert _job(gw, user, first)["status"] == "cancelled"
+    # and the other one, cancelled elsewhere, turns cancelled in the open list
+    page.get_by_role("link", name="Jobs", exact=True).click()
+    httpx.post(f"{gw}/api/v1/jobs/{second}/cancel", headers=user["headers"])
+    second_badge = page.locator(f'tr[data-job-id="{second}"] .badge')
+    expect(second_badge).to_have_attribute("data-state", "cancelled")
+    assert _same_document(page)
+
+
+def test_the_jobs_list_pages_through_its_cursor(cluster: LocalCluster, console) -> None:
+    gw = cluster.gateway_url
+    user = new_user(gw)
+    # 30 jobs no host can ever run: they are stored (and fail at once) without running
+    ids = [
+        _submit(gw, user, f"page-{i:02d}", "true", resources={"gpu_count": 64}) for i in range(30)
+    ]
+    _wait_state(gw, user, ids[-1], {"failed"})
+    _wait_state(gw, user, ids[0], {"failed"})
+    c: Console = console()
+    page = c.sign_in(user["username"], PASSWORD)
+    rows = page.locator("tr[data-job-id]")
+    expect(rows).to_have_count(25)
+    expect(rows.first).to_contain_text("page-29")  # newest first
+    expect(page.get_by_role("button", name="← Newer")).to_be_disabled()
+    page.get_by_role("button", name="Older →").click()
+    expect(rows).to_have_count(5)
+    expect(rows.last).to_contain_text("page-00")
+    expect(page.get_by_role("button", name="Older →")).to_be_disabled()
+    page.get_by_role("button", name="← Newer").click()
+    expect(rows).to_have_count(25)
+    expect(rows.first).to_contain_text("page-29")
+
+
 def test_a_provider_creates_and_revokes_a_host_key(cluster: LocalCluster, console) -> None:
     gw = cluster.gateway_url
     provider = new_user(gw, "provider")
