@@ -5,7 +5,9 @@ The README's screenshots are taken here (docs/console/*.png) from the running ap
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -376,10 +378,18 @@ def test_text_contrast_meets_wcag_aa_on_every_page(cluster: LocalCluster, consol
     assert all(not bad for bad in checked.values()), checked
 
 
-def _gpu_host(gw: str, name: str, model: str, vram_mb: int, count: int, price: float) -> dict:
+def _gpu_host(
+    gw: str,
+    name: str,
+    model: str,
+    vram_mb: int,
+    count: int,
+    price: float,
+    owner: dict[str, Any] | None = None,
+) -> dict:
     """A GPU host registered through the public API, as a daemon on it would (there is no
     NVIDIA GPU on this machine): inventory, then a heartbeat with per-GPU metrics."""
-    provider = new_user(gw, "provider")
+    provider = owner or new_user(gw, "provider")
     key = httpx.post(
         f"{gw}/api/v1/auth/api-keys", json={"name": name}, headers=provider["headers"]
     ).json()
@@ -418,13 +428,18 @@ def _gpu_host(gw: str, name: str, model: str, vram_mb: int, count: int, price: f
         }
         for i in range(count)
     ]
-    beat = httpx.post(
-        f"{gw}/api/v1/providers/{key['provider_id']}/heartbeat",
-        json={"gpus": metrics, "running_tasks": 0},
-        headers=auth,
-    )
+    url = f"{gw}/api/v1/providers/{key['provider_id']}/heartbeat"
+    beat = httpx.post(url, json={"gpus": metrics, "running_tasks": 0}, headers=auth)
     assert beat.status_code == 200, beat.text
-    return {"provider_id": key["provider_id"], "auth": auth}
+    stop = threading.Event()
+
+    def keep_beating() -> None:  # as its daemon would, so the host stays live while we look
+        while not stop.wait(2.0):
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(url, json={"gpus": metrics, "running_tasks": 0}, headers=auth)
+
+    threading.Thread(target=keep_beating, daemon=True).start()
+    return {"provider_id": key["provider_id"], "auth": auth, "stop": stop}
 
 
 def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, console) -> None:
@@ -447,7 +462,7 @@ def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, conso
 
     # two GPU hosts join; one GPU job is placed there, a bigger one waits for room
     a100 = _gpu_host(gw, "gpu-node-a100", "NVIDIA A100-SXM4-80GB", 81920, 4, 1.89)
-    _gpu_host(gw, "gpu-node-h100", "NVIDIA H100 80GB HBM3", 81559, 8, 2.99)
+    h100 = _gpu_host(gw, "gpu-node-h100", "NVIDIA H100 80GB HBM3", 81559, 8, 2.99)
     placed = _submit(
         gw,
         user,
@@ -498,3 +513,30 @@ def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, conso
     shot(page, "fleet", full_page=True)
     for job_id in (placed, queued, running):
         httpx.post(f"{gw}/api/v1/jobs/{job_id}/cancel", headers=user["headers"])
+    a100["stop"].set()
+    h100["stop"].set()
+
+
+def test_a_provider_drains_and_restores_its_host_from_the_fleet_page(
+    cluster: LocalCluster, console
+) -> None:
+    """After the screenshots: it adds a host of its own."""
+    gw = cluster.gateway_url
+    owner = new_user(gw, "provider")
+    host = _gpu_host(gw, "drain-me", "NVIDIA L4", 23034, 1, 0.5, owner=owner)
+    c: Console = console()
+    page = c.sign_in(owner["username"], PASSWORD)
+    c.open("#/fleet")
+    card = page.locator(f'section[data-provider-id="{host["provider_id"]}"]')
+    others = page.locator(f'section.provider:not([data-provider-id="{host["provider_id"]}"])')
+    expect(card.locator(".pill.st-online")).to_be_visible()
+    # only one's own hosts offer the buttons (an admin's would offer them on every host)
+    expect(others.first).to_be_visible()
+    expect(others.get_by_role("button", name="Drain")).to_have_count(0)
+    card.get_by_role("button", name="Drain").click()
+    expect(card.locator(".pill.st-draining")).to_be_visible()
+    seen = httpx.get(f"{gw}/api/v1/providers/{host['provider_id']}", headers=owner["headers"])
+    assert seen.json()["status"] == "draining"
+    card.get_by_role("button", name="Put online").click()
+    expect(card.locator(".pill.st-online")).to_be_visible()
+    host["stop"].set()
