@@ -71,7 +71,7 @@ async def list_jobs(
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: str, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
-    return public(await service.get_visible(job_id, principal))
+    return public(await service.get_visible(job_id, principal), detail=True)
 
 
 @router.get("/jobs/{job_id}/events")

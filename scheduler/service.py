@@ -286,9 +286,18 @@ class SchedulerService:
                 )
 
 
-def public(job: Job) -> dict[str, Any]:
-    """A job as the API shows it."""
-    return {
+def _shown_params(spec: dict[str, Any]) -> dict[str, Any]:
+    """What runs (script, image, command), so a job can be read back and rerun. Environment
+    values may be secrets: only their names are shown (an admin sees every job)."""
+    params = dict(spec.get("params") or {})
+    if "docker_env_vars" in params:
+        params["docker_env_vars"] = dict.fromkeys(params["docker_env_vars"], "")
+    return params
+
+
+def public(job: Job, *, detail: bool = False) -> dict[str, Any]:
+    """A job as the API shows it; ``detail`` (one job, not a listing) adds what it runs."""
+    shown = {
         "job_id": job.id,
         "name": job.name,
         "type": job.type,
@@ -317,4 +326,9 @@ def public(job: Job) -> dict[str, Any]:
         "start_deadline": job.start_deadline,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+        "timeout_seconds": job.timeout_seconds,
     }
+    if detail:  # a script may be 256 KiB: not repeated 500 times in a listing
+        shown["params"] = _shown_params(job.spec or {})
+        shown["env_names"] = sorted((job.spec or {}).get("env") or {})
+    return shown

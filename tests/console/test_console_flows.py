@@ -145,6 +145,22 @@ def test_sign_up_submit_watch_live_download_and_sign_out(cluster: LocalCluster, 
         page.locator("#log-download").click()
     assert Path(info.value.path()).read_text().splitlines() == lines
 
+    # its spec shows what ran; "Rerun" fills the form with it, and the rerun runs the same
+    expect(page.locator("#spec-script")).to_have_text(TRAIN)
+    page.get_by_role("button", name="Rerun…").click()
+    expect(page.get_by_role("heading", name="Rerun a job")).to_be_visible()
+    expect(page.get_by_label("Script source")).to_have_value(TRAIN)
+    expect(page.get_by_label("Outputs")).to_have_value("results/metrics.json")
+    expect(page.get_by_label("Tags")).to_have_value("demo, resnet")
+    expect(page.get_by_label("Retries")).to_have_value("1")
+    page.get_by_label("Name").fill("resnet-finetune-2")
+    page.get_by_role("button", name="Submit job").click()
+    expect(page.locator("#job-title")).to_have_text("resnet-finetune-2")
+    rerun_id = JOB_URL.search(page.url).group(1)
+    assert rerun_id != job_id
+    expect(page.locator(".page-head .badge")).to_have_attribute("data-state", "completed")
+    expect(page.locator("#log")).to_contain_text("saved results/metrics.json")
+
     # the list shows it, completed; a reload keeps the session (refresh cookie, silently)
     page.get_by_role("link", name="Jobs", exact=True).click()
     row = page.locator(f'tr[data-job-id="{job_id}"]')
@@ -167,6 +183,36 @@ def state_is_live(page: Page) -> bool:
         "cancelled",
         "timed_out",
     )
+
+
+def test_one_job_shows_what_it_runs_but_never_environment_values(cluster: LocalCluster) -> None:
+    gw = cluster.gateway_url
+    user = new_user(gw)
+    job_id = _submit(
+        gw,
+        user,
+        "with-secrets",
+        "echo $HF_TOKEN | wc -c",
+        env={"HF_TOKEN": "hf_secret_value_123"},
+        timeout_seconds=600,
+    )
+    job = _wait_state(gw, user, job_id, {"completed"})
+    detail = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=user["headers"])
+    assert detail.json()["params"]["script_content"] == "echo $HF_TOKEN | wc -c"
+    assert detail.json()["env_names"] == ["HF_TOKEN"] and job["timeout_seconds"] == 600
+    assert "hf_secret_value_123" not in detail.text
+    container = {
+        "type": "container",
+        "name": "c",
+        "params": {"docker_image": "alpine:3", "docker_env_vars": {"API_KEY": "s3cr3t-value"}},
+    }
+    r = httpx.post(f"{gw}/api/v1/jobs", json=container, headers=user["headers"])
+    cid = r.json()["job_id"]
+    shown = _wait_state(gw, user, cid, {"queued", "dispatched", "running", "failed", "completed"})
+    assert shown["params"]["docker_env_vars"] == {"API_KEY": ""}
+    listing = httpx.get(f"{gw}/api/v1/jobs", headers=user["headers"])
+    assert "s3cr3t-value" not in listing.text and "hf_secret_value_123" not in listing.text
+    assert all("params" not in j for j in listing.json()["jobs"])  # not repeated in listings
 
 
 def test_a_second_user_cannot_see_the_first_users_job(cluster: LocalCluster, console) -> None:

@@ -3,6 +3,7 @@
 // Live logs: EventSource cannot send an Authorization header (and the API takes no cookie), so
 // the SSE stream is read with fetch() and a ReadableStream reader, parsed here.
 import { api } from "../api.js";
+import { setDraft } from "../draft.js";
 import { TERMINAL, badge, clear, errorNotice, h, notice, pageTitle, saveBlob, toast, when } from "../ui.js";
 
 const POLL_MS = 1500;
@@ -13,15 +14,45 @@ function dl(pairs) {
   return h("dl", { class: "kv" }, rows.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v ?? "—"))));
 }
 
-function rerunLink(j) {
-  const q = new URLSearchParams({ name: j.name, priority: String(j.priority), max_retries: String(j.max_retries) });
-  const r = j.resources || {};
-  if (r.gpu_count) q.set("gpu_count", String(r.gpu_count));
-  if (r.gpu_model) q.set("gpu_model", r.gpu_model);
-  if (j.tags?.length) q.set("tags", j.tags.join(", "));
-  if (j.inputs?.length) q.set("inputs", j.inputs.join("\n"));
-  if (j.outputs?.length) q.set("outputs", j.outputs.join("\n"));
-  return `#/submit?${q}`;
+// The submit form, filled in with this job's spec (environment values are never shown back).
+function rerun(j) {
+  setDraft({
+    type: j.type,
+    name: j.name,
+    params: j.params || {},
+    resources: j.resources || {},
+    priority: j.priority,
+    max_retries: j.max_retries,
+    timeout_seconds: j.timeout_seconds,
+    max_price_per_hour: j.max_price_per_hour,
+    tags: j.tags,
+    inputs: j.inputs,
+    outputs: j.outputs,
+  });
+  location.hash = "#/submit";
+}
+
+function specCard(j) {
+  const p = j.params || {};
+  const rows = [];
+  if (j.type === "script") {
+    rows.push(["Interpreter", p.script_interpreter || "bash"]);
+  } else {
+    rows.push(["Image", h("code", {}, p.docker_image || "—")]);
+    if (p.docker_command) rows.push(["Command", h("code", {}, [].concat(p.docker_command).join(" "))]);
+    const names = Object.keys(p.docker_env_vars || {});
+    if (names.length) rows.push(["Container env", `${names.join(", ")} (values hidden)`]);
+  }
+  if (j.env_names?.length) rows.push(["Environment", `${j.env_names.join(", ")} (values hidden)`]);
+  rows.push(["Timeout", j.timeout_seconds ? `${j.timeout_seconds} s` : "none"]);
+  if (j.max_price_per_hour !== null && j.max_price_per_hour !== undefined) rows.push(["Price cap", `$${j.max_price_per_hour}/h`]);
+  return h(
+    "section",
+    { class: "card", "aria-labelledby": "spec-h" },
+    h("h2", { id: "spec-h" }, "Spec"),
+    dl(rows),
+    j.type === "script" && p.script_content ? h("pre", { class: "code", id: "spec-script", tabindex: 0, "aria-label": "Script" }, p.script_content) : null,
+  );
 }
 
 // Server-sent events from a fetch body: calls onLine per data line, resolves at "end".
@@ -59,6 +90,7 @@ export function render(main, { args }) {
 
   const head = h("div");
   const summary = h("section", { class: "card", "aria-labelledby": "sum-h" });
+  const spec = h("div");
   const timeline = h("ol", { class: "timeline", id: "timeline" });
   const artifacts = h("div", { id: "artifacts" });
   const logEl = h("pre", { class: "log", id: "log", tabindex: 0, "aria-label": "Job log" });
@@ -78,7 +110,8 @@ export function render(main, { args }) {
         logEl, logState)),
     h("div", {},
       h("section", { class: "card", "aria-labelledby": "tl-h" }, h("h2", { id: "tl-h" }, "Timeline"), timeline),
-      h("section", { class: "card", "aria-labelledby": "art-h" }, h("h2", { id: "art-h" }, "Artifacts"), artifacts)),
+      h("section", { class: "card", "aria-labelledby": "art-h" }, h("h2", { id: "art-h" }, "Artifacts"), artifacts),
+      spec),
   );
   main.append(head, h("p", { class: "loading" }, "Loading the job…"));
 
@@ -142,7 +175,7 @@ export function render(main, { args }) {
         j.name,
         badge(j.status),
         !TERMINAL.has(j.status) ? h("button", { class: "btn danger", type: "button", id: "cancel", onclick: cancel }, "Cancel") : null,
-        h("a", { class: "btn", href: rerunLink(j), id: "rerun" }, "Rerun…"),
+        h("button", { class: "btn", type: "button", id: "rerun", onclick: () => rerun(j) }, "Rerun…"),
       ),
     );
     head.querySelector("h1").id = "job-title";
@@ -169,6 +202,7 @@ export function render(main, { args }) {
         ["Error", j.error || undefined],
       ]),
     );
+    if (!spec.firstChild) spec.append(specCard(j)); // the spec never changes
     clear(timeline).append(
       ...events.map((e) =>
         h("li", { class: `ev s-${e.to}` }, h("span", { class: "dot", "aria-hidden": "true" }),

@@ -1,5 +1,6 @@
 // The submit form: script or container, resources, inputs/outputs, priority, timeout, retries.
 import { api } from "../api.js";
+import { takeDraft } from "../draft.js";
 import { field, h, pageTitle, toast } from "../ui.js";
 
 const list = (text) =>
@@ -12,28 +13,42 @@ function num(input) {
   return input.value === "" ? undefined : Number(input.value);
 }
 
-export function render(main, { query }) {
-  const name = h("input", { name: "name", required: true, maxlength: 128, value: query.get("name") || "" });
+function prefill(form, d) {
+  const set = (name, value) => {
+    if (value !== undefined && value !== null) form.elements[name].value = Array.isArray(value) ? value.join(name === "tags" ? ", " : "\n") : value;
+  };
+  const p = d.params || {};
+  const r = d.resources || {};
+  form.elements.type.value = d.type;
+  set("name", d.name);
+  set("script", p.script_content);
+  set("interpreter", p.script_interpreter);
+  set("image", p.docker_image);
+  set("command", Array.isArray(p.docker_command) ? p.docker_command.join(" ") : p.docker_command);
+  for (const k of ["gpu_count", "gpu_model", "min_vram_mb", "cpu", "memory_mb"]) set(k, r[k]);
+  for (const k of ["priority", "timeout_seconds", "max_retries", "max_price_per_hour", "tags", "inputs", "outputs"]) set(k, d[k]);
+}
+
+export function render(main) {
+  const name = h("input", { name: "name", required: true, maxlength: 128 });
   const typeScript = h("input", { type: "radio", name: "type", value: "script", id: "type-script", checked: true });
   const typeContainer = h("input", { type: "radio", name: "type", value: "container", id: "type-container" });
   const script = h("textarea", { name: "script", rows: 7, class: "mono", spellcheck: "false", placeholder: "echo hello from Dante\npython3 train.py" });
   const interp = h("input", { name: "interpreter", value: "bash" });
   const image = h("input", { name: "image", placeholder: "pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime" });
   const command = h("input", { name: "command", placeholder: "python train.py --epochs 3" });
-  const gpuCount = h("input", { name: "gpu_count", type: "number", min: 0, max: 64, value: query.get("gpu_count") || 0 });
-  const gpuModel = h("input", { name: "gpu_model", placeholder: "H100* (any if empty)", value: query.get("gpu_model") || "" });
+  const gpuCount = h("input", { name: "gpu_count", type: "number", min: 0, max: 64, value: 0 });
+  const gpuModel = h("input", { name: "gpu_model", placeholder: "H100* (any if empty)" });
   const vram = h("input", { name: "min_vram_mb", type: "number", min: 0, placeholder: "0" });
   const cpu = h("input", { name: "cpu", type: "number", min: 0.1, step: 0.1, placeholder: "any" });
   const memory = h("input", { name: "memory_mb", type: "number", min: 1, placeholder: "any" });
-  const priority = h("input", { name: "priority", type: "number", min: 0, max: 10, value: query.get("priority") || 5 });
+  const priority = h("input", { name: "priority", type: "number", min: 0, max: 10, value: 5 });
   const timeout = h("input", { name: "timeout_seconds", type: "number", min: 1, placeholder: "none" });
-  const retries = h("input", { name: "max_retries", type: "number", min: 0, max: 10, value: query.get("max_retries") || 3 });
+  const retries = h("input", { name: "max_retries", type: "number", min: 0, max: 10, value: 3 });
   const maxPrice = h("input", { name: "max_price_per_hour", type: "number", min: 0, step: 0.01, placeholder: "no cap" });
-  const tags = h("input", { name: "tags", placeholder: "nightly, resnet", value: query.get("tags") || "" });
-  const inputs = h("textarea", { name: "inputs", rows: 2, class: "mono", placeholder: "datasets/train.csv", value: "" });
+  const tags = h("input", { name: "tags", placeholder: "nightly, resnet" });
+  const inputs = h("textarea", { name: "inputs", rows: 2, class: "mono", placeholder: "datasets/train.csv" });
   const outputs = h("textarea", { name: "outputs", rows: 2, class: "mono", placeholder: "results/model.pt" });
-  inputs.value = query.get("inputs") || "";
-  outputs.value = query.get("outputs") || "";
 
   const scriptBox = h("fieldset", { class: "sub" }, h("legend", {}, "Script"), field("Script source", script, "Runs in a fresh work directory; write outputs under $DANTE_OUTPUTS_DIR."), field("Interpreter", interp));
   const containerBox = h("fieldset", { class: "sub", hidden: true }, h("legend", {}, "Container"), field("Image", image), field("Command", command));
@@ -102,6 +117,11 @@ export function render(main, { query }) {
     }
   });
 
-  main.append(pageTitle("Submit a job"), form);
+  const draft = takeDraft();
+  if (draft) {
+    prefill(form, draft);
+    syncType();
+  }
+  main.append(pageTitle(draft ? "Rerun a job" : "Submit a job"), form);
   name.focus();
 }
