@@ -432,6 +432,7 @@ def _gpu_host(
     count: int,
     price: float,
     owner: dict[str, Any] | None = None,
+    busy: int = 0,
 ) -> dict:
     """A GPU host registered through the public API, as a daemon on it would (there is no
     NVIDIA GPU on this machine): inventory, then a heartbeat with per-GPU metrics."""
@@ -464,13 +465,14 @@ def _gpu_host(
     }
     r = httpx.post(f"{gw}/api/v1/providers", json=body, headers=auth)
     assert r.status_code in (200, 201), r.text
+    # the first ``busy`` GPUs look loaded (the test places that many there), the rest idle
     metrics = [
         {
             "index": i,
-            "utilization_pct": [97, 12, 64, 0, 88, 35, 0, 71][i % 8],
-            "memory_used_mb": vram_mb * [0.91, 0.08, 0.55, 0.0, 0.8, 0.3, 0.0, 0.62][i % 8],
-            "temperature_c": [78, 41, 66, 34, 74, 52, 33, 69][i % 8],
-            "power_draw_w": 400.0,
+            "utilization_pct": [97, 91, 88, 94][i % 4] if i < busy else [0, 2, 0, 1][i % 4],
+            "memory_used_mb": vram_mb * ([0.91, 0.84, 0.87, 0.9][i % 4] if i < busy else 0.01),
+            "temperature_c": [78, 74, 76, 79][i % 4] if i < busy else [34, 36, 33, 35][i % 4],
+            "power_draw_w": 380.0 if i < busy else 62.0,
         }
         for i in range(count)
     ]
@@ -506,9 +508,9 @@ def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, conso
     running = _submit(gw, user, "resnet50-train", "sleep 300", tags=["vision", "nightly"])
     _wait_state(gw, user, running, {"running"})
 
-    # two GPU hosts join; one GPU job is placed there, a bigger one waits for room
-    a100 = _gpu_host(gw, "gpu-node-a100", "NVIDIA A100-SXM4-80GB", 81920, 4, 1.89)
-    h100 = _gpu_host(gw, "gpu-node-h100", "NVIDIA H100 80GB HBM3", 81559, 8, 2.99)
+    # two GPU hosts join; a GPU job is placed on each, a bigger one waits for room
+    a100 = _gpu_host(gw, "gpu-node-a100", "NVIDIA A100-SXM4-80GB", 81920, 4, 1.89, busy=2)
+    h100 = _gpu_host(gw, "gpu-node-h100", "NVIDIA H100 80GB HBM3", 81559, 8, 2.99, busy=4)
     placed = _submit(
         gw,
         user,
@@ -519,12 +521,23 @@ def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, conso
     )
     job = _wait_state(gw, user, placed, {"dispatched"})
     assert job["provider_id"] == a100["provider_id"]
+    inference = _submit(
+        gw,
+        user,
+        "llama-70b-inference",
+        "python3 serve.py",
+        resources={"gpu_count": 4, "gpu_model": "NVIDIA H100*"},
+        tags=["llm"],
+        priority=7,
+    )
+    job = _wait_state(gw, user, inference, {"dispatched"})
+    assert job["provider_id"] == h100["provider_id"]
     queued = _submit(
         gw,
         user,
-        "llama-70b-finetune",
+        "mixtral-finetune",
         "python3 train.py",
-        resources={"gpu_count": 4, "gpu_model": "NVIDIA A100*"},
+        resources={"gpu_count": 8, "gpu_model": "NVIDIA H100*"},
         tags=["llm"],
         priority=8,
     )
@@ -535,11 +548,11 @@ def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, conso
 
     c: Console = console()
     page = c.sign_in(user["username"], PASSWORD)
-    expect(page.locator("tr[data-job-id]")).to_have_count(7)
+    expect(page.locator("tr[data-job-id]")).to_have_count(8)
     waiting = page.locator(f'tr[data-job-id="{queued}"]')
     expect(waiting.locator(".badge")).to_have_attribute("data-state", "queued")
-    expect(waiting).to_contain_text("4\u00d7 NVIDIA A100*")
-    shot(page, "jobs")
+    expect(waiting).to_contain_text("8\u00d7 NVIDIA H100*")
+    shot(page, "jobs", full_page=True)
 
     # filter by state and by tag, from the form
     page.get_by_label("State").select_option("running")
@@ -547,8 +560,8 @@ def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, conso
     expect(page.locator("tr[data-job-id]")).to_have_count(1)
     expect(page.locator(f'tr[data-job-id="{running}"]')).to_be_visible()
     page.get_by_role("link", name="Clear").click()
-    page.get_by_role("link", name="llm").click()
-    expect(page.locator("tr[data-job-id]")).to_have_count(1)
+    page.get_by_role("link", name="llm").first.click()
+    expect(page.locator("tr[data-job-id]")).to_have_count(2)
 
     # the fleet: the real local daemon plus the two GPU hosts, the GPU job on two A100s
     c.open("#/fleet")
@@ -556,8 +569,10 @@ def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, conso
     host = page.locator(f'section[data-provider-id="{a100["provider_id"]}"]')
     expect(host.locator(".pill.busy")).to_have_count(2)
     expect(host.get_by_role("link", name="bert-large-pretrain")).to_have_count(2)
+    other = page.locator(f'section[data-provider-id="{h100["provider_id"]}"]')
+    expect(other.get_by_role("link", name="llama-70b-inference")).to_have_count(4)
     shot(page, "fleet", full_page=True)
-    for job_id in (placed, queued, running):
+    for job_id in (placed, inference, queued, running):
         httpx.post(f"{gw}/api/v1/jobs/{job_id}/cancel", headers=user["headers"])
     a100["stop"].set()
     h100["stop"].set()
