@@ -151,6 +151,7 @@ async def sign_out(request: Request) -> Response:
     _check_csrf(request)
     token = request.cookies.get(REFRESH_COOKIE)
     bearer = request.headers.get("authorization")
+    done = False
     if bearer:
         resp = await _auth(
             request,
@@ -160,8 +161,10 @@ async def sign_out(request: Request) -> Response:
         )
         if resp.status_code not in (204, 401):
             raise _relay_error(resp)
-    elif token:
-        # No access token left (expired tab): spend the refresh token to end its family.
+        done = resp.status_code == 204
+    if not done and token:
+        # No usable access token (an idle tab's expired): spend the refresh token for a fresh
+        # one, then log that out, so the refresh-token family ends here all the same.
         refreshed = await _auth(request, "/refresh", json={"refresh_token": token})
         if refreshed.status_code == 200:
             tokens = refreshed.json()

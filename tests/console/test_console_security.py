@@ -244,3 +244,19 @@ def test_a_cross_site_form_post_from_a_browser_is_refused(
     c.open("#/jobs")
     page.locator("#whoami").wait_for()
     assert user["username"] in page.locator("#whoami").inner_text()
+
+
+def test_logout_from_an_idle_tab_still_ends_the_refresh_token(cluster: LocalCluster) -> None:
+    """An expired (here: unusable) access token must not leave the cookie's session alive."""
+    gw = cluster.gateway_url
+    user = new_user(gw)
+    session = _sign_in(gw, user)
+    jar = {"dante_refresh": session.cookies["dante_refresh"], "dante_csrf": "t"}
+    out = httpx.post(
+        f"{gw}/console/session/logout",
+        cookies=jar,
+        headers={"authorization": "Bearer not-a-token", "x-csrf-token": "t"},
+    )
+    assert out.status_code == 204
+    again = httpx.post(f"{gw}/console/session/refresh", cookies=jar, headers={"x-csrf-token": "t"})
+    assert again.status_code == 401
