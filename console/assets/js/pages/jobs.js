@@ -100,6 +100,10 @@ export function render(main, { query, user }) {
 
   async function load() {
     clearTimeout(timer);
+    if (!first && document.hidden) {
+      timer = setTimeout(load, POLL_MS); // a background tab does not poll the API
+      return;
+    }
     try {
       const data = await api(`/api/v1/jobs?${params()}`);
       if (stopped) return;
