@@ -5,13 +5,9 @@ The README's screenshots are taken here (docs/console/*.png) from the running ap
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
-import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +15,7 @@ from playwright.sync_api import Page, expect
 
 from localdev.cluster import LocalCluster
 from tests.console.conftest import JOB_URL, PHONE, Console, low_contrast, shot
+from tests.console.helpers import fetch_job, submit, wait_state
 from tests.support.accounts import PASSWORD, new_user
 
 pytestmark = pytest.mark.e2e
@@ -33,38 +30,6 @@ mkdir -p "$DANTE_OUTPUTS_DIR/results"
 echo '{"final_loss": 0.25, "epochs": 10}' > "$DANTE_OUTPUTS_DIR/results/metrics.json"
 echo "saved results/metrics.json"
 """
-
-
-def _submit(gw: str, user: dict[str, Any], name: str, script: str, **spec: Any) -> str:
-    body = {"type": "script", "name": name, "params": {"script_content": script}, **spec}
-    r = httpx.post(f"{gw}/api/v1/jobs", json=body, headers=user["headers"])
-    assert r.status_code == 202, r.text
-    return r.json()["job_id"]
-
-
-def _named_user(gw: str, prefix: str) -> dict[str, Any]:
-    """Like ``new_user``, with a readable name (it shows in the screenshots)."""
-    name = f"{prefix}.{uuid.uuid4().hex[:4]}"
-    body = {"username": name, "email": f"{name}@example.com", "password": PASSWORD}
-    assert httpx.post(f"{gw}/api/v1/auth/register", json=body).status_code == 201
-    login = httpx.post(f"{gw}/api/v1/auth/login", json={"username": name, "password": PASSWORD})
-    token = login.json()["access_token"]
-    return {"username": name, "headers": {"authorization": f"Bearer {token}"}}
-
-
-def _job(gw: str, user: dict[str, Any], job_id: str) -> dict:
-    r = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=user["headers"])
-    return r.json() if r.status_code == 200 else {}
-
-
-def _wait_state(gw: str, user: dict[str, Any], job_id: str, states: set[str]) -> dict:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        r = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=user["headers"])
-        if r.status_code == 200 and r.json()["status"] in states:
-            return r.json()
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never reached {states}")
 
 
 def _no_reload_marker(page: Page) -> None:
@@ -188,7 +153,7 @@ def state_is_live(page: Page) -> bool:
 def test_one_job_shows_what_it_runs_but_never_environment_values(cluster: LocalCluster) -> None:
     gw = cluster.gateway_url
     user = new_user(gw)
-    job_id = _submit(
+    job_id = submit(
         gw,
         user,
         "with-secrets",
@@ -196,7 +161,7 @@ def test_one_job_shows_what_it_runs_but_never_environment_values(cluster: LocalC
         env={"HF_TOKEN": "hf_secret_value_123"},
         timeout_seconds=600,
     )
-    job = _wait_state(gw, user, job_id, {"completed"})
+    job = wait_state(gw, user, job_id, {"completed"})
     detail = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=user["headers"])
     assert detail.json()["params"]["script_content"] == "echo $HF_TOKEN | wc -c"
     assert detail.json()["env_names"] == ["HF_TOKEN"] and job["timeout_seconds"] == 600
@@ -208,18 +173,18 @@ def test_one_job_shows_what_it_runs_but_never_environment_values(cluster: LocalC
     }
     r = httpx.post(f"{gw}/api/v1/jobs", json=container, headers=user["headers"])
     cid = r.json()["job_id"]
-    shown = _wait_state(gw, user, cid, {"queued", "dispatched", "running", "failed", "completed"})
+    shown = wait_state(gw, user, cid, {"queued", "dispatched", "running", "failed", "completed"})
     assert shown["params"]["docker_env_vars"] == {"API_KEY": ""}
     listing = httpx.get(f"{gw}/api/v1/jobs", headers=user["headers"])
     assert "s3cr3t-value" not in listing.text and "hf_secret_value_123" not in listing.text
     assert all("params" not in j for j in listing.json()["jobs"])  # not repeated in listings
 
 
-def test_a_second_user_cannot_see_the_first_users_job(cluster: LocalCluster, console) -> None:
+def test_a_second_user_cannot_see_the_first_usersjob(cluster: LocalCluster, console) -> None:
     gw = cluster.gateway_url
     owner, other = new_user(gw), new_user(gw)
-    job_id = _submit(gw, owner, "private-experiment", "echo secret-output")
-    _wait_state(gw, owner, job_id, {"completed"})
+    job_id = submit(gw, owner, "private-experiment", "echo secret-output")
+    wait_state(gw, owner, job_id, {"completed"})
     c: Console = console()
     page = c.sign_in(other["username"], PASSWORD)
     expect(page.get_by_text("No jobs yet")).to_be_visible()
@@ -288,7 +253,7 @@ def test_storage_upload_with_progress_download_and_delete(
 def test_keyboard_labels_and_phone_width(cluster: LocalCluster, console) -> None:
     gw = cluster.gateway_url
     user = new_user(gw)
-    _submit(gw, user, "phone-check", "echo ok", tags=["mobile"])
+    submit(gw, user, "phone-check", "echo ok", tags=["mobile"])
     c: Console = console(PHONE)
     page = c.open()
     # keyboard only: the username field has focus, Tab moves to the password, Enter submits
@@ -330,15 +295,15 @@ def test_the_list_updates_live_and_a_job_is_cancelled_from_its_page(
 ) -> None:
     gw = cluster.gateway_url
     user = new_user(gw)
-    first = _submit(gw, user, "long-one", "sleep 120")
-    _wait_state(gw, user, first, {"running"})
+    first = submit(gw, user, "long-one", "sleep 120")
+    wait_state(gw, user, first, {"running"})
     c: Console = console()
     page = c.sign_in(user["username"], PASSWORD)
     _no_reload_marker(page)
     badge = page.locator(f'tr[data-job-id="{first}"] .badge')
     expect(badge).to_have_attribute("data-state", "running")
     # a job submitted elsewhere (the CLI, curl) appears in the open list by itself
-    second = _submit(gw, user, "from-curl", "sleep 120")
+    second = submit(gw, user, "from-curl", "sleep 120")
     expect(page.locator(f'tr[data-job-id="{second}"]')).to_be_visible()
     # cancel from the job page, confirming the dialog
     page.get_by_role("link", name="long-one").click()
@@ -346,7 +311,7 @@ def test_the_list_updates_live_and_a_job_is_cancelled_from_its_page(
     page.get_by_role("button", name="Cancel").click()
     expect(page.locator(".page-head .badge")).to_have_attribute("data-state", "cancelled")
     expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
-    assert _job(gw, user, first)["status"] == "cancelled"
+    assert fetch_job(gw, user, first)["status"] == "cancelled"
     # and the other one, cancelled elsewhere, turns cancelled in the open list
     page.get_by_role("link", name="Jobs", exact=True).click()
     httpx.post(f"{gw}/api/v1/jobs/{second}/cancel", headers=user["headers"])
@@ -360,10 +325,10 @@ def test_the_jobs_list_pages_through_its_cursor(cluster: LocalCluster, console) 
     user = new_user(gw)
     # 30 jobs no host can ever run: they are stored (and fail at once) without running
     ids = [
-        _submit(gw, user, f"page-{i:02d}", "true", resources={"gpu_count": 64}) for i in range(30)
+        submit(gw, user, f"page-{i:02d}", "true", resources={"gpu_count": 64}) for i in range(30)
     ]
-    _wait_state(gw, user, ids[-1], {"failed"})
-    _wait_state(gw, user, ids[0], {"failed"})
+    wait_state(gw, user, ids[-1], {"failed"})
+    wait_state(gw, user, ids[0], {"failed"})
     c: Console = console()
     page = c.sign_in(user["username"], PASSWORD)
     rows = page.locator("tr[data-job-id]")
@@ -407,8 +372,8 @@ def test_a_provider_creates_and_revokes_a_host_key(cluster: LocalCluster, consol
 def test_text_contrast_meets_wcag_aa_on_every_page(cluster: LocalCluster, console) -> None:
     gw = cluster.gateway_url
     user = new_user(gw)
-    job_id = _submit(gw, user, "contrast", "echo one; exit 1", tags=["a11y"])
-    _wait_state(gw, user, job_id, {"failed"})
+    job_id = submit(gw, user, "contrast", "echo one; exit 1", tags=["a11y"])
+    wait_state(gw, user, job_id, {"failed"})
     c: Console = console()
     page = c.sign_in(user["username"], PASSWORD)
     checked = {}
@@ -422,182 +387,3 @@ def test_text_contrast_meets_wcag_aa_on_every_page(cluster: LocalCluster, consol
     page.locator("#signin-form").wait_for()
     checked["#/signin"] = low_contrast(page)
     assert all(not bad for bad in checked.values()), checked
-
-
-def _gpu_host(
-    gw: str,
-    name: str,
-    model: str,
-    vram_mb: int,
-    count: int,
-    price: float,
-    owner: dict[str, Any] | None = None,
-    busy: int = 0,
-) -> dict:
-    """A GPU host registered through the public API, as a daemon on it would (there is no
-    NVIDIA GPU on this machine): inventory, then a heartbeat with per-GPU metrics."""
-    provider = owner or new_user(gw, "provider")
-    key = httpx.post(
-        f"{gw}/api/v1/auth/api-keys", json={"name": name}, headers=provider["headers"]
-    ).json()
-    token = httpx.post(f"{gw}/api/v1/auth/token", json={"api_key": key["api_key"]}).json()
-    auth = {"authorization": f"Bearer {token['access_token']}"}
-    gpus = [
-        {
-            "index": i,
-            "uuid": f"GPU-{uuid.uuid4()}",
-            "name": model,
-            "memory_total_mb": vram_mb,
-            "compute_capability": "9.0",
-        }
-        for i in range(count)
-    ]
-    body = {
-        "name": name,
-        "hostname": f"{name}.dc1.example",
-        "cpu_count": 64,
-        "memory_mb": 512 * 1024,
-        "max_concurrent_tasks": count,
-        "price_per_hour": price,
-        "driver_version": "550.90.07",
-        "cuda_version": "12.4",
-        "gpus": gpus,
-    }
-    r = httpx.post(f"{gw}/api/v1/providers", json=body, headers=auth)
-    assert r.status_code in (200, 201), r.text
-    # the first ``busy`` GPUs look loaded (the test places that many there), the rest idle
-    metrics = [
-        {
-            "index": i,
-            "utilization_pct": [97, 91, 88, 94][i % 4] if i < busy else [0, 2, 0, 1][i % 4],
-            "memory_used_mb": vram_mb * ([0.91, 0.84, 0.87, 0.9][i % 4] if i < busy else 0.01),
-            "temperature_c": [78, 74, 76, 79][i % 4] if i < busy else [34, 36, 33, 35][i % 4],
-            "power_draw_w": 380.0 if i < busy else 62.0,
-        }
-        for i in range(count)
-    ]
-    url = f"{gw}/api/v1/providers/{key['provider_id']}/heartbeat"
-    beat = httpx.post(url, json={"gpus": metrics, "running_tasks": 0}, headers=auth)
-    assert beat.status_code == 200, beat.text
-    stop = threading.Event()
-
-    def keep_beating() -> None:  # as its daemon would, so the host stays live while we look
-        while not stop.wait(2.0):
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.post(url, json={"gpus": metrics, "running_tasks": 0}, headers=auth)
-
-    threading.Thread(target=keep_beating, daemon=True).start()
-    return {"provider_id": key["provider_id"], "auth": auth, "stop": stop}
-
-
-def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, console) -> None:
-    """Last in this module: it adds GPU hosts that only heartbeat once (they never run jobs)."""
-    gw = cluster.gateway_url
-    user = _named_user(gw, "maria")
-    done = [
-        _submit(gw, user, "tokenizer-build", "echo building vocab; sleep 1", tags=["nlp"]),
-        _submit(gw, user, "eval-suite", "echo evaluating; exit 3", tags=["eval"]),
-        _submit(gw, user, "data-prep", "echo cleaning rows; sleep 2", tags=["etl"]),
-    ]
-    for job_id in done:
-        _wait_state(gw, user, job_id, {"completed", "failed"})
-    cancelled = _submit(gw, user, "sweep-lr-3e-5", "sleep 120", tags=["sweep"])
-    _wait_state(gw, user, cancelled, {"running"})
-    httpx.post(f"{gw}/api/v1/jobs/{cancelled}/cancel", headers=user["headers"])
-    _wait_state(gw, user, cancelled, {"cancelled"})
-    running = _submit(gw, user, "resnet50-train", "sleep 300", tags=["vision", "nightly"])
-    _wait_state(gw, user, running, {"running"})
-
-    # two GPU hosts join; a GPU job is placed on each, a bigger one waits for room
-    a100 = _gpu_host(gw, "gpu-node-a100", "NVIDIA A100-SXM4-80GB", 81920, 4, 1.89, busy=2)
-    h100 = _gpu_host(gw, "gpu-node-h100", "NVIDIA H100 80GB HBM3", 81559, 8, 2.99, busy=4)
-    placed = _submit(
-        gw,
-        user,
-        "bert-large-pretrain",
-        "python3 pretrain.py",
-        resources={"gpu_count": 2, "gpu_model": "NVIDIA A100*"},
-        tags=["nlp"],
-    )
-    job = _wait_state(gw, user, placed, {"dispatched"})
-    assert job["provider_id"] == a100["provider_id"]
-    inference = _submit(
-        gw,
-        user,
-        "llama-70b-inference",
-        "python3 serve.py",
-        resources={"gpu_count": 4, "gpu_model": "NVIDIA H100*"},
-        tags=["llm"],
-        priority=7,
-    )
-    job = _wait_state(gw, user, inference, {"dispatched"})
-    assert job["provider_id"] == h100["provider_id"]
-    queued = _submit(
-        gw,
-        user,
-        "mixtral-finetune",
-        "python3 train.py",
-        resources={"gpu_count": 8, "gpu_model": "NVIDIA H100*"},
-        tags=["llm"],
-        priority=8,
-    )
-    deadline = time.monotonic() + 60
-    while not _job(gw, user, queued).get("waiting_reason"):
-        assert time.monotonic() < deadline, "the big job never got a waiting reason"
-        time.sleep(0.3)
-
-    c: Console = console()
-    page = c.sign_in(user["username"], PASSWORD)
-    expect(page.locator("tr[data-job-id]")).to_have_count(8)
-    waiting = page.locator(f'tr[data-job-id="{queued}"]')
-    expect(waiting.locator(".badge")).to_have_attribute("data-state", "queued")
-    expect(waiting).to_contain_text("8\u00d7 NVIDIA H100*")
-    shot(page, "jobs", full_page=True)
-
-    # filter by state and by tag, from the form
-    page.get_by_label("State").select_option("running")
-    page.get_by_role("button", name="Apply").click()
-    expect(page.locator("tr[data-job-id]")).to_have_count(1)
-    expect(page.locator(f'tr[data-job-id="{running}"]')).to_be_visible()
-    page.get_by_role("link", name="Clear").click()
-    page.get_by_role("link", name="llm").first.click()
-    expect(page.locator("tr[data-job-id]")).to_have_count(2)
-
-    # the fleet: the real local daemon plus the two GPU hosts, the GPU job on two A100s
-    c.open("#/fleet")
-    expect(page.locator("section.provider")).to_have_count(3)
-    host = page.locator(f'section[data-provider-id="{a100["provider_id"]}"]')
-    expect(host.locator(".pill.busy")).to_have_count(2)
-    expect(host.get_by_role("link", name="bert-large-pretrain")).to_have_count(2)
-    other = page.locator(f'section[data-provider-id="{h100["provider_id"]}"]')
-    expect(other.get_by_role("link", name="llama-70b-inference")).to_have_count(4)
-    shot(page, "fleet", full_page=True)
-    for job_id in (placed, inference, queued, running):
-        httpx.post(f"{gw}/api/v1/jobs/{job_id}/cancel", headers=user["headers"])
-    a100["stop"].set()
-    h100["stop"].set()
-
-
-def test_a_provider_drains_and_restores_its_host_from_the_fleet_page(
-    cluster: LocalCluster, console
-) -> None:
-    """After the screenshots: it adds a host of its own."""
-    gw = cluster.gateway_url
-    owner = new_user(gw, "provider")
-    host = _gpu_host(gw, "drain-me", "NVIDIA L4", 23034, 1, 0.5, owner=owner)
-    c: Console = console()
-    page = c.sign_in(owner["username"], PASSWORD)
-    c.open("#/fleet")
-    card = page.locator(f'section[data-provider-id="{host["provider_id"]}"]')
-    others = page.locator(f'section.provider:not([data-provider-id="{host["provider_id"]}"])')
-    expect(card.locator(".pill.st-online")).to_be_visible()
-    # only one's own hosts offer the buttons (an admin's would offer them on every host)
-    expect(others.first).to_be_visible()
-    expect(others.get_by_role("button", name="Drain")).to_have_count(0)
-    card.get_by_role("button", name="Drain").click()
-    expect(card.locator(".pill.st-draining")).to_be_visible()
-    seen = httpx.get(f"{gw}/api/v1/providers/{host['provider_id']}", headers=owner["headers"])
-    assert seen.json()["status"] == "draining"
-    card.get_by_role("button", name="Put online").click()
-    expect(card.locator(".pill.st-online")).to_be_visible()
-    host["stop"].set()
