@@ -31,7 +31,10 @@ RUN groupadd --system --gid 10001 dante \
     && chmod 0700 /var/lib/dante/keys /var/lib/dante/nats-auth
 COPY --from=build /opt/dante /opt/dante
 COPY deploy/bootstrap_provider.py /opt/dante/share/bootstrap_provider.py
-ENV PATH=/opt/dante/bin:$PATH \
+# The web console's static files, served by the gateway at / (no build step: copied as they are).
+COPY console/ /opt/dante/share/console/
+ENV DANTE_GATEWAY_CONSOLE_DIR=/opt/dante/share/console \
+    PATH=/opt/dante/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER dante:dante

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: dev test install lint fmt clean tools
+.PHONY: dev test install lint fmt clean tools browser
 
 $(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -19,6 +19,14 @@ install: $(STAMP)
 ## Bring the whole platform up locally (SQLite, nats-server from the wheel, local disk). Ctrl-C stops it.
 dev: $(STAMP)
 	$(BIN)/python -m localdev up
+
+## Headless Chromium for the console's browser tests: Debian's package, driven by Playwright
+## (whose own browser download cannot work offline). Installed when missing and we are root.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| { echo "the console tests need Debian's chromium: apt-get install chromium"; exit 1; }
 
 ## System tools the tests run (Debian packages): promtool and prometheus, socat (the TLS proxy)
 ## and iproute2 (network namespaces) for tests/operate, pdftotext (poppler-utils) for the billing
@@ -36,7 +44,7 @@ tools:
 	  else echo "missing system tools for tests/operate: apt-get install $(TOOLS_PKGS)"; fi; }
 
 ## Install and run the whole suite against real servers.
-test: $(STAMP) tools
+test: $(STAMP) tools browser
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy

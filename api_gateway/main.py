@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from api_gateway import console, console_session
 from api_gateway.auth import Authenticate
 from api_gateway.limits import BodyLimit
 from api_gateway.proxy import Upstreams
@@ -59,5 +60,9 @@ def create_app(
             allow_headers=["*"],
             expose_headers=["x-request-id"],
         )
+    # the console and its session before the catch-all proxy route (api_gateway/console.py)
+    app.add_middleware(console.SecurityHeaders)
+    app.include_router(console_session.router)
+    app.include_router(console.console_router(settings.console_dir or console.CONSOLE_DIR))
     app.include_router(router)
     return app

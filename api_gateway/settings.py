@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import DEFAULT_PORTS, ServiceSettings
@@ -22,3 +24,5 @@ class GatewaySettings(ServiceSettings):
     # Provider daemons' own bucket, per provider id (heartbeats, task reports, log uploads).
     rate_limit_provider_per_second: float = 10.0
     rate_limit_provider_burst: int = 50
+    # The web console's files; None: console/ beside the packages (a source checkout).
+    console_dir: Path | None = None

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from scheduler.schemas import (
     CancelAccepted,
+    JobDetail,
     JobEventRead,
     JobEvents,
     JobList,
@@ -79,8 +80,8 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, principal: CurrentPrincipal, service: Service) -> JobRead:
-    return JobRead.of(await service.get_visible(job_id, principal))
+async def get_job(job_id: str, principal: CurrentPrincipal, service: Service) -> JobDetail:
+    return JobDetail.of(await service.get_visible(job_id, principal))
 
 
 @router.get("/jobs/{job_id}/spec")

@@ -95,6 +95,29 @@ _AS_STORED = (
 """The fields of :class:`JobRead` that are a ``Job`` column under the same name."""
 
 
+class JobDetail(JobRead):
+    """One job (not a listing, where a 256 KiB script would repeat 500 times): also what it
+    runs, so it can be read back and rerun. Environment values may be secrets: only their
+    names are shown (an admin sees every job)."""
+
+    params: dict[str, Any]
+    env_names: list[str]
+    timeout_seconds: int | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobDetail:
+        spec = job.job_spec
+        params = spec.params.model_dump(mode="json", exclude_none=True)
+        if "docker_env_vars" in params:
+            params["docker_env_vars"] = dict.fromkeys(params["docker_env_vars"], "")
+        return cls(
+            **JobRead.of(job).model_dump(exclude={"gpu_model"}),
+            params=params,
+            env_names=sorted(spec.env),
+            timeout_seconds=spec.timeout_seconds,
+        )
+
+
 class JobList(Out):
     jobs: list[JobRead]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
