@@ -14,10 +14,11 @@ from billing_service.consumer import BillingWorkers
 from billing_service.payments import StripeCheckout
 from billing_service.routes import internal, router
 from billing_service.settings import BillingSettings
+from billing_service.state import State
 from billing_service.storage_metering import StorageSampler
-from shared.app import Runtime, create_service_app, service_runtime
+from shared.app import Runtime, create_service_app, service_runtime, service_state, set_own_state
 from shared.db import service_database
-from shared.nats import close_nats, connect, ensure_streams
+from shared.nats import nats_runtime
 from shared.service_auth import ServiceTokenSource, token_url_from_discovery
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -53,32 +54,31 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with service_database(
-            app, settings.database_url, MIGRATIONS, "alembic_version_billing"
-        ) as sessions:
-            nc = await connect(settings.nats_url, "billing")
-            js = nc.jetstream()
-            await ensure_streams(js, ["USAGE"])
-            app.state.js = js
-            app.state.stripe = stripe_checkout or StripeCheckout(settings)
-            app.state.ready_checks["nats"] = lambda: nc.flush(timeout=2)
+        async with (
+            service_database(
+                app, settings.database_url, MIGRATIONS, "alembic_version_billing"
+            ) as sessions,
+            nats_runtime(app, settings.nats_url, "billing", ["USAGE"]) as nats,
+            service_runtime(app, settings, jwks=jwks) as runtime,
+        ):
+            set_own_state(app, State(settings, stripe_checkout or StripeCheckout(settings)))
+            workers = BillingWorkers(
+                sessions,
+                nats.js,
+                settings,
+                _sampler(settings, runtime, sessions),
+                ready=service_state(app).ready_checks,
+            )
             stop = asyncio.Event()
-            async with contextlib.AsyncExitStack() as exits:
-                exits.push_async_callback(close_nats, nc)
-                runtime = await exits.enter_async_context(service_runtime(app, settings, jwks=jwks))
-                workers = BillingWorkers(
-                    sessions, js, settings, _sampler(settings, runtime, sessions)
-                )
-                app.state.workers = workers
-                task = asyncio.create_task(workers.run(stop))
-                try:
-                    yield
-                finally:
-                    stop.set()
-                    await asyncio.wait({task}, timeout=10)
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+            task = asyncio.create_task(workers.run(stop))
+            try:
+                yield
+            finally:
+                stop.set()
+                await asyncio.wait({task}, timeout=10)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     app = create_service_app(settings, title="Dante billing", lifespan=lifespan)
     app.include_router(router, prefix="/api/v1/billing")

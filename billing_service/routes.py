@@ -7,21 +7,32 @@ import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from billing_service import invoices
-from billing_service.payments import StripeCheckout, apply_event
+from billing_service.payments import apply_event
 from billing_service.schemas import (
+    AccountOut,
+    AccountsOut,
     BalanceOut,
     CheckoutIn,
+    CheckoutOut,
     CreditLimitIn,
+    EntriesOut,
+    EntryOut,
     GrantIn,
     GrantOut,
     HoldIn,
     HoldOut,
+    HoldsOut,
+    InvoiceOut,
     PayoutIn,
+    PayoutOut,
+    PayoutStatementOut,
+    ReconciliationOut,
+    WebhookOut,
 )
 from billing_service.service import BillingService
+from billing_service.state import BillingState
 from shared.auth import AdminPrincipal, CurrentPrincipal, Principal
 from shared.db import UoW, utcnow
 from shared.errors import Forbidden
@@ -29,10 +40,11 @@ from shared.errors import Forbidden
 router = APIRouter(tags=["billing"])
 internal = APIRouter(tags=["internal"])
 Month = Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+PDF = {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}
 
 
-def _service(request: Request, uow: UoW) -> BillingService:
-    return BillingService(uow, request.app.state.settings)
+def _service(state: BillingState, uow: UoW) -> BillingService:
+    return BillingService(uow, state.settings)
 
 
 Service = Annotated[BillingService, Depends(_service)]
@@ -62,10 +74,16 @@ async def balance(
     return _balance(await service.balance(_user_scope(principal, user_id)))
 
 
-@router.get("/invoices/{month}")
+@router.get(
+    "/invoices/{month}",
+    response_model=InvoiceOut,
+    responses={
+        200: {"description": "the invoice as JSON, or as PDF for `<month>.pdf`", "content": PDF}
+    },
+)
 async def invoice(
     month: str, principal: CurrentPrincipal, service: Service, user_id: str | None = None
-) -> Response:
+) -> InvoiceOut | Response:
     """``/invoices/2026-11`` (JSON) or ``/invoices/2026-11.pdf``."""
     as_pdf = month.endswith(".pdf")
     month = month.removesuffix(".pdf")
@@ -78,13 +96,13 @@ async def invoice(
             media_type="application/pdf",
             headers={"content-disposition": f'inline; filename="{data["invoice_id"]}.pdf"'},
         )
-    return JSONResponse(data)
+    return InvoiceOut.model_validate(data)
 
 
-@router.get("/payouts/{provider_id}/{month}")
+@router.get("/payouts/{provider_id}/{month}", response_model=PayoutStatementOut)
 async def payout_statement(
     provider_id: str, month: str, principal: CurrentPrincipal, service: Service
-) -> dict[str, Any]:
+) -> PayoutStatementOut:
     """A provider's statement: its own key (``pid``), the account that owns it, or an admin."""
     account = await service.repo.account(f"earnings:{provider_id}")
     mine = principal.provider_id == provider_id or (
@@ -95,25 +113,22 @@ async def payout_statement(
     statement = await invoices.payout_statement(
         service.settlements, service.settings, provider_id, month
     )
-    statement["balance_minor"] = account.balance_minor if account else 0
-    return statement
+    return PayoutStatementOut(**statement, balance_minor=account.balance_minor if account else 0)
 
 
-@router.post("/checkout", status_code=201)
+@router.post("/checkout", status_code=201, response_model=CheckoutOut)
 async def checkout(
-    body: CheckoutIn, principal: CurrentPrincipal, request: Request
-) -> dict[str, Any]:
+    body: CheckoutIn, principal: CurrentPrincipal, state: BillingState
+) -> CheckoutOut:
     """Start a Stripe Checkout top-up; the wallet is credited by the webhook, not by this."""
-    stripe_: StripeCheckout = request.app.state.stripe
-    return await stripe_.create_session(principal.user_id, body.amount_minor)
+    return CheckoutOut(**await state.stripe.create_session(principal.user_id, body.amount_minor))
 
 
-@router.post("/stripe/webhook")
-async def stripe_webhook(request: Request, service: Service) -> dict[str, Any]:
+@router.post("/stripe/webhook", response_model=WebhookOut)
+async def stripe_webhook(request: Request, state: BillingState, service: Service) -> WebhookOut:
     """Public (the gateway lets it through without a token): the signature is the check."""
-    stripe_: StripeCheckout = request.app.state.stripe
-    event = stripe_.verify(await request.body(), request.headers.get("stripe-signature"))
-    return await apply_event(service, event)
+    event = state.stripe.verify(await request.body(), request.headers.get("stripe-signature"))
+    return WebhookOut(**await apply_event(service, event))
 
 
 # --- admin --------------------------------------------------------------------------------------
@@ -133,61 +148,52 @@ async def credit_limit(
     return _balance(await service.set_credit_limit(user_id, body.credit_limit_minor))
 
 
-@router.post("/admin/payouts/{provider_id}", status_code=201)
+@router.post("/admin/payouts/{provider_id}", status_code=201, response_model=PayoutOut)
 async def payout(
     provider_id: str, body: PayoutIn, _: AdminPrincipal, service: Service
-) -> dict[str, Any]:
+) -> PayoutOut:
     paid = await service.payout(provider_id, body.amount_minor, body.reference)
     account = await service.repo.account(f"earnings:{provider_id}")
-    return {"paid": paid, "balance_minor": account.balance_minor if account else 0}
+    return PayoutOut(paid=paid, balance_minor=account.balance_minor if account else 0)
 
 
-@router.get("/admin/accounts")
+@router.get("/admin/accounts", response_model=AccountsOut)
 async def accounts(
     _: AdminPrincipal, service: Service, kind: str | None = Query(default=None, max_length=16)
-) -> dict[str, Any]:
+) -> AccountsOut:
     rows = await service.repo.accounts(kind)
-    return {
-        "currency": service.settings.currency,
-        "accounts": [
-            {
-                "id": a.id,
-                "kind": a.kind,
-                "owner_id": a.owner_id,
-                "balance_minor": a.balance_minor,
-                "credit_limit_minor": a.credit_limit_minor,
-            }
-            for a in rows
-        ],
-    }
+    return AccountsOut(
+        currency=service.settings.currency,
+        accounts=[AccountOut.model_validate(a) for a in rows],
+    )
 
 
-@router.get("/admin/accounts/{account_id}/entries")
-async def entries(account_id: str, _: AdminPrincipal, service: Service) -> dict[str, Any]:
+@router.get("/admin/accounts/{account_id}/entries", response_model=EntriesOut)
+async def entries(account_id: str, _: AdminPrincipal, service: Service) -> EntriesOut:
     rows = await service.repo.entries_of(account_id)
-    return {
-        "account": account_id,
-        "entries": [
-            {
-                "txn": t.ref,
-                "kind": t.kind,
-                "job_id": t.job_id,
-                "amount_minor": e.amount_minor,
-                "at": t.created_at.isoformat(),
-            }
+    return EntriesOut(
+        account=account_id,
+        entries=[
+            EntryOut(
+                txn=t.ref,
+                kind=t.kind,
+                job_id=t.job_id,
+                amount_minor=e.amount_minor,
+                at=t.created_at.isoformat(),
+            )
             for e, t in rows
         ],
-    }
+    )
 
 
-@router.get("/admin/holds")
-async def open_holds(_: AdminPrincipal, service: Service) -> dict[str, Any]:
-    return {"holds": [HoldOut.model_validate(h).model_dump() for h in await service.holds.open()]}
+@router.get("/admin/holds", response_model=HoldsOut)
+async def open_holds(_: AdminPrincipal, service: Service) -> HoldsOut:
+    return HoldsOut(holds=[HoldOut.model_validate(h) for h in await service.holds.open()])
 
 
-@router.get("/admin/reconciliation")
-async def reconciliation(_: AdminPrincipal, service: Service) -> dict[str, Any]:
-    return await service.reconcile()
+@router.get("/admin/reconciliation", response_model=ReconciliationOut)
+async def reconciliation(_: AdminPrincipal, service: Service) -> ReconciliationOut:
+    return ReconciliationOut.model_validate(await service.reconcile())
 
 
 # --- internal: the scheduler --------------------------------------------------------------------
@@ -197,15 +203,12 @@ async def reconciliation(_: AdminPrincipal, service: Service) -> dict[str, Any]:
 async def place_hold(
     body: HoldIn,
     principal: CurrentPrincipal,
-    request: Request,
+    state: BillingState,
     service: Service,
     response: Response,
 ) -> HoldOut:
     """402 ``insufficient_balance`` when the wallet cannot cover it (the job waits)."""
-    if (
-        not principal.is_service
-        or principal.user_id != request.app.state.settings.scheduler_subject
-    ):
+    if not principal.is_service or principal.user_id != state.settings.scheduler_subject:
         raise Forbidden("holds are placed by the scheduler")
     hold, created = await service.place_hold(
         body.job_id,

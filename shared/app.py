@@ -137,7 +137,8 @@ def _ops_router() -> APIRouter:
     async def ready(request: Request) -> Response:
         results: dict[str, str] = {}
         ok = True
-        for name, check in service_state(request.app).ready_checks.items():
+        # a copy: a loop starting meanwhile adds its check (shared/loops.py)
+        for name, check in list(service_state(request.app).ready_checks.items()):
             try:
                 await check()
                 results[name] = "ok"

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from api_gateway.main import create_app as gateway
 from auth_service.main import create_app as auth
+from billing_service.main import create_app as billing
 from provider_registry.main import create_app as registry
 from scheduler.main import create_app as scheduler
 from storage_service.main import create_app as storage
@@ -54,8 +55,8 @@ def _problems(app: FastAPI) -> list[str]:
 
 @pytest.mark.parametrize(
     "create_app",
-    [gateway, auth, registry, scheduler, storage],
-    ids=["gateway", "auth", "registry", "scheduler", "storage"],
+    [gateway, auth, registry, scheduler, storage, billing],
+    ids=["gateway", "auth", "registry", "scheduler", "storage", "billing"],
 )
 def test_every_operation_declares_its_response_schema(create_app: Callable[[], FastAPI]) -> None:
     assert _problems(create_app()) == []
