@@ -1,16 +1,27 @@
-"""Session-wide real servers and token minting, shared by every test module."""
+"""Session-wide real servers and token minting, shared by every test module.
+
+Fixtures of one area live in ``tests/support/`` and are registered here as plugins, so no test
+module imports another and every folder can use them (``tests/gateway`` uses storage's)."""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import servers
+from tests.support import servers, tokens
+
+pytest_plugins = [
+    "tests.support.auth",
+    "tests.support.cluster",
+    "tests.support.daemons",
+    "tests.support.nats_auth",
+    "tests.support.scheduler",
+    "tests.support.storage",
+]
 
 # The suite drives hundreds of requests through one gateway from one address: lift the
 # gateway's rate limits for every gateway it starts (in-process or as a child process).
@@ -77,34 +88,6 @@ def local_jwks(keyring: Any) -> Callable[[], Any]:
 
 
 @pytest.fixture(scope="session")
-def mint_token(keyring: Any) -> Callable[..., str]:
-    """Sign an access token exactly as the auth service does."""
-    import time
-
-    def mint(
-        role: str = "requester",
-        user_id: str | None = None,
-        *,
-        provider_id: str | None = None,
-        ttl: int = 900,
-        **overrides: Any,
-    ) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": "dante-auth",
-            "aud": "dante",
-            "sub": user_id or str(uuid.uuid4()),
-            "name": "test-user",
-            "role": role,
-            "typ": "access",
-            "jti": uuid.uuid4().hex,
-            "iat": now,
-            "nbf": now,
-            "exp": now + ttl,
-        }
-        if provider_id:
-            claims["pid"] = provider_id
-        claims.update(overrides)
-        return keyring.sign(claims)
-
-    return mint
+def mint_token(keyring: Any) -> tokens.Mint:
+    """Sign an access token with the auth service's own claim code (``tests/support/tokens``)."""
+    return tokens.minter(keyring)

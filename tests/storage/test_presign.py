@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from tests.storage.conftest import BASE_URL, MAX_OBJECT, Storage
+from tests.support.storage import BASE_URL, MAX_OBJECT, Storage
 
 
 async def fetch(storage: Storage, method: str, url: str, **kwargs: object) -> httpx.Response:
