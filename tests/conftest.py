@@ -29,6 +29,30 @@ pytest_plugins = [
 for _name in ("USER_PER_SECOND", "USER_BURST", "IP_PER_SECOND", "IP_BURST"):
     os.environ.setdefault(f"DANTE_GATEWAY_RATE_LIMIT_{_name}", "1000000")
 
+# Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`), a worker boots its own
+# copy of every session fixture it uses. So the tests sharing one expensive fixture go to one
+# worker together, and the other tests go file by file (a module-scoped fixture, such as the
+# authorization matrix's cluster, is then booted once too).
+SHARED_GROUPS = {
+    "default_cluster": "shared-clusters",
+    "pg_cluster": "shared-clusters",
+    "daemon_cluster": "daemon-cluster",
+    "s3_server": "s3",
+    "storage": "s3",
+    "gateway": "s3",
+    "auth_server": "auth-server",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        shared = [SHARED_GROUPS[n] for n in item.fixturenames if n in SHARED_GROUPS]
+        group = shared[0] if shared else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:

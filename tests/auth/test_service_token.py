@@ -43,6 +43,7 @@ def test_client_credentials_grant_issues_a_service_token(auth_server: AuthProces
 @pytest.mark.parametrize(
     ("client_id", "secret"),
     [("scheduler", "wrong-secret"), ("nobody", SCHEDULER_SECRET), ("scheduler", "")],
+    ids=["wrong-secret", "unknown-client", "empty-secret"],  # stable across xdist workers
 )
 def test_wrong_client_credentials_are_refused(
     auth_server: AuthProcess, client_id: str, secret: str

@@ -22,9 +22,11 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def cluster(request: pytest.FixtureRequest) -> LocalCluster:
+def cluster(
+    request: pytest.FixtureRequest, default_cluster: LocalCluster, pg_cluster: LocalCluster
+) -> LocalCluster:
     """The shared cluster of each dialect (``tests/support/cluster.py``)."""
-    return request.getfixturevalue("default_cluster" if request.param == "sqlite" else "pg_cluster")
+    return default_cluster if request.param == "sqlite" else pg_cluster
 
 
 def _user(gw: str, role: str = "requester") -> dict[str, Any]:

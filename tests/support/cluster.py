@@ -27,6 +27,10 @@ import pytest
 from localdev.cluster import ClusterConfig, LocalCluster
 from tests.support import servers
 
+# A stopping scheduler waits this long for its loops (default 10 s, ~5 s in practice while a
+# pull request is open); a test cluster has nothing in flight when it stops.
+TEST_ENV = {"DANTE_SCHEDULER_SHUTDOWN_GRACE_SECONDS": "1"}
+
 
 def cluster_config(data: Path, **fields: Any) -> ClusterConfig:
     """A cluster on free ports under ``data``, logging to files, 1 s heartbeats."""
@@ -37,6 +41,7 @@ def cluster_config(data: Path, **fields: Any) -> ClusterConfig:
         "heartbeat_interval": 1.0,
     }
     values.update(fields)
+    values["extra_env"] = {**TEST_ENV, **values.get("extra_env", {})}
     return ClusterConfig(**values)
 
 
