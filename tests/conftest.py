@@ -29,29 +29,36 @@ pytest_plugins = [
 for _name in ("USER_PER_SECOND", "USER_BURST", "IP_PER_SECOND", "IP_BURST"):
     os.environ.setdefault(f"DANTE_GATEWAY_RATE_LIMIT_{_name}", "1000000")
 
-# Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`), a worker boots its own
-# copy of every session fixture it uses. So the tests sharing one expensive fixture go to one
-# worker together, and the other tests go file by file (a module-scoped fixture, such as the
-# authorization matrix's cluster, is then booted once too).
-SHARED_GROUPS = {
-    "default_cluster": "shared-clusters",
-    "pg_cluster": "shared-clusters",
-    "daemon_cluster": "daemon-cluster",
-    "s3_server": "s3",
-    "storage": "s3",
-    "gateway": "s3",
-    "auth_server": "auth-server",
-}
+# Under pytest-xdist (`make test` runs two workers) every worker boots its own copy of each
+# session fixture it uses. So the unit of work handed to a worker is a whole test folder
+# (tests/e2e, tests/daemon, ...): a folder's shared clusters and servers are booted once. The
+# longest folders are handed out first, so the short ones fill in at the end.
+# (xdist's own `--dist loadgroup` does not group under pytest 9.2, which made node ids
+# read-only; checked with xdist 3.8.0.)
+LONGEST_FIRST = ("e2e", "daemon", "localdev", "scheduler")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def _folder(nodeid: str) -> str:
+    parts = nodeid.split("::")[0].split("/")
+    return parts[1] if len(parts) > 2 else parts[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LoadFolderScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _folder(nodeid)
+
+    config.option.loadscopereorder = False  # keep the order below, not "most tests first"
+    return LoadFolderScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        shared = [SHARED_GROUPS[n] for n in item.fixturenames if n in SHARED_GROUPS]
-        group = shared[0] if shared else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(_folder(item.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import pytest
 
 from scheduler.storage_io import HttpPresigner
 from shared.contracts import JobState, log_key
+from tests.support.asgi import served
 from tests.support.harness import Harness
 from tests.support.scheduler import RTX, auth, events, job_in
 from tests.support.wait import eventually_async
@@ -49,10 +50,8 @@ async def storage(
         root_dir=tmp_path / "objects", public_url=PUBLIC, nats_url=own_nats, port=0
     )
     app = create_app(settings, jwks=local_jwks)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://storage") as client:
-            yield client
+    async with served(app, "http://storage") as client:
+        yield client
 
 
 def presigner(client: httpx.AsyncClient, mint: Callable[..., str], base: str) -> HttpPresigner:

@@ -13,9 +13,12 @@ import httpx
 
 
 @contextlib.asynccontextmanager
-async def served(app: Any, base_url: str = "http://app.test") -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan ourselves (no asgi-lifespan) and talk to it in-process."""
+async def served(
+    app: Any, base_url: str = "http://app.test", *, peer: tuple[str, int] = ("127.0.0.1", 123)
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan ourselves (no asgi-lifespan) and talk to it in-process, as a
+    client at ``peer``."""
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, client=peer)
         async with httpx.AsyncClient(transport=transport, base_url=base_url, timeout=60) as client:
             yield client

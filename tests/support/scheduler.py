@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.support import servers
+from tests.support.asgi import served
 from tests.support.wait import eventually_async
 
 
@@ -43,10 +44,8 @@ async def registry(
         database_url=registry_db, nats_url=own_nats, heartbeat_ttl_seconds=3600, port=0
     )
     app = create_app(settings, jwks=local_jwks)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
-            yield client
+    async with served(app, "http://registry") as client:
+        yield client
 
 
 @pytest.fixture
@@ -71,10 +70,8 @@ def scheduler_factory(
         }
         settings = SchedulerSettings(database_url=db_url, nats_url=own_nats, port=0, **fields)
         app = create_app(settings, jwks=local_jwks, presigner=presigner)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://sched") as client:
-                yield app, client
+        async with served(app, "http://sched") as client:
+            yield app, client
 
     return make
 
