@@ -221,9 +221,12 @@ async def _check_users(url: str, auth_dir: Path) -> None:
         await daemon.publish("jobs.status.j1", b"{}")  # allowed
         await daemon.publish("tasks.dispatch.p2", b"{}")  # not allowed: another provider's
         await daemon.flush()
-        await eventually_async(
-            lambda: any("permissions violation" in str(e).lower() for e in errors), interval=0.1
-        )
+
+        def refused() -> bool:
+            assert any("permissions violation" in str(e).lower() for e in errors), errors
+            return True
+
+        await eventually_async(refused, interval=0.1)
     finally:
         await daemon.close()
     with pytest.raises((NoServersError, nats.errors.Error, OSError)):
