@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers for `make test` (docs/decisions.md: measured on the 2-core VM); 0 = in-process
+TEST_WORKERS ?= 2
 
 .PHONY: dev test install lint fmt clean tools browser
 
@@ -48,7 +50,7 @@ test: $(STAMP) tools browser
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

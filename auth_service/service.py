@@ -6,6 +6,7 @@ import hmac
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -35,6 +36,37 @@ from shared.errors import Conflict, Unauthorized
 log = structlog.get_logger(__name__)
 
 
+def access_claims(
+    issuer: str,
+    audience: str,
+    *,
+    sub: str,
+    name: str,
+    role: str,
+    ttl: int,
+    provider_id: str | None = None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The claims of an access token: written here only (the test suite mints with it too)."""
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": sub,
+        "name": name,
+        "role": role,
+        "typ": "access",
+        "jti": uuid.uuid4().hex,
+        # Millisecond precision (RFC 7519 allows fractions), so "tokens issued before the
+        # revocation" is exact even when a fresh login follows within the same second.
+        "iat": round(now.timestamp(), 3),
+        "nbf": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=ttl)).timestamp()),
+    }
+    if provider_id:
+        claims["pid"] = provider_id
+    return claims
+
+
 class AuthService:
     def __init__(self, uow: UnitOfWork, keys: KeyRing, settings: AuthSettings) -> None:
         self.uow = uow
@@ -57,24 +89,17 @@ class AuthService:
         self, sub: str, name: str, role: str, ttl: int, *, provider_id: str | None = None
     ) -> tuple[str, datetime]:
         now = utcnow()
-        expires = now + timedelta(seconds=ttl)
-        claims = {
-            "iss": self.settings.jwt_issuer,
-            "aud": self.settings.jwt_audience,
-            "sub": sub,
-            "name": name,
-            "role": role,
-            "typ": "access",
-            "jti": uuid.uuid4().hex,
-            # Millisecond precision (RFC 7519 allows fractions), so "tokens issued before the
-            # revocation" is exact even when a fresh login follows within the same second.
-            "iat": round(now.timestamp(), 3),
-            "nbf": int(now.timestamp()),
-            "exp": int(expires.timestamp()),
-        }
-        if provider_id:
-            claims["pid"] = provider_id
-        return self.keys.sign(claims), expires
+        claims = access_claims(
+            self.settings.jwt_issuer,
+            self.settings.jwt_audience,
+            sub=sub,
+            name=name,
+            role=role,
+            ttl=ttl,
+            provider_id=provider_id,
+            now=now,
+        )
+        return self.keys.sign(claims), now + timedelta(seconds=ttl)
 
     def service_token(self, client_id: str, client_secret: str) -> ServiceTokenOut:
         """Client-credentials grant: a ``service`` token with subject ``service:<client_id>``."""

@@ -1,22 +1,64 @@
-"""Session-wide real servers and token minting, shared by every test module."""
+"""Session-wide real servers and token minting, shared by every test module.
+
+Fixtures of one area live in ``tests/support/`` and are registered here as plugins, so no test
+module imports another and every folder can use them (``tests/gateway`` uses storage's)."""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import servers
+from tests.support import servers, tokens
+
+pytest_plugins = [
+    "tests.support.auth",
+    "tests.support.cluster",
+    "tests.support.daemons",
+    "tests.support.nats_auth",
+    "tests.support.scheduler",
+    "tests.support.storage",
+]
 
 # The suite drives hundreds of requests through one gateway from one address: lift the
 # gateway's rate limits for every gateway it starts (in-process or as a child process).
 # Tests of the limits themselves set their own values explicitly.
 for _name in ("USER_PER_SECOND", "USER_BURST", "IP_PER_SECOND", "IP_BURST"):
     os.environ.setdefault(f"DANTE_GATEWAY_RATE_LIMIT_{_name}", "1000000")
+
+# Under pytest-xdist (`make test` runs two workers) every worker boots its own copy of each
+# session fixture it uses. So the unit of work handed to a worker is a whole test folder
+# (tests/e2e, tests/daemon, ...): a folder's shared clusters and servers are booted once. The
+# longest folders are handed out first, so the short ones fill in at the end.
+# (xdist's own `--dist loadgroup` does not group under pytest 9.2, which made node ids
+# read-only; checked with xdist 3.8.0.)
+LONGEST_FIRST = ("e2e", "daemon", "localdev", "scheduler")
+
+
+def _folder(nodeid: str) -> str:
+    parts = nodeid.split("::")[0].split("/")
+    return parts[1] if len(parts) > 2 else parts[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LoadFolderScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _folder(nodeid)
+
+    config.option.loadscopereorder = False  # keep the order below, not "most tests first"
+    return LoadFolderScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(_folder(item.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -77,34 +119,6 @@ def local_jwks(keyring: Any) -> Callable[[], Any]:
 
 
 @pytest.fixture(scope="session")
-def mint_token(keyring: Any) -> Callable[..., str]:
-    """Sign an access token exactly as the auth service does."""
-    import time
-
-    def mint(
-        role: str = "requester",
-        user_id: str | None = None,
-        *,
-        provider_id: str | None = None,
-        ttl: int = 900,
-        **overrides: Any,
-    ) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": "dante-auth",
-            "aud": "dante",
-            "sub": user_id or str(uuid.uuid4()),
-            "name": "test-user",
-            "role": role,
-            "typ": "access",
-            "jti": uuid.uuid4().hex,
-            "iat": now,
-            "nbf": now,
-            "exp": now + ttl,
-        }
-        if provider_id:
-            claims["pid"] = provider_id
-        claims.update(overrides)
-        return keyring.sign(claims)
-
-    return mint
+def mint_token(keyring: Any) -> tokens.Mint:
+    """Sign an access token with the auth service's own claim code (``tests/support/tokens``)."""
+    return tokens.minter(keyring)

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.auth.conftest import PASSWORD, AuthProcess, auth_process
+from tests.support.auth import PASSWORD, AuthProcess, auth_process
 
 
 def _reg(auth: AuthProcess, **fields: str) -> httpx.Response:

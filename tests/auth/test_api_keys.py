@@ -6,7 +6,7 @@ import sqlite3
 
 import httpx
 
-from tests.auth.conftest import AuthProcess
+from tests.support.auth import AuthProcess
 
 
 def _key(auth: AuthProcess, provider: dict, **body: object) -> dict:

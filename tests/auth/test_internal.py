@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 from jose import jwt
 
-from tests.auth.conftest import SCHEDULER_SECRET, AuthProcess
+from tests.support.auth import SCHEDULER_SECRET, AuthProcess
 
 
 def test_the_revocation_feed_answers_only_to_a_service_token(auth_server: AuthProcess) -> None:

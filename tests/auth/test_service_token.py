@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +12,8 @@ from auth_service.settings import AuthSettings
 from shared.auth import TokenVerifier
 from shared.errors import Unauthorized
 from shared.service_auth import DEV_SERVICE_SECRET, ServiceTokenSource, static_token_url
-from tests.auth.conftest import SCHEDULER_SECRET, AuthProcess
+from tests.support.auth import SCHEDULER_SECRET, AuthProcess, auth_process
+from tests.support.wait import eventually_async
 
 
 def _verifier(auth: AuthProcess) -> TokenVerifier:
@@ -43,6 +43,7 @@ def test_client_credentials_grant_issues_a_service_token(auth_server: AuthProces
 @pytest.mark.parametrize(
     ("client_id", "secret"),
     [("scheduler", "wrong-secret"), ("nobody", SCHEDULER_SECRET), ("scheduler", "")],
+    ids=["wrong-secret", "unknown-client", "empty-secret"],  # stable across xdist workers
 )
 def test_wrong_client_credentials_are_refused(
     auth_server: AuthProcess, client_id: str, secret: str
@@ -82,18 +83,17 @@ async def test_token_source_caches_and_fetches_once_for_concurrent_callers(
 async def test_token_source_refetches_a_token_near_expiry(tmp_path: Path) -> None:
     """A token living less than twice the margin is refreshed at half-life, so a 3 s token is
     replaced by a new one well before it expires."""
-    from tests.auth.conftest import auth_process
-
     with auth_process(tmp_path, SERVICE_TOKEN_TTL_SECONDS="3") as auth:
         url = static_token_url(f"{auth.url}/api/v1/auth/token")
         source = ServiceTokenSource(url, "scheduler", SCHEDULER_SECRET)
         first = await source.bearer()
         assert await source.bearer() == first and source.fetches == 1
-        deadline = time.monotonic() + 20
-        while source.fetches < 2:
-            assert time.monotonic() < deadline, "the token was never refreshed"
-            await asyncio.sleep(0.2)
+
+        async def refreshed() -> str | None:
             latest = await source.bearer()
+            return latest if source.fetches >= 2 else None
+
+        latest = await eventually_async(refreshed, interval=0.2, what="the token refreshed")
         assert latest != first
         principal = await _verifier(auth).verify(latest)
         assert principal.role == "service"

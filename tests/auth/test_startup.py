@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.auth.conftest import auth_process
+from tests.support.auth import auth_process
 
 
 @pytest.mark.parametrize(

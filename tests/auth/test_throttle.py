@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from auth_service.settings import DEV_ADMIN_PASSWORD
-from tests.auth.conftest import auth_process
+from tests.support.auth import auth_process
 
 ATTACKER = {"x-forwarded-for": "198.51.100.66"}
 OWNER = {"x-forwarded-for": "203.0.113.10"}

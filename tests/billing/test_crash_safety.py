@@ -23,8 +23,8 @@ from billing_service.main import MIGRATIONS
 from shared.contracts import UsageRecorded
 from shared.db import make_engine, run_migrations
 from shared.nats import ensure_streams, publish
-from tests.billing.support import Books, billing_process, until, wait_ready
-from tests.scheduler.harness import Harness, job_rows, scheduler_process, wait_healthy
+from tests.support.billing import Books, billing_process, until, wait_ready
+from tests.support.harness import Harness, job_rows, scheduler_process, wait_healthy
 
 FEE_BP = 1000
 GRANT = 10**9

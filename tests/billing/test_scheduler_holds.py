@@ -20,9 +20,10 @@ import pytest
 from billing_service.main import create_app as billing_app
 from billing_service.settings import BillingSettings
 from scheduler.billing import HttpBilling
-from tests.billing.support import Books
-from tests.scheduler.harness import Harness
-from tests.scheduler.test_jobs_api import RTX, auth, job_in, until
+from tests.support.billing import Books
+from tests.support.harness import Harness
+from tests.support.scheduler import RTX, auth, job_in
+from tests.support.wait import eventually_async
 
 PRICE = 36.0  # per GPU-hour: 1 minor unit per 100 ms per GPU
 
@@ -98,10 +99,10 @@ async def test_holds_gate_dispatch_and_an_outage_only_delays(
                 job = r.json() if r.status_code == 200 else {}
                 return job if text in (job.get("waiting_reason") or "") else None
 
-            job = await until(lambda: reason("billing unavailable"), 30)
+            job = await eventually_async(lambda: reason("billing unavailable"))
             assert job["status"] == "queued" and h.dispatches[job_id] == 0
             cable.plugged = True
-            job = await until(lambda: reason("insufficient balance"), 30)
+            job = await eventually_async(lambda: reason("insufficient balance"))
             assert job["status"] == "queued" and h.dispatches[job_id] == 0
             # 60 s x 2 GPUs x 36.00/h = 120 minor units held; grant exactly that
             async with books.service() as svc:
@@ -112,7 +113,7 @@ async def test_holds_gate_dispatch_and_an_outage_only_delays(
             async def settled() -> bool:
                 return any(s.job_id == job_id and s.final for s in await books.settlements())
 
-            await until(settled, 30)
+            await eventually_async(settled)
     run = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
     run_us = (run.days * 86_400 + run.seconds) * 1_000_000 + run.microseconds
     # charge = run_us x 36,000,000 micros/h x 2 GPUs / (3.6e9 us/h x 10,000 micros per cent)

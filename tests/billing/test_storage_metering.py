@@ -18,7 +18,7 @@ from billing_service.storage_metering import StorageSampler
 from shared.db import run_migrations
 from storage_service.main import create_app as storage_app
 from storage_service.settings import StorageSettings
-from tests.billing.support import Books
+from tests.support.billing import Books
 
 # 1,000,000.00 per GB-hour: 1,000 bytes held for an hour cost exactly 1.00 (100 minor units)
 PRICE = 10**12

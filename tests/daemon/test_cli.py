@@ -11,42 +11,20 @@ import pytest
 
 from localdev.cluster import LocalCluster
 from tests.support.accounts import provider_key
+from tests.support.daemons import check, rows
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e
 
 
-def check(tmp_path: Path, **values: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DANTE_", "DOCKER_"))}
-    env.update({f"DANTE_DAEMON_{k.upper()}": v for k, v in values.items()})
-    env["DANTE_DAEMON_STATE_DIR"] = str(tmp_path / "state")
-    env["DANTE_DAEMON_DOCKER_URL"] = f"unix://{tmp_path}/no-docker.sock"
-    return subprocess.run(
-        [sys.executable, "-m", "provider_daemon", "check"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def rows(out: str) -> dict[str, tuple[str, str]]:
-    found = {}
-    for line in out.splitlines():
-        cells = [c.strip() for c in line.strip("│ ").split("│")]
-        if len(cells) == 3 and cells[1] in ("ok", "warn", "FAIL"):
-            found[cells[0]] = (cells[1], cells[2])
-    return found
-
-
 def test_check_passes_with_a_good_key_and_shows_each_dependency(
-    cluster: LocalCluster, tmp_path: Path
+    daemon_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    creds = provider_key(cluster.gateway_url)
+    creds = provider_key(daemon_cluster.gateway_url)
     r = check(
         tmp_path,
-        gateway_url=cluster.gateway_url,
-        nats_url=cluster.nats_url,
+        gateway_url=daemon_cluster.gateway_url,
+        nats_url=daemon_cluster.nats_url,
         api_key=creds["api_key"],
     )
     assert r.returncode == 0, r.stdout + r.stderr
@@ -58,11 +36,11 @@ def test_check_passes_with_a_good_key_and_shows_each_dependency(
 
 
 def test_check_fails_on_a_bad_key_or_unreachable_nats(
-    cluster: LocalCluster, tmp_path: Path
+    daemon_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     r = check(
         tmp_path,
-        gateway_url=cluster.gateway_url,
+        gateway_url=daemon_cluster.gateway_url,
         nats_url=f"nats://127.0.0.1:{free_port()}",
         api_key="dk_not-a-real-key",
     )
@@ -70,20 +48,22 @@ def test_check_fails_on_a_bad_key_or_unreachable_nats(
     got = rows(r.stdout)
     assert got["credentials"][0] == "FAIL" and got["nats"][0] == "FAIL"
     assert got["gateway"][0] == "ok"
-    r = check(tmp_path, gateway_url=f"http://127.0.0.1:{free_port()}", nats_url=cluster.nats_url)
+    r = check(
+        tmp_path, gateway_url=f"http://127.0.0.1:{free_port()}", nats_url=daemon_cluster.nats_url
+    )
     assert r.returncode == 1
     got = rows(r.stdout)
     assert got["gateway"][0] == "FAIL" and got["nats"][0] == "ok"
 
 
 def test_check_requiring_a_gpu_fails_on_this_gpu_less_host(
-    cluster: LocalCluster, tmp_path: Path
+    daemon_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    creds = provider_key(cluster.gateway_url)
+    creds = provider_key(daemon_cluster.gateway_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DANTE_")}
     env |= {
-        "DANTE_DAEMON_GATEWAY_URL": cluster.gateway_url,
-        "DANTE_DAEMON_NATS_URL": cluster.nats_url,
+        "DANTE_DAEMON_GATEWAY_URL": daemon_cluster.gateway_url,
+        "DANTE_DAEMON_NATS_URL": daemon_cluster.nats_url,
         "DANTE_DAEMON_API_KEY": creds["api_key"],
         "DANTE_DAEMON_STATE_DIR": str(tmp_path / "state"),
     }

@@ -18,7 +18,7 @@ import pytest
 
 from provider_daemon.docker_executor import DockerExecutor
 from shared.contracts import JobState, TaskDispatch
-from tests.daemon.fake_engine import FakeEngine, Script, serve_engine
+from tests.support.fake_engine import FakeEngine, Script, serve_engine
 
 IMAGE = "pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime"
 

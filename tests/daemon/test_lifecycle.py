@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -14,8 +15,9 @@ import httpx
 import pytest
 
 from localdev.cluster import LocalCluster
-from tests.daemon.conftest import Bus, DaemonFactory, group_members
 from tests.support.accounts import new_user, provider_key
+from tests.support.daemons import Bus, DaemonFactory, group_members
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -41,15 +43,13 @@ def restart(cluster: LocalCluster, name: str, argv: list[str], env: dict[str, st
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{proc.port}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{name} did not come back")
+
+    def ready() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"http://127.0.0.1:{proc.port}/ready", timeout=2).status_code == 200
+        return False
+
+    eventually(ready, interval=0.1, what=f"{name} back")
 
 
 async def test_gateway_outage_is_survived_while_a_task_runs(

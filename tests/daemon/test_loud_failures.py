@@ -20,8 +20,8 @@ import pytest
 from nats.js import JetStreamContext
 
 from shared.nats import ensure_streams
-from tests.daemon.conftest import Bus, Daemon, DaemonFactory
 from tests.support import servers
+from tests.support.daemons import Bus, Daemon, DaemonFactory
 
 pytestmark = pytest.mark.e2e
 

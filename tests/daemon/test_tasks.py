@@ -6,31 +6,24 @@ depends on how fast this machine is: every wait is for a state, bounded only to 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import Bus, DaemonFactory, alive, group_members
 from tests.support.accounts import provider_key
+from tests.support.daemons import Bus, DaemonFactory, alive, group_members
+from tests.support.wait import eventually_async
 
 pytestmark = pytest.mark.e2e
 
 
-def _wait_file(path: Path, limit: float) -> str:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().endswith("\n"):
-            return path.read_text()
-        time.sleep(0.05)
-    raise AssertionError(f"{path} was never written")
-
-
 async def wait_file(path: Path, limit: float = 60) -> str:
-    return await asyncio.to_thread(_wait_file, path, limit)
+    def written() -> str | None:
+        text = path.read_text() if path.exists() else ""
+        return text if text.endswith("\n") else None
+
+    return await eventually_async(written, limit=limit, what=f"{path} written")
 
 
 async def test_log_lines_arrive_in_order_while_the_job_runs(
@@ -107,13 +100,6 @@ async def test_cancel_leaves_no_process_of_the_group(
     assert "never" not in bus.lines(task.job_id)
 
 
-async def _until(pred: Callable[[], bool], limit: float = 60) -> None:
-    """Poll a file-system fact; the bound only stops a hung run."""
-    async with asyncio.timeout(limit):
-        while not pred():  # noqa: ASYNC110 - a file, nothing to await on
-            await asyncio.sleep(0.05)
-
-
 async def test_concurrency_limit_holds_the_next_task(
     daemons: DaemonFactory, bus: Bus, tmp_path: Path
 ) -> None:
@@ -136,7 +122,7 @@ async def test_concurrency_limit_holds_the_next_task(
     await d.await_event("consumer.retry", error="at the concurrency limit")
     assert not bus.statuses.get(waiting[0].job_id)
     # `running` is reported as the process starts, a moment before its first line is written
-    await _until(lambda: journal.exists() and journal.read_text().count("start") >= 2)
+    await eventually_async(lambda: journal.exists() and journal.read_text().count("start") >= 2)
     assert journal.read_text().split() == ["start", "start"]
     (tmp_path / f"release-{tasks.index(running[0])}").touch()
     await bus.state(waiting[0].job_id, "running", limit=120)

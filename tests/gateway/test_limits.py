@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.auth.conftest import AuthProcess, auth_process
+from tests.support.auth import AuthProcess, auth_process
 from tests.support.servers import free_port, spawned, wait_for_port
 
 HELD = 150

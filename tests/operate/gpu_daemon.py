@@ -13,7 +13,7 @@ from provider_daemon.agent import run
 from provider_daemon.inventory import Nvml
 from provider_daemon.settings import DaemonSettings
 from shared.app import setup_logging
-from tests.daemon.test_nvml import FakeGpu, fake_nvml
+from tests.support.nvml import FakeGpu, fake_nvml
 
 
 async def main() -> None:

@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
-from tests.test_compose import SECRETS, _config
+from tests.support.compose import SECRETS, compose_config
 
 
 @pytest.fixture(scope="module")
 def monitoring() -> dict[str, Any]:
-    return _config({name: f"{name.lower()}-x1" for name in SECRETS}, "--profile", "monitoring")
+    return compose_config(
+        {name: f"{name.lower()}-x1" for name in SECRETS}, "--profile", "monitoring"
+    )
 
 
 def test_prometheus_and_grafana_are_in_the_monitoring_profile(monitoring: dict) -> None:
@@ -46,5 +48,5 @@ def test_grafana_has_no_default_password_and_both_stay_on_loopback(monitoring: d
 
 
 def test_the_default_set_has_no_monitoring() -> None:
-    default = _config({name: f"{name.lower()}-x1" for name in SECRETS})
+    default = compose_config({name: f"{name.lower()}-x1" for name in SECRETS})
     assert not {"prometheus", "grafana"} & set(default["services"])

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_compose import COMPOSE_FILE, ENV_EXAMPLE, ROOT, SECRETS, compose_binary
+from tests.support.compose import COMPOSE_FILE, ENV_EXAMPLE, ROOT, SECRETS, compose_binary
 
 OVERRIDE = ROOT / "deploy" / "compose.outside-hosts.yml"
 

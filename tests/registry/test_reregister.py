@@ -16,7 +16,7 @@ import pytest
 from provider_daemon.inventory import Nvml, collect
 from provider_registry.main import create_app
 from provider_registry.settings import RegistrySettings
-from tests.daemon.test_nvml import FakeGpu, fake_nvml
+from tests.support.nvml import FakeGpu, fake_nvml
 
 
 @pytest.fixture

@@ -19,8 +19,10 @@ import pytest
 
 from scheduler.storage_io import HttpPresigner
 from shared.contracts import JobState, log_key
-from tests.scheduler.harness import Harness
-from tests.scheduler.test_jobs_api import RTX, auth, events, job_in, until
+from tests.support.asgi import served
+from tests.support.harness import Harness
+from tests.support.scheduler import RTX, auth, events, job_in
+from tests.support.wait import eventually_async
 
 PUBLIC = "http://gateway.example"
 
@@ -48,10 +50,8 @@ async def storage(
         root_dir=tmp_path / "objects", public_url=PUBLIC, nats_url=own_nats, port=0
     )
     app = create_app(settings, jwks=local_jwks)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://storage") as client:
-            yield client
+    async with served(app, "http://storage") as client:
+        yield client
 
 
 def presigner(client: httpx.AsyncClient, mint: Callable[..., str], base: str) -> HttpPresigner:
@@ -76,7 +76,7 @@ async def test_dispatch_carries_presigned_io_and_artifacts_are_kept(
         await h.announce("p-io", RTX, max_concurrent_tasks=2)
         job_id = await h.submit(owner, 1, inputs=["data/in.txt"], outputs=["out/r.txt"])
         await job_in(client, me, job_id, "dispatched")
-        task = await until(lambda: _task(h, job_id))
+        task = await eventually_async(lambda: _task(h, job_id))
         assert [o.key for o in task.inputs] == ["data/in.txt"]
         assert [o.key for o in task.outputs] == ["out/r.txt"]
         assert task.log_upload is not None and task.log_upload.key == log_key(job_id, 1)
@@ -119,14 +119,14 @@ async def test_storage_down_holds_io_jobs_and_lets_others_run(
             io_job = await h.submit(owner, 1, outputs=["out/r.txt"])
             plain = await h.submit(owner, 1)
             await job_in(client, me, plain, "dispatched")
-            task = await until(lambda: _task(h, plain))
+            task = await eventually_async(lambda: _task(h, plain))
             assert task.log_upload is None and task.inputs == [] and task.outputs == []
 
             async def said() -> list[dict] | None:
                 evs = await events(client, me, io_job)
                 return [e for e in evs if "storage unavailable" in e["cause"]] or None
 
-            why = await until(said)
+            why = await eventually_async(said)
             assert why[0]["to"] == "queued"
             job = (await client.get(f"/api/v1/jobs/{io_job}", headers=me)).json()
             assert job["status"] == "queued" and job["provider_id"] is None

@@ -5,51 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import httpx
+from prometheus_client import REGISTRY
 
-from scheduler.service import status_rejected
 from shared.contracts import JobState
-from tests.scheduler.harness import Harness
-
-H100 = [
-    {"index": 0, "name": "NVIDIA H100 80GB", "memory_total_mb": 81920, "compute_capability": "9.0"}
-]
-RTX = [
-    {"index": i, "name": "RTX 4090", "memory_total_mb": 24564, "compute_capability": "8.9"}
-    for i in range(2)
-]
+from tests.support.harness import Harness
+from tests.support.scheduler import H100, RTX, auth, events, job_in
+from tests.support.wait import eventually_async
 
 
-def auth(mint_token: Callable[..., str], user: str, role: str = "requester", **kw: Any) -> dict:
-    return {"authorization": f"Bearer {mint_token(role, user, **kw)}"}
-
-
-async def until(check: Callable[[], Awaitable[Any]], limit: float = 20) -> Any:
-    """Poll until ``check`` returns something truthy; the bound only stops a hung run."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + limit
-    while loop.time() < end:
-        if got := await check():
-            return got
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
-
-
-async def job_in(client: httpx.AsyncClient, headers: dict, job_id: str, *states: str) -> dict:
-    async def check() -> dict | None:
-        r = await client.get(f"/api/v1/jobs/{job_id}", headers=headers)
-        return r.json() if r.status_code == 200 and r.json()["status"] in states else None
-
-    return await until(check)
-
-
-async def events(client: httpx.AsyncClient, headers: dict, job_id: str) -> list[dict]:
-    r = await client.get(f"/api/v1/jobs/{job_id}/events", headers=headers)
-    assert r.status_code == 200
-    return r.json()["events"]
+def rejected(reason: str) -> float:
+    """Status reports the scheduler refused for ``reason`` so far (its Prometheus counter)."""
+    got = REGISTRY.get_sample_value("dante_scheduler_status_rejected_total", {"reason": reason})
+    return got or 0.0
 
 
 async def test_list_filters_by_state_tag_and_time_with_a_cursor(
@@ -68,7 +38,7 @@ async def test_list_filters_by_state_tag_and_time_with_a_cursor(
             r = await client.get("/api/v1/jobs", params={"limit": 100}, headers=me)
             return r.json()["jobs"] if len(r.json()["jobs"]) == 7 else None
 
-        jobs = await until(listed)
+        jobs = await eventually_async(listed)
         assert [j["job_id"] for j in jobs] == ids[::-1]  # newest first, only mine
 
         seen, cursor = [], None
@@ -137,17 +107,17 @@ async def test_constraints_waiting_reasons_and_refused_status(
             evs = await events(client, me, waiting)
             return [e for e in evs if e["cause"].startswith("waiting")] or None
 
-        why = await until(says_why)
+        why = await eventually_async(says_why)
         assert len(why) == 1, why  # said once, not once per placement round
         assert "1 matching live provider(s), none free now" in why[0]["cause"]
         job = (await client.get(f"/api/v1/jobs/{waiting}", headers=me)).json()
         assert job["status"] == "queued" and job["waiting_reason"] == why[0]["cause"]
 
         task = next(t for t in h.tasks if t.job_id == us)
-        before = status_rejected.labels("other_provider")._value.get()
+        before = rejected("other_provider")
         forged = task.model_copy(update={"provider_id": "p-rtx"})
         await h.report(forged, JobState.COMPLETED, exit_code=0)
-        await until(lambda: _gt(status_rejected.labels("other_provider")._value.get(), before))
+        await eventually_async(lambda: rejected("other_provider") > before)
         still = (await client.get(f"/api/v1/jobs/{us}", headers=me)).json()
         assert still["status"] == "dispatched"
 
@@ -161,10 +131,6 @@ async def test_constraints_waiting_reasons_and_refused_status(
         evs = await events(client, me, us)
         assert [e["to"] for e in evs] == ["queued", "dispatched", "running", "completed"]
         assert all(e["at"] and e["cause"] for e in evs)
-
-
-async def _gt(a: float, b: float) -> bool:
-    return a > b
 
 
 async def test_a_dispatch_not_started_by_its_deadline_is_requeued_then_failed(
@@ -194,5 +160,5 @@ async def test_a_dispatch_not_started_by_its_deadline_is_requeued_then_failed(
         assert [t.attempt for t in sent] == [1, 2]
         assert all(t.start_deadline is not None for t in sent)
         # the provider is told to drop each expired attempt, in case it starts it late
-        await until(lambda: _gt(len([c for c in h.cancels if c[0] == job_id]), 1))
+        await eventually_async(lambda: len([c for c in h.cancels if c[0] == job_id]) > 1)
         assert sorted(c for c in h.cancels if c[0] == job_id) == [(job_id, 1), (job_id, 2)]

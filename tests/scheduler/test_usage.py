@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.scheduler.harness import Harness
-from tests.scheduler.test_jobs_api import RTX, auth, job_in
+from tests.support.harness import Harness
+from tests.support.scheduler import RTX, auth, job_in
 
 
 async def test_usage_is_metered_and_scoped_by_role(

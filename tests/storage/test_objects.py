@@ -6,7 +6,7 @@ import base64
 import hashlib
 from collections.abc import AsyncIterator
 
-from tests.storage.conftest import MAX_OBJECT, Storage
+from tests.support.storage import MAX_OBJECT, Storage
 
 MiB = 1024 * 1024
 

@@ -11,7 +11,7 @@ import pytest
 
 from shared.app import own_state
 from storage_service.state import State
-from tests.storage.conftest import BASE_URL, MAX_OBJECT, Storage
+from tests.support.storage import BASE_URL, MAX_OBJECT, Storage
 
 
 async def fetch(storage: Storage, method: str, url: str, **kwargs: object) -> httpx.Response:

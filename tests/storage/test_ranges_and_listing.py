@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.storage.conftest import Storage
+from tests.support.storage import Storage
 
 DATA = bytes(range(256)) * 4  # 1,024 bytes
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.storage.conftest import Storage
+from tests.support.storage import Storage
 
 # Raw request targets: percent-encoding here reaches the server as written (httpx would
 # otherwise remove dot segments before sending).

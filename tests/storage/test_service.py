@@ -17,7 +17,8 @@ from storage_service.errors import BackendUnavailable, InvalidKey
 from storage_service.keys import Namespace, validate_key
 from storage_service.main import create_app
 from storage_service.settings import StorageSettings
-from tests.storage.conftest import S3Server, Storage, served, storage_settings
+from tests.support.asgi import served
+from tests.support.storage import S3Server, Storage, storage_settings
 
 
 async def test_health_ready_metrics(storage: Storage) -> None:

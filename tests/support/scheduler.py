@@ -9,6 +9,8 @@ import httpx
 import pytest
 
 from tests.support import servers
+from tests.support.asgi import served
+from tests.support.wait import eventually_async
 
 
 @pytest.fixture
@@ -42,10 +44,8 @@ async def registry(
         database_url=registry_db, nats_url=own_nats, heartbeat_ttl_seconds=3600, port=0
     )
     app = create_app(settings, jwks=local_jwks)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
-            yield client
+    async with served(app, "http://registry") as client:
+        yield client
 
 
 @pytest.fixture
@@ -70,9 +70,36 @@ def scheduler_factory(
         }
         settings = SchedulerSettings(database_url=db_url, nats_url=own_nats, port=0, **fields)
         app = create_app(settings, jwks=local_jwks, presigner=presigner, billing=billing)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://sched") as client:
-                yield app, client
+        async with served(app, "http://sched") as client:
+            yield app, client
 
     return make
+
+
+# --- helpers for the scheduler's tests --------------------------------------------------------
+
+H100 = [
+    {"index": 0, "name": "NVIDIA H100 80GB", "memory_total_mb": 81920, "compute_capability": "9.0"}
+]
+RTX = [
+    {"index": i, "name": "RTX 4090", "memory_total_mb": 24564, "compute_capability": "8.9"}
+    for i in range(2)
+]
+
+
+def auth(mint_token: Callable[..., str], user: str, role: str = "requester", **kw: Any) -> dict:
+    return {"authorization": f"Bearer {mint_token(role, user, **kw)}"}
+
+
+async def job_in(client: httpx.AsyncClient, headers: dict, job_id: str, *states: str) -> dict:
+    async def check() -> dict | None:
+        r = await client.get(f"/api/v1/jobs/{job_id}", headers=headers)
+        return r.json() if r.status_code == 200 and r.json()["status"] in states else None
+
+    return await eventually_async(check, what=f"job {job_id} in {states}")
+
+
+async def events(client: httpx.AsyncClient, headers: dict, job_id: str) -> list[dict]:
+    r = await client.get(f"/api/v1/jobs/{job_id}/events", headers=headers)
+    assert r.status_code == 200
+    return r.json()["events"]

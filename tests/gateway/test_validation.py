@@ -11,6 +11,7 @@ import pytest
 
 from api_gateway.main import create_app
 from api_gateway.settings import GatewaySettings
+from tests.support.asgi import served
 
 GOOD = {"type": "script", "name": "hello", "params": {"script_content": "echo hi"}}
 
@@ -19,10 +20,8 @@ GOOD = {"type": "script", "name": "hello", "params": {"script_content": "echo hi
 async def gateway(nats_url: str, local_jwks: Callable[[], Any]) -> AsyncIterator[httpx.AsyncClient]:
     settings = GatewaySettings(nats_url=nats_url, port=1, max_body_bytes=64 * 1024)
     app = create_app(settings, jwks=local_jwks)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client
+    async with served(app, "http://gw") as client:
+        yield client
 
 
 async def _jobs_in_stream(nats_url: str) -> int:

@@ -26,7 +26,9 @@ from jose import jwt
 
 from auth_service.keys import KeyRing
 from auth_service.settings import DEV_ADMIN_PASSWORD
-from localdev.cluster import ClusterConfig, LocalCluster
+from localdev.cluster import LocalCluster
+from tests.support.cluster import cluster_config, running_cluster
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +38,7 @@ USER_BURST = 60
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    data = tmp_path_factory.mktemp("authz-cluster")
+    """A cluster of its own: its low rate limits and debug logs are the point here."""
     env = {
         # Low enough to be hit by one client in a loop, high enough for every other cell.
         "DANTE_GATEWAY_RATE_LIMIT_USER_PER_SECOND": "5",
@@ -44,17 +46,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         "DANTE_GATEWAY_LOG_LEVEL": "DEBUG",
         "DANTE_AUTH_LOG_LEVEL": "DEBUG",
     }
-    config = ClusterConfig(
-        data_dir=data,
-        prefer_default_ports=False,
-        log_dir=data / "logs",
-        heartbeat_interval=1.0,
-        extra_env=env,
-    )
-    c = LocalCluster(config)
-    c.start()
-    yield c
-    c.stop()
+    config = cluster_config(tmp_path_factory.mktemp("authz-cluster"), extra_env=env)
+    with running_cluster(config) as c:
+        yield c
 
 
 class Actor:
@@ -111,10 +105,11 @@ def resources(actors: dict[str, Actor]) -> dict[str, str]:
     r = owner.call("POST", "/api/v1/jobs", json=job)
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
-    deadline = time.monotonic() + 30
-    while owner.call("GET", f"/api/v1/jobs/{job_id}").status_code != 200:
-        assert time.monotonic() < deadline, "the scheduler never stored the job"
-        time.sleep(0.1)
+    eventually(
+        lambda: owner.call("GET", f"/api/v1/jobs/{job_id}").status_code == 200,
+        interval=0.1,
+        what="the scheduler stored the job",
+    )
     key = f"data/{uuid.uuid4().hex}.bin"
     r = owner.call("PUT", f"/api/v1/storage/objects/{key}", content=b"private bytes")
     assert r.status_code == 201, r.text
@@ -348,14 +343,14 @@ def test_disabled_user_is_refused_by_every_service(
     r = actors["admin"].call("POST", f"/api/v1/auth/users/{uid}/disable")
     assert r.status_code == 200
     direct = f"http://127.0.0.1:{cluster.ports['scheduler']}/api/v1/jobs"
-    deadline = time.monotonic() + 30
-    while True:
+
+    def refused() -> bool:
         via_gateway = victim.call("GET", "/api/v1/jobs").status_code
         at_scheduler = httpx.get(direct, headers=victim.headers).status_code
-        if (via_gateway, at_scheduler) == (401, 401) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert (via_gateway, at_scheduler) == (401, 401)
+        assert (via_gateway, at_scheduler) == (401, 401)
+        return True
+
+    eventually(refused, interval=0.2)
 
 
 def test_no_secret_reaches_any_log_line(cluster: LocalCluster) -> None:
@@ -397,10 +392,11 @@ def test_no_secret_reaches_any_log_line(cluster: LocalCluster) -> None:
         changed.json()["refresh_token"],
     ]
     log_dir: Path = cluster.config.log_dir  # type: ignore[assignment]
-    deadline = time.monotonic() + 10
-    while "login.failed" not in (log_dir / "auth.log").read_text():
-        assert time.monotonic() < deadline, "the auth service logged no failed login"
-        time.sleep(0.1)
+    eventually(
+        lambda: "login.failed" in (log_dir / "auth.log").read_text(),
+        interval=0.1,
+        what="the auth service logged a failed login",
+    )
     lines = [
         (path.name, line)
         for path in sorted(log_dir.glob("*.log"))

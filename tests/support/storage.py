@@ -15,6 +15,7 @@ import pytest
 
 from storage_service.main import create_app
 from storage_service.settings import MiB, StorageSettings
+from tests.support.asgi import served
 from tests.support.servers import S3Server, weed_mini
 
 S3_ACCESS_KEY = "dante-test"
@@ -48,15 +49,6 @@ def storage_settings(
         }
     values |= overrides
     return StorageSettings(**values)
-
-
-@contextlib.asynccontextmanager
-async def served(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan ourselves (no asgi-lifespan) and talk to it in-process."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60) as client:
-            yield client
 
 
 @dataclass
@@ -107,7 +99,7 @@ async def storage(
     s3 = request.getfixturevalue("s3_server") if backend == "s3" else None
     settings = storage_settings(backend, tmp_path_factory.mktemp(f"storage-{backend}"), s3)
     app = create_app(settings, jwks=local_jwks)
-    async with served(app) as client:
+    async with served(app, BASE_URL) as client:
         yield Storage(backend, app, client, mint_token)
 
 

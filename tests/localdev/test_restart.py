@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 
 from localdev.cluster import ClusterConfig, LocalCluster
+from tests.support.cluster import cluster_config
+from tests.support.jobs import wait_status
 
 
 def _config(data: Path) -> ClusterConfig:
-    return ClusterConfig(
-        data_dir=data, prefer_default_ports=False, log_dir=data / "logs", heartbeat_interval=1.0
-    )
+    return cluster_config(data)
 
 
 def test_second_start_reuses_data_and_identity(tmp_path: Path) -> None:
@@ -34,12 +33,7 @@ def test_second_start_reuses_data_and_identity(tmp_path: Path) -> None:
             json={"type": "script", "name": "x", "params": {"script_content": "echo kept"}},
             headers=headers,
         ).json()["job_id"]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            r = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=headers)
-            if r.status_code == 200 and r.json()["status"] == "completed":
-                break
-            time.sleep(0.1)
+        wait_status(gw, headers, job_id, "completed")
         provider_id = first.provider["provider_id"]
     finally:
         first.stop()

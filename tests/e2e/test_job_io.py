@@ -7,31 +7,22 @@ results back from storage. Everything goes through the gateway.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from localdev.cluster import ClusterConfig, LocalCluster
+from localdev.cluster import LocalCluster
 from tests.support.accounts import new_user
+from tests.support.jobs import wait_terminal
 
 pytestmark = pytest.mark.e2e
 
-TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
-
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    data = tmp_path_factory.mktemp("cluster-io")
-    config = ClusterConfig(
-        data_dir=data, prefer_default_ports=False, log_dir=data / "logs", heartbeat_interval=1.0
-    )
-    c = LocalCluster(config)
-    c.start()
-    yield c
-    c.stop()
+def cluster(default_cluster: LocalCluster) -> LocalCluster:
+    """The shared SQLite cluster (``tests/support/cluster.py``)."""
+    return default_cluster
 
 
 def _submit(gw: str, headers: dict[str, str], script: str, **spec: Any) -> str:
@@ -39,20 +30,6 @@ def _submit(gw: str, headers: dict[str, str], script: str, **spec: Any) -> str:
     r = httpx.post(f"{gw}/api/v1/jobs", json=body, headers=headers)
     assert r.status_code == 202, r.text
     return r.json()["job_id"]
-
-
-def _wait_terminal(gw: str, headers: dict[str, str], job_id: str, limit: float = 60) -> dict:
-    """Poll until the job ends. The bound only stops a hung run; speed is measured in bench/."""
-    deadline = time.monotonic() + limit
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        r = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=headers)
-        if r.status_code == 200:
-            job = r.json()
-            if job["status"] in TERMINAL:
-                return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not end: {job}")
 
 
 def test_inputs_are_read_and_outputs_and_log_land_in_the_owners_storage(
@@ -78,7 +55,7 @@ def test_inputs_are_read_and_outputs_and_log_land_in_the_owners_storage(
         inputs=["data/words.txt"],
         outputs=["results/upper.txt"],
     )
-    job = _wait_terminal(gw, owner, job_id)
+    job = wait_terminal(gw, owner, job_id)
     assert job["status"] == "completed", job
 
     log_key = f"jobs/{job_id}/attempt-1.log"
@@ -100,7 +77,7 @@ def test_a_job_whose_input_is_missing_fails_with_a_clear_reason(cluster: LocalCl
     gw = cluster.gateway_url
     owner = new_user(gw)["headers"]
     job_id = _submit(gw, owner, "echo never", inputs=["data/not-there.csv"])
-    job = _wait_terminal(gw, owner, job_id)
+    job = wait_terminal(gw, owner, job_id)
     assert job["status"] == "failed", job
     assert "data/not-there.csv" in (job.get("error") or ""), job
 
@@ -109,7 +86,7 @@ def test_a_declared_output_the_job_never_wrote_is_not_listed(cluster: LocalClust
     gw = cluster.gateway_url
     owner = new_user(gw)["headers"]
     job_id = _submit(gw, owner, "echo nothing written", outputs=["results/missing.bin"])
-    job = _wait_terminal(gw, owner, job_id)
+    job = wait_terminal(gw, owner, job_id)
     assert job["status"] == "completed", job
     assert [a["key"] for a in job["artifacts"]] == [f"jobs/{job_id}/attempt-1.log"]
     missing = httpx.get(f"{gw}/api/v1/storage/objects/results/missing.bin", headers=owner)

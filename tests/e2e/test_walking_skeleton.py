@@ -7,46 +7,26 @@ user with curl would.
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from localdev.cluster import ClusterConfig, LocalCluster
-from tests.support import servers
+from localdev.cluster import LocalCluster
+from tests.support import jobs
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
-
-TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalCluster]:
-    data = tmp_path_factory.mktemp(f"cluster-{request.param}")
-    urls: dict[str, str] = {}
-    if request.param == "postgresql":
-        admin = request.getfixturevalue("pg_admin_url")
-        urls = {
-            name: servers.asyncpg_url(servers.create_database(admin, f"e2e_{name}"))
-            for name in ("auth", "registry", "scheduler")
-        }
-    config = ClusterConfig(
-        data_dir=data,
-        prefer_default_ports=False,
-        database_urls=urls,
-        log_dir=data / "logs",
-        heartbeat_interval=1.0,
-    )
-    c = LocalCluster(config)
-    c.start()
-    yield c
-    c.stop()
+    request: pytest.FixtureRequest, default_cluster: LocalCluster, pg_cluster: LocalCluster
+) -> LocalCluster:
+    """The shared cluster of each dialect (``tests/support/cluster.py``)."""
+    return default_cluster if request.param == "sqlite" else pg_cluster
 
 
 def _user(gw: str, role: str = "requester") -> dict[str, Any]:
@@ -77,20 +57,8 @@ def _submit(gw: str, user: dict[str, Any], script: str, **extra: Any) -> str:
     return body["job_id"]
 
 
-def _wait_terminal(gw: str, user: dict[str, Any], job_id: str, limit: float = 60) -> dict:
-    """Poll until the job ends. The bound only stops a hung run; speed is measured in bench/."""
-    deadline = time.monotonic() + limit
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        r = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=user["headers"])
-        if r.status_code == 200:
-            job = r.json()
-            if job["status"] in TERMINAL:
-                return job
-        else:
-            assert r.status_code == 404, r.text  # just published, not stored yet
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not end: {job}")
+def _wait_terminal(gw: str, user: dict[str, Any], job_id: str) -> dict:
+    return jobs.wait_terminal(gw, user["headers"], job_id)
 
 
 def test_script_job_completes_with_its_output(cluster: LocalCluster) -> None:
@@ -123,11 +91,7 @@ def test_follow_streams_lines_until_the_job_ends(cluster: LocalCluster) -> None:
     user = _user(gw)
     job_id = _submit(gw, user, "for i in 1 2 3; do echo line-$i; sleep 0.2; done")
     lines = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # the job may not be stored for a few ms
-        if httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=user["headers"]).status_code == 200:
-            break
-        time.sleep(0.05)
+    eventually(lambda: jobs.job(gw, user["headers"], job_id), what="job stored")  # a few ms after
     with httpx.stream(
         "GET",
         f"{gw}/api/v1/jobs/{job_id}/logs",
@@ -165,14 +129,12 @@ def test_registry_holds_the_daemon_with_fresh_heartbeats(cluster: LocalCluster) 
     assert p["gpus"] == []  # no NVIDIA GPU on this machine: CPU only
     assert p["cpu_count"] == os.cpu_count()
     assert p["memory_mb"] > 0
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def heartbeat() -> bool:
         again = httpx.get(f"{gw}/api/v1/providers/{pid}", headers=user["headers"]).json()
-        if again["last_heartbeat_at"] > p["last_heartbeat_at"]:
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError("no heartbeat arrived")
+        return again["last_heartbeat_at"] > p["last_heartbeat_at"]
+
+    eventually(heartbeat, interval=0.2, what="a newer heartbeat")
     listed = httpx.get(
         f"{gw}/api/v1/providers", params={"status": "online"}, headers=user["headers"]
     ).json()

@@ -1,5 +1,5 @@
-"""The daemon under test as a real process against a real local cluster (nats-server, auth,
-registry, scheduler, storage and gateway as real processes on free ports).
+"""The daemon under test as a real process against a real local cluster (``daemon_cluster``:
+nats-server, auth, registry, scheduler, storage and gateway as real processes on free ports).
 
 Each test gets daemons with their own provider account and API key, so their durable
 consumers and fence files never meet. Tasks are published straight onto the daemon's
@@ -28,29 +28,14 @@ import httpx
 import nats
 import pytest
 
-from localdev.cluster import ClusterConfig, LocalCluster
-from shared.contracts import LogChunk, TaskCancel, TaskDispatch, TaskStatus
+from localdev.cluster import LocalCluster
+from shared.contracts import TERMINAL_STATES, LogChunk, TaskCancel, TaskDispatch, TaskStatus
 from tests.support.accounts import provider_key
 from tests.support.servers import free_port
+from tests.support.wait import eventually
 
-TERMINAL = {"completed", "failed", "cancelled", "timed_out", "queued"}
-
-
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    data = tmp_path_factory.mktemp("daemon-cluster")
-    c = LocalCluster(
-        ClusterConfig(
-            data_dir=data,
-            prefer_default_ports=False,
-            log_dir=data / "logs",
-            heartbeat_interval=1,
-            nats_auth=False,  # the tests read and publish on NATS as a plain client
-        )
-    )
-    c.start()
-    yield c
-    c.stop()
+# what a daemon reports last: a terminal state, or "queued" when it hands a drained task back
+TERMINAL = TERMINAL_STATES | {"queued"}
 
 
 @dataclass
@@ -70,13 +55,20 @@ class Daemon:
 
     def wait_event(self, name: str, limit: float = 60, **fields: Any) -> dict[str, Any]:
         """Wait for a log event; the bound only stops a hung run."""
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            for e in self.log_events():
-                if e.get("event") == name and all(e.get(k) == v for k, v in fields.items()):
-                    return e
-            time.sleep(0.1)
-        raise AssertionError(f"no {name} {fields} in {self.log_path}")
+
+        def find() -> dict[str, Any] | None:
+            return next(
+                (
+                    e
+                    for e in self.log_events()
+                    if e.get("event") == name and all(e.get(k) == v for k, v in fields.items())
+                ),
+                None,
+            )
+
+        return eventually(
+            find, limit=limit, interval=0.1, what=f"{name} {fields} in {self.log_path}"
+        )
 
     async def await_event(self, name: str, limit: float = 60, **fields: Any) -> dict[str, Any]:
         return await asyncio.to_thread(self.wait_event, name, limit, **fields)
@@ -145,8 +137,8 @@ class DaemonFactory:
 
 
 @pytest.fixture
-def daemons(cluster: LocalCluster, tmp_path: Path) -> Iterator[DaemonFactory]:
-    factory = DaemonFactory(cluster, tmp_path)
+def daemons(daemon_cluster: LocalCluster, tmp_path: Path) -> Iterator[DaemonFactory]:
+    factory = DaemonFactory(daemon_cluster, tmp_path)
     yield factory
     factory.stop_all()
 
@@ -224,8 +216,8 @@ class Bus:
 
 
 @pytest.fixture
-async def bus(cluster: LocalCluster) -> AsyncIterator[Bus]:
-    nc = await nats.connect(cluster.nats_url)
+async def bus(daemon_cluster: LocalCluster) -> AsyncIterator[Bus]:
+    nc = await nats.connect(daemon_cluster.nats_url)
     b = Bus(nc)
     await b.start()
     yield b
@@ -252,3 +244,28 @@ def group_members(pgid: int) -> list[int]:
             if fields[0] != "Z" and int(fields[2]) == pgid:
                 out.append(int(entry.name))
     return out
+
+
+def check(tmp_path: Path, **values: str) -> subprocess.CompletedProcess[str]:
+    """``dante-provider check`` as a real process with ``DANTE_DAEMON_<KEY>`` settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DANTE_", "DOCKER_"))}
+    env.update({f"DANTE_DAEMON_{k.upper()}": v for k, v in values.items()})
+    env["DANTE_DAEMON_STATE_DIR"] = str(tmp_path / "state")
+    env["DANTE_DAEMON_DOCKER_URL"] = f"unix://{tmp_path}/no-docker.sock"
+    return subprocess.run(
+        [sys.executable, "-m", "provider_daemon", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def rows(out: str) -> dict[str, tuple[str, str]]:
+    """The table ``check`` prints: dependency → (ok|warn|FAIL, detail)."""
+    found = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 3 and cells[1] in ("ok", "warn", "FAIL"):
+            found[cells[0]] = (cells[1], cells[2])
+    return found

@@ -14,20 +14,14 @@ from nats.js.api import ConsumerConfig
 from auth_service.nats_creds import NatsIssuer
 from shared.nats import PullConsumer
 from shared.nats_auth import decode_jwt
-from tests.nats_auth.conftest import Connect, daemon_user
+from tests.support.nats_auth import Connect, daemon_user
+from tests.support.wait import eventually_async
 
 REFUSED = (NatsError, TimeoutError, asyncio.TimeoutError)
 
 
 def violations(errors: list[Exception]) -> str:
     return " ".join(str(e) for e in errors).lower()
-
-
-async def wait_until(check, limit: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + limit
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_daemon_consumes_its_own_tasks_and_publishes_status_and_logs(
@@ -47,7 +41,7 @@ async def test_a_daemon_consumes_its_own_tasks_and_publishes_status_and_logs(
     consumer = PullConsumer(js, "TASKS", f"daemon-{pid}", f"tasks.dispatch.{pid}", handle)
     consumer.idle_poll = 0.5
     run = asyncio.create_task(consumer.run(stop))
-    await wait_until(lambda: got == [b'{"n": 1}'])
+    await eventually_async(lambda: got == [b'{"n": 1}'])
     stop.set()
     await run
     await js.publish("jobs.status.job-1", b"{}", timeout=5)
@@ -91,7 +85,7 @@ async def test_the_server_refuses_another_providers_tasks(
         await js.add_stream(name="STEAL", subjects=["tasks.>"])
     await nc.publish(f"tasks.dispatch.{other}", b"forged")
     await nc.flush()
-    await wait_until(lambda: f'publish to "tasks.dispatch.{other}"' in violations(errors))
+    await eventually_async(lambda: f'publish to "tasks.dispatch.{other}"' in violations(errors))
     seen = violations(errors)
     assert f'subscription to "tasks.dispatch.{other}"' in seen
     assert 'subscription to "_inbox.>"' in seen

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from shared.contracts import log_key
-from tests.storage.conftest import Gateway
+from tests.support.storage import Gateway
 
 MiB = 1024 * 1024
 

@@ -5,27 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import nats
 import pytest
 
-from localdev.cluster import ClusterConfig, LocalCluster
+from localdev.cluster import LocalCluster
 from shared.nats import UserCredentials
 from shared.nats_auth import KeyPair
+from tests.support.daemons import check, rows
 
 REFUSED = (nats.errors.Error, TimeoutError, asyncio.TimeoutError)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    data = tmp_path_factory.mktemp("nats-cluster")
-    c = LocalCluster(ClusterConfig(data_dir=data, prefer_default_ports=False, log_dir=data / "l"))
-    c.start()  # waits until the daemon is ready, which needs its NATS user
-    yield c
-    c.stop()
+def cluster(default_cluster: LocalCluster) -> LocalCluster:
+    """The shared SQLite cluster, in its default permissioned NATS mode: its daemon being
+    ready means it got its NATS user."""
+    return default_cluster
 
 
 def provider_token(cluster: LocalCluster) -> str:
@@ -109,8 +107,6 @@ def test_dante_provider_check_connects_as_the_providers_own_user(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     """`check` gets a NATS user the way `run` does; a plain connection would be refused here."""
-    from tests.daemon.test_cli import check, rows
-
     r = check(
         tmp_path,
         gateway_url=cluster.gateway_url,

@@ -13,6 +13,7 @@ import httpx
 from api_gateway.main import create_app
 from api_gateway.ratelimit import TokenBuckets
 from api_gateway.settings import GatewaySettings
+from tests.support.asgi import served
 from tests.support.servers import free_port
 
 
@@ -22,10 +23,8 @@ async def gateway(
 ) -> AsyncIterator[httpx.AsyncClient]:
     settings = GatewaySettings(nats_url=nats_url, port=1, **overrides)
     app = create_app(settings, jwks=jwks)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("192.0.2.1", 5000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client
+    async with served(app, "http://gw", peer=("192.0.2.1", 5000)) as client:
+        yield client
 
 
 def _bearer(token: str) -> dict[str, str]:

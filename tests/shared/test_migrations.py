@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from shared.db import make_engine, run_migrations
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 SERVICES = {
     "auth_service": (

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.servers import free_port, spawned, wait_for_port
+from tests.support.wait import eventually
 
 SCHEDULER_SECRET = "test-scheduler-secret-" + uuid.uuid4().hex
 PASSWORD = "correct horse battery"
@@ -46,12 +46,13 @@ class AuthProcess:
 
     def wait_status(self, path: str, headers: dict[str, str], status: int) -> httpx.Response:
         """GET until it answers ``status`` (revocations reach verifiers within a poll)."""
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answered() -> httpx.Response:
             r = self.get(path, headers)
-            if r.status_code == status or time.monotonic() > deadline:
-                return r
-            time.sleep(0.1)
+            assert r.status_code == status, (r.status_code, r.text)
+            return r
+
+        return eventually(answered, limit=30, interval=0.1)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -97,10 +98,11 @@ def auth_process(root: Path, database_url: str | None = None, **env: str) -> Ite
     argv = [sys.executable, "-m", "auth_service", "serve"]
     with spawned(argv, full_env, log_path, cwd=root) as proc:
         wait_for_port(port, timeout=60, proc=proc)
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{url}/ready", timeout=5).status_code != 200:
-            assert time.monotonic() < deadline, "auth service not ready"
-            time.sleep(0.1)
+        eventually(
+            lambda: httpx.get(f"{url}/ready", timeout=5).status_code == 200,
+            interval=0.1,
+            what="auth service ready",
+        )
         yield AuthProcess(url, log_path, root / "keys", proc)
 
 

@@ -8,12 +8,10 @@ Docker engine can run here, so the containers themselves are not started.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import stat
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +26,8 @@ from nats.errors import NoServersError
 from shared.nats import UserCredentials, ensure_streams
 from shared.nats_auth import KeyPair, daemon_permissions, user_jwt
 from tests.support import servers
-from tests.test_compose import COMPOSE_FILE, ENV_EXAMPLE, ROOT, SECRETS, SERVICES, run_config
+from tests.support.compose import COMPOSE_FILE, ENV_EXAMPLE, ROOT, SECRETS, SERVICES, run_config
+from tests.support.wait import eventually, eventually_async
 
 INIT = "nats-auth-init"
 SEED_FILES = ("seeds.json", "account-signing.seed", "service.creds")
@@ -191,14 +190,8 @@ def test_the_init_keeps_its_keys_private_and_across_runs(live: Live) -> None:
 
 
 def test_the_nats_health_check_passes_with_jetstream_on_the_data_volume(live: Live) -> None:
-    deadline = time.monotonic() + 20  # JetStream may turn healthy a moment after the port opens
-    status = 0
-    while time.monotonic() < deadline:
-        status = httpx.get(live.health_url).status_code
-        if status == 200:
-            break
-        time.sleep(0.1)
-    assert status == 200
+    # JetStream may turn healthy a moment after the port opens
+    eventually(lambda: httpx.get(live.health_url).status_code == 200, interval=0.1)
     assert any(live.data_dir.rglob("*")), "JetStream wrote nothing to the data volume"
 
 
@@ -228,11 +221,12 @@ async def _check_users(url: str, auth_dir: Path) -> None:
         await daemon.publish("jobs.status.j1", b"{}")  # allowed
         await daemon.publish("tasks.dispatch.p2", b"{}")  # not allowed: another provider's
         await daemon.flush()
-        for _ in range(50):
-            if errors:
-                break
-            await asyncio.sleep(0.1)
-        assert any("permissions violation" in str(e).lower() for e in errors), errors
+
+        def refused() -> bool:
+            assert any("permissions violation" in str(e).lower() for e in errors), errors
+            return True
+
+        await eventually_async(refused, interval=0.1)
     finally:
         await daemon.close()
     with pytest.raises((NoServersError, nats.errors.Error, OSError)):

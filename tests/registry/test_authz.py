@@ -13,6 +13,7 @@ import pytest
 
 from provider_registry.main import create_app
 from provider_registry.settings import RegistrySettings
+from tests.support.asgi import served
 
 
 @pytest.fixture
@@ -23,10 +24,8 @@ async def registry(
         database_url=f"sqlite+aiosqlite:///{tmp_path}/registry.sqlite", nats_url=nats_url
     )
     app = create_app(settings, jwks=local_jwks)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
-            yield client
+    async with served(app, "http://registry") as client:
+        yield client
 
 
 def _bearer(token: str) -> dict[str, str]:

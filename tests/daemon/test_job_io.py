@@ -6,7 +6,6 @@ here by the job's owner through the gateway; the daemon moves the bytes with no 
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,9 @@ import httpx
 import pytest
 
 from shared.contracts import TaskObject, log_key
-from tests.daemon.conftest import Bus, DaemonFactory
 from tests.support.accounts import new_user
+from tests.support.daemons import Bus, DaemonFactory
+from tests.support.wait import eventually_async
 
 pytestmark = pytest.mark.e2e
 
@@ -72,9 +72,7 @@ async def test_inputs_in_outputs_and_log_out(
         assert (await client.get(f"{objects}/results/never-written.txt")).status_code == 404
     # the work directory goes once the results are stored (just after the report is sent)
     work = d.state_dir / "work"
-    async with asyncio.timeout(30):
-        while list(work.iterdir()):  # noqa: ASYNC110 - a directory, nothing to await on
-            await asyncio.sleep(0.05)
+    await eventually_async(lambda: not list(work.iterdir()), limit=30, what="work dir emptied")
 
 
 async def test_a_missing_input_fails_the_attempt_with_a_clear_error(

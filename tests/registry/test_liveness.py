@@ -1,0 +1,142 @@
+"""The registry's liveness sweep against a real database (both dialects) and a real nats-server:
+a provider whose heartbeats stop goes offline and the registry says so on
+``providers.events.offline``; its next heartbeat brings it back online. The registry app runs
+in-process with a one-second TTL, so this takes seconds, not a killed daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import nats
+import pytest
+import sqlalchemy as sa
+
+from provider_registry.main import create_app
+from provider_registry.service import RegistryService
+from provider_registry.settings import RegistrySettings
+from shared.contracts import ProviderEvent
+from shared.db import unit_of_work, utcnow
+from tests.support.asgi import served
+
+BODY = {"name": "host", "gpus": [{"index": 0, "name": "H100", "memory_total_mb": 81920}]}
+
+
+class Events:
+    """Every ``providers.events.*`` message, by provider, as the scheduler would receive them."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[ProviderEvent]] = {}
+        self.changed = asyncio.Condition()
+
+    async def on_msg(self, msg: Any) -> None:
+        event = ProviderEvent.model_validate_json(msg.data)
+        async with self.changed:
+            self.seen.setdefault(event.provider_id, []).append(event)
+            self.changed.notify_all()
+
+    async def wait(self, provider_id: str, kind: str, limit: float = 60) -> ProviderEvent:
+        """The first ``kind`` event for the provider; the bound only stops a hung run."""
+
+        def find() -> ProviderEvent | None:
+            return next((e for e in self.seen.get(provider_id, []) if e.kind == kind), None)
+
+        async with asyncio.timeout(limit), self.changed:
+            while not (found := find()):
+                await self.changed.wait()
+            return found
+
+
+@pytest.fixture
+async def events(nats_url: str) -> AsyncIterator[Events]:
+    nc = await nats.connect(nats_url)
+    got = Events()
+    await nc.subscribe("providers.events.*", cb=got.on_msg)
+    yield got
+    await nc.close()
+
+
+def registry_app(db_url: str, nats_url: str, jwks: Callable[[], Any], **fields: Any) -> Any:
+    settings = RegistrySettings(database_url=db_url, nats_url=nats_url, port=0, **fields)
+    return create_app(settings, jwks=jwks)
+
+
+def provider(mint_token: Callable[..., str]) -> tuple[str, dict[str, str]]:
+    """A new provider id and its daemon's bearer headers."""
+    pid = str(uuid.uuid4())
+    token = mint_token("provider", str(uuid.uuid4()), provider_id=pid)
+    return pid, {"authorization": f"Bearer {token}"}
+
+
+async def test_a_silent_provider_is_swept_offline_and_a_heartbeat_brings_it_back(
+    db_url: str, nats_url: str, local_jwks: Callable[[], Any], mint_token: Any, events: Events
+) -> None:
+    app = registry_app(
+        db_url, nats_url, local_jwks, heartbeat_ttl_seconds=1.0, sweep_interval_seconds=0.2
+    )
+    async with served(app, "http://registry") as client:
+        pid, daemon = provider(mint_token)
+        r = await client.post("/api/v1/providers", json=BODY, headers=daemon)
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "online"
+
+        # no heartbeat follows: the sweep marks it offline and announces it
+        offline = await events.wait(pid, "offline")
+        assert offline.status == "offline"
+        r = await client.get(f"/api/v1/providers/{pid}", headers=daemon)
+        assert r.status_code == 200 and r.json()["status"] == "offline"
+
+        # its next heartbeat brings it back, announced as a status change
+        hb = {"gpus": [{"index": 0, "utilization_pct": 5}]}
+        r = await client.post(f"/api/v1/providers/{pid}/heartbeat", json=hb, headers=daemon)
+        assert r.status_code == 200, r.text
+        back = await events.wait(pid, "status")
+        assert back.status == "online"
+
+
+async def test_sweep_marks_only_stale_online_providers_and_publishes_after_commit(
+    db_url: str, nats_url: str, local_jwks: Callable[[], Any], mint_token: Any, events: Events
+) -> None:
+    """``RegistryService.sweep`` itself, with the app's periodic sweep out of the way."""
+    app = registry_app(
+        db_url, nats_url, local_jwks, heartbeat_ttl_seconds=3600, sweep_interval_seconds=3600
+    )
+    async with served(app, "http://registry") as client:
+        stale, stale_auth = provider(mint_token)
+        fresh, fresh_auth = provider(mint_token)
+        parked, parked_auth = provider(mint_token)
+        for headers in (stale_auth, fresh_auth, parked_auth):
+            r = await client.post("/api/v1/providers", json=BODY, headers=headers)
+            assert r.status_code == 201, r.text
+        r = await client.put(
+            f"/api/v1/providers/{parked}/status",
+            json={"status": "maintenance"},
+            headers=parked_auth,
+        )
+        assert r.status_code == 200, r.text
+        sessions = app.state.sessions
+        long_ago = utcnow() - timedelta(minutes=10)
+        async with unit_of_work(sessions) as uow:
+            await uow.session.execute(
+                sa.text("UPDATE providers SET last_heartbeat_at = :at WHERE id IN (:a, :b)"),
+                {"at": long_ago, "a": stale, "b": parked},
+            )
+
+        async with unit_of_work(sessions) as uow:
+            swept = await RegistryService(uow, app.state.js).sweep(ttl_seconds=60)
+        assert swept == 1
+        offline = await events.wait(stale, "offline")
+        assert offline.status == "offline"
+        statuses = {
+            pid: (await client.get(f"/api/v1/providers/{pid}", headers=auth)).json()["status"]
+            for pid, auth in ((stale, stale_auth), (fresh, fresh_auth), (parked, parked_auth))
+        }
+        assert statuses == {stale: "offline", fresh: "online", parked: "maintenance"}
+
+        # nothing is stale any more: a second sweep finds nobody and announces nothing
+        async with unit_of_work(sessions) as uow:
+            assert await RegistryService(uow, app.state.js).sweep(ttl_seconds=60) == 0
+    assert [e.kind for e in events.seen.get(fresh, [])] == ["registered"]
