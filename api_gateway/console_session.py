@@ -26,7 +26,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from shared.app import correlation_id
+from api_gateway.state import State
+from shared.app import correlation_id, own_state
 from shared.errors import DanteError, Forbidden, ServiceUnavailable, Unauthorized
 
 log = structlog.get_logger(__name__)
@@ -63,14 +64,13 @@ def _check_csrf(request: Request) -> None:
 
 
 async def _auth(request: Request, path: str, **kwargs: Any) -> httpx.Response:
-    bases = await request.app.state.upstreams.candidates("auth")
+    state = own_state(request.app, State)
+    bases = await state.upstreams.candidates("auth")
     client = request.client.host if request.client else ""
     headers = {"x-request-id": correlation_id(request), "x-forwarded-for": client}
     headers.update(kwargs.pop("headers", {}))
     try:
-        return await request.app.state.http.post(
-            f"{bases[0]}/api/v1/auth{path}", headers=headers, **kwargs
-        )
+        return await state.http.post(f"{bases[0]}/api/v1/auth{path}", headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         log.warning("console.auth_unreachable", error=type(exc).__name__)
         raise ServiceUnavailable("the auth service is unreachable") from exc

@@ -87,7 +87,7 @@ async def get_job(job_id: str, principal: CurrentPrincipal, service: Service) ->
 @router.get("/jobs/{job_id}/spec")
 async def job_spec(job_id: str, principal: CurrentPrincipal, service: Service) -> JobSpecRead:
     job = await service.get_visible(job_id, principal)
-    return JobSpecRead(job_id=job.id, spec=job.spec or {})
+    return JobSpecRead(job_id=job.id, spec=job.job_spec)
 
 
 @router.get("/jobs/{job_id}/events")

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from scheduler.models import Job
-from shared.contracts import JobState, JobType, Resources
+from shared.contracts import ContainerParams, JobSpec, JobState, JobType, Resources
 
 
 class Out(BaseModel):
@@ -108,8 +108,8 @@ class JobDetail(JobRead):
     def of(cls, job: Job) -> JobDetail:
         spec = job.job_spec
         params = spec.params.model_dump(mode="json", exclude_none=True)
-        if "docker_env_vars" in params:
-            params["docker_env_vars"] = dict.fromkeys(params["docker_env_vars"], "")
+        if isinstance(spec.params, ContainerParams):  # env values may be secrets: names only
+            params.update(docker_env_vars=dict.fromkeys(spec.params.docker_env_vars, ""))
         return cls(
             **JobRead.of(job).model_dump(exclude={"gpu_model"}),
             params=params,
@@ -146,7 +146,7 @@ class JobSpecRead(Out):
     """The job as submitted (normalized), so a client can submit it again (``dante rerun``)."""
 
     job_id: str
-    spec: dict[str, Any]
+    spec: JobSpec
 
 
 class CancelAccepted(Out):
