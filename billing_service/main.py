@@ -19,7 +19,6 @@ from billing_service.storage_metering import StorageSampler
 from shared.app import Runtime, create_service_app, service_runtime, service_state, set_own_state
 from shared.db import service_database
 from shared.nats import nats_runtime
-from shared.service_auth import ServiceTokenSource, token_url_from_discovery
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -30,17 +29,10 @@ def _sampler(
     """Storage sampling needs billing's service credentials; without them it is off."""
     if not settings.service_client_secret:
         return None
-    tokens = ServiceTokenSource(
-        token_url_from_discovery(runtime.discovery),
-        settings.service_client_id,
-        settings.service_client_secret,
-        http=runtime.http,
-    )
-
-    async def storage_base() -> str:
-        return (await runtime.discovery.resolve("storage"))[0]
-
-    return StorageSampler(sessions, settings, runtime.http, storage_base, tokens.headers).sample
+    tokens = runtime.service_tokens(settings.service_client_id, settings.service_client_secret)
+    return StorageSampler(
+        sessions, settings, runtime.http, runtime.base_url("storage"), tokens.headers
+    ).sample
 
 
 def create_app(

@@ -143,27 +143,19 @@ class SettlementRepository:
         return (await self.session.execute(stmt.limit(1))).scalar_one_or_none()
 
     async def for_owner(self, owner_id: str, since: datetime, until: datetime) -> list[Settlement]:
-        stmt = (
-            sa.select(Settlement)
-            .where(
-                Settlement.owner_id == owner_id,
-                Settlement.ended_at >= since,
-                Settlement.ended_at < until,
-            )
-            .order_by(Settlement.ended_at, Settlement.job_id, Settlement.attempt)
-        )
-        return list((await self.session.execute(stmt)).scalars())
+        return await self._ended_between(Settlement.owner_id == owner_id, since, until)
 
     async def for_provider(
         self, provider_id: str, since: datetime, until: datetime
     ) -> list[Settlement]:
+        return await self._ended_between(Settlement.provider_id == provider_id, since, until)
+
+    async def _ended_between(
+        self, whose: sa.ColumnElement[bool], since: datetime, until: datetime
+    ) -> list[Settlement]:
         stmt = (
             sa.select(Settlement)
-            .where(
-                Settlement.provider_id == provider_id,
-                Settlement.ended_at >= since,
-                Settlement.ended_at < until,
-            )
+            .where(whose, Settlement.ended_at >= since, Settlement.ended_at < until)
             .order_by(Settlement.ended_at, Settlement.job_id, Settlement.attempt)
         )
         return list((await self.session.execute(stmt)).scalars())

@@ -3,8 +3,7 @@ endpoint at ``/internal`` (the scheduler's service token only)."""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
@@ -63,15 +62,11 @@ def _user_scope(principal: Principal, user_id: str | None) -> str:
     return user_id
 
 
-def _balance(b: Any) -> BalanceOut:
-    return BalanceOut(**dataclasses.asdict(b))
-
-
 @router.get("/balance", response_model=BalanceOut)
 async def balance(
     principal: CurrentPrincipal, service: Service, user_id: str | None = None
 ) -> BalanceOut:
-    return _balance(await service.balance(_user_scope(principal, user_id)))
+    return await service.balance(_user_scope(principal, user_id))
 
 
 @router.get(
@@ -138,14 +133,14 @@ async def stripe_webhook(request: Request, state: BillingState, service: Service
 async def grant(body: GrantIn, _: AdminPrincipal, service: Service, response: Response) -> GrantOut:
     credited = await service.grant(body.user_id, body.amount_minor, body.reference, body.memo)
     response.status_code = 201 if credited else 200
-    return GrantOut(credited=credited, balance=_balance(await service.balance(body.user_id)))
+    return GrantOut(credited=credited, balance=await service.balance(body.user_id))
 
 
 @router.put("/admin/credit-limits/{user_id}", response_model=BalanceOut)
 async def credit_limit(
     user_id: str, body: CreditLimitIn, _: AdminPrincipal, service: Service
 ) -> BalanceOut:
-    return _balance(await service.set_credit_limit(user_id, body.credit_limit_minor))
+    return await service.set_credit_limit(user_id, body.credit_limit_minor)
 
 
 @router.post("/admin/payouts/{provider_id}", status_code=201, response_model=PayoutOut)

@@ -7,7 +7,6 @@ by the provider's event id), so a retried request or a redelivered message chang
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -30,6 +29,7 @@ from billing_service.repository import (
     PaymentRepository,
     SettlementRepository,
 )
+from billing_service.schemas import BalanceOut
 from billing_service.settings import BillingSettings
 from shared.contracts import UsageRecorded
 from shared.db import UnitOfWork, utcnow
@@ -46,16 +46,6 @@ books_balanced = Gauge(
 )
 
 
-@dataclass
-class Balance:
-    user_id: str
-    available_minor: int
-    balance_minor: int
-    held_minor: int
-    credit_limit_minor: int
-    currency: str
-
-
 class BillingService:
     def __init__(self, uow: UnitOfWork, settings: BillingSettings) -> None:
         self.uow = uow
@@ -68,12 +58,12 @@ class BillingService:
 
     # --- wallets ----------------------------------------------------------------------------
 
-    async def balance(self, user_id: str) -> Balance:
+    async def balance(self, user_id: str) -> BalanceOut:
         w = await self.repo.account(wallet(user_id))
         h = await self.repo.account(hold_account(user_id))
         bal = w.balance_minor if w else 0
         limit = w.credit_limit_minor if w else 0
-        return Balance(
+        return BalanceOut(
             user_id=user_id,
             available_minor=bal + limit,
             balance_minor=bal,
@@ -98,7 +88,7 @@ class BillingService:
             log.info("billing.credited", user_id=user_id, amount=amount, source=source)
         return txn is not None
 
-    async def set_credit_limit(self, user_id: str, limit: int) -> Balance:
+    async def set_credit_limit(self, user_id: str, limit: int) -> BalanceOut:
         if limit < 0:
             raise InvalidAmount("a credit limit is zero or more minor units")
         accounts = await self.ledger.lock([wallet(user_id)])

@@ -19,7 +19,6 @@ from scheduler.workers import Workers
 from shared.app import Runtime, create_service_app, service_runtime, service_state, set_own_state
 from shared.db import service_database
 from shared.nats import nats_runtime
-from shared.service_auth import ServiceTokenSource, token_url_from_discovery
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -29,33 +28,17 @@ def _presigner(settings: SchedulerSettings, runtime: Runtime) -> HttpPresigner |
     inputs/outputs wait (their events say so) and jobs without I/O run without a log upload."""
     if not settings.service_client_secret:
         return None
-    tokens = ServiceTokenSource(
-        token_url_from_discovery(runtime.discovery),
-        settings.service_client_id,
-        settings.service_client_secret,
-        http=runtime.http,
+    tokens = runtime.service_tokens(settings.service_client_id, settings.service_client_secret)
+    return HttpPresigner(
+        runtime.base_url("storage"), runtime.http, tokens, settings.presign_expires_seconds
     )
-
-    async def storage_base() -> str:
-        return (await runtime.discovery.resolve("storage"))[0]
-
-    return HttpPresigner(storage_base, runtime.http, tokens, settings.presign_expires_seconds)
 
 
 def _billing(settings: SchedulerSettings, runtime: Runtime) -> HttpBilling | None:
     if not settings.billing_holds:
         return None
-    tokens = ServiceTokenSource(
-        token_url_from_discovery(runtime.discovery),
-        settings.service_client_id,
-        settings.service_client_secret,
-        http=runtime.http,
-    )
-
-    async def billing_base() -> str:
-        return (await runtime.discovery.resolve("billing"))[0]
-
-    return HttpBilling(billing_base, runtime.http, tokens)
+    tokens = runtime.service_tokens(settings.service_client_id, settings.service_client_secret)
+    return HttpBilling(runtime.base_url("billing"), runtime.http, tokens)
 
 
 def create_app(

@@ -225,6 +225,20 @@ class Runtime:
     verifier: TokenVerifier
     instance: ServiceInstance
 
+    def service_tokens(self, client_id: str, client_secret: str) -> ServiceTokenSource:
+        """This service's client-credentials token for its calls to other services (cached)."""
+        return ServiceTokenSource(
+            token_url_from_discovery(self.discovery), client_id, client_secret, http=self.http
+        )
+
+    def base_url(self, service: str) -> Callable[[], Awaitable[str]]:
+        """Where ``service`` runs now (the first instance discovery names), asked per call."""
+
+        async def resolve() -> str:
+            return (await self.discovery.resolve(service))[0]
+
+        return resolve
+
 
 def _auth_document(
     discovery: Discovery, http: httpx.AsyncClient, path: str, timeout: float

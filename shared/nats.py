@@ -47,65 +47,43 @@ DAY = 24 * 3600
 FETCH_BACKOFF = Backoff(base=0.5, cap=30.0, jitter=0.5)
 """A failing fetch (connection trouble) is tried again after 1 s, doubling to 30 s."""
 
+
+def _work_queue(name: str, subjects: list[str], max_age: float) -> StreamConfig:
+    """A message leaves the stream once its one consumer acked it; retries are deduplicated."""
+    return StreamConfig(
+        name=name,
+        subjects=subjects,
+        retention=RetentionPolicy.WORK_QUEUE,
+        max_age=max_age,
+        duplicate_window=120,
+    )
+
+
+def _bounded(name: str, subjects: list[str], max_age: float) -> StreamConfig:
+    """Kept for ``max_age`` or up to 1 GiB, whichever ends first; the oldest go first."""
+    return StreamConfig(
+        name=name,
+        subjects=subjects,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        max_age=max_age,
+        max_bytes=1 << 30,
+    )
+
+
 STREAMS: dict[str, StreamConfig] = {
-    # Work queues: a message leaves the stream once its one consumer acked it.
-    "JOBS": StreamConfig(
-        name="JOBS",
-        subjects=[JOBS_SUBMITTED],
-        retention=RetentionPolicy.WORK_QUEUE,
-        max_age=7 * DAY,
-        duplicate_window=120,
-    ),
-    "TASKS": StreamConfig(
-        name="TASKS",
-        subjects=[task_subject(ANY)],
-        retention=RetentionPolicy.WORK_QUEUE,
-        max_age=7 * DAY,
-        duplicate_window=120,
-    ),
-    "STATUS": StreamConfig(
-        name="STATUS",
-        subjects=[status_subject(ANY)],
-        retention=RetentionPolicy.WORK_QUEUE,
-        max_age=7 * DAY,
-        duplicate_window=120,
-    ),
+    "JOBS": _work_queue("JOBS", [JOBS_SUBMITTED], 7 * DAY),
+    "TASKS": _work_queue("TASKS", [task_subject(ANY)], 7 * DAY),
+    "STATUS": _work_queue("STATUS", [status_subject(ANY)], 7 * DAY),
     # Logs are read live and are bounded: a day or 1 GiB, oldest dropped first.
-    "LOGS": StreamConfig(
-        name="LOGS",
-        subjects=[log_subject(ANY)],
-        retention=RetentionPolicy.LIMITS,
-        discard=DiscardPolicy.OLD,
-        max_age=DAY,
-        max_bytes=1 << 30,
-    ),
-    "EVENTS": StreamConfig(
-        name="EVENTS",
-        subjects=[provider_event_subject(ANY), "jobs.events.*"],
-        retention=RetentionPolicy.LIMITS,
-        discard=DiscardPolicy.OLD,
-        max_age=7 * DAY,
-        max_bytes=1 << 30,
-    ),
+    "LOGS": _bounded("LOGS", [log_subject(ANY)], DAY),
+    "EVENTS": _bounded("EVENTS", [provider_event_subject(ANY), "jobs.events.*"], 7 * DAY),
     # Messages a consumer gave up on after its redelivery bound, kept for replay: nothing the
     # platform accepted is dropped silently (issue 18). ``dead.<consumer>``; 30 days.
-    "DEAD": StreamConfig(
-        name="DEAD",
-        subjects=["dead.>"],
-        retention=RetentionPolicy.LIMITS,
-        discard=DiscardPolicy.OLD,
-        max_age=30 * DAY,
-        max_bytes=1 << 30,
-    ),
+    "DEAD": _bounded("DEAD", ["dead.>"], 30 * DAY),
     # Usage for billing: a work queue like JOBS (billing is its one consumer). Kept 30 days so
     # a billing outage of weeks still settles everything once billing is back.
-    "USAGE": StreamConfig(
-        name="USAGE",
-        subjects=["usage.recorded.*"],
-        retention=RetentionPolicy.WORK_QUEUE,
-        max_age=30 * DAY,
-        duplicate_window=120,
-    ),
+    "USAGE": _work_queue("USAGE", ["usage.recorded.*"], 30 * DAY),
 }
 
 messages_handled = Counter(

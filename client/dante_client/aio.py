@@ -18,9 +18,15 @@ import httpx
 from dante_client import _calls as calls
 from dante_client import models, sse
 from dante_client._follow import Follow
-from dante_client._policy import IDEMPOTENT_METHODS, RetryPolicy
+from dante_client._policy import (
+    IDEMPOTENT_METHODS,
+    Attempts,
+    RetryPolicy,
+    http_options,
+    response_error,
+    transport_error,
+)
 from dante_client._tokens import TokenListener, TokenState, TokenStore
-from dante_client.client import _error, _transport_error
 from dante_client.errors import DanteError
 from dante_client.transfer import (
     CHUNK,
@@ -28,7 +34,9 @@ from dante_client.transfer import (
     check_range,
     finish_download,
     part_path,
+    range_from,
     rerun_spec,
+    resume_point,
 )
 
 T = TypeVar("T")
@@ -55,12 +63,7 @@ class AsyncClient:
         self.tokens = TokenState(token, refresh_token, expires_at, on_tokens)
         self.retry = retry or RetryPolicy()
         self.token_store = token_store
-        self._http = httpx.AsyncClient(
-            base_url=self.url,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            transport=transport,
-            headers={"user-agent": user_agent},
-        )
+        self._http = httpx.AsyncClient(**http_options(self.url, timeout, transport, user_agent))
         self._refresh_lock = asyncio.Lock()
 
     async def aclose(self) -> None:
@@ -106,8 +109,13 @@ class AsyncClient:
         stream: bool = False,
         request_timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
-        idempotent = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
-        attempt, renewed = 0, False
+        tries = Attempts(
+            self.retry,
+            self.url,
+            method in IDEMPOTENT_METHODS if idempotent is None else idempotent,
+            auth,
+            self.tokens,
+        )
         while True:
             if auth and self.tokens.stale():
                 await self._refresh(self.tokens.access_token)
@@ -125,26 +133,19 @@ class AsyncClient:
             try:
                 resp = await self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                delay = self.retry.after_exception(exc, attempt, idempotent)
-                if delay is None:
-                    raise _transport_error(self.url, exc) from exc
-                attempt += 1
-                await asyncio.sleep(delay)
+                await asyncio.sleep(tries.after_exception(exc))
                 continue
-            if resp.status_code == 401 and auth and not renewed and self.tokens.can_refresh():
+            if tries.renew(resp):
                 await resp.aclose()
-                renewed = True
                 await self._refresh(used)
                 continue
             if resp.status_code >= 400:
-                delay = self.retry.after_status(resp.status_code, resp.headers, attempt, idempotent)
-                if delay is not None:
+                if (delay := tries.retry_after(resp)) is not None:
                     await resp.aclose()
-                    attempt += 1
                     await asyncio.sleep(delay)
                     continue
                 await resp.aread()
-                raise _error(resp)
+                raise response_error(resp)
             return resp
 
     async def _call(self, call: calls.Call[T]) -> T:
@@ -252,7 +253,7 @@ class AsyncClient:
                 finally:
                     await resp.aclose()
             except httpx.TransportError as exc:
-                follow.failed(_transport_error(self.url, exc))
+                follow.failed(transport_error(self.url, exc))
             except DanteError as exc:
                 follow.failed(exc)
             await asyncio.sleep(follow.delay())
@@ -298,20 +299,16 @@ class AsyncClient:
         info = await self.stat(key)
         part = part_path(dst, info.etag)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        attempt = 0
+        tries = Attempts(self.retry, self.url, idempotent=True)
         while True:
-            have = part.stat().st_size if part.exists() else 0
-            if have > info.size:  # not a prefix of this object: start over
-                part.unlink()
-                have = 0
+            have = resume_point(part, info.size)
             if have >= info.size and info.size > 0:
                 return finish_download(part, dst, info.size)
-            headers = {"range": f"bytes={have}-"} if have else {}
             try:
                 resp = await self._send(
                     "GET",
                     calls.object_path(key),
-                    headers=headers,
+                    headers=range_from(have),
                     stream=True,
                     request_timeout=httpx.Timeout(60.0, connect=10.0),
                 )
@@ -328,11 +325,7 @@ class AsyncClient:
                     await resp.aclose()
                 return finish_download(part, dst, info.size)
             except httpx.TransportError as exc:
-                delay = self.retry.after_exception(exc, attempt, True)
-                if delay is None:
-                    raise _transport_error(self.url, exc) from exc
-                attempt += 1
-                await asyncio.sleep(delay)
+                await asyncio.sleep(tries.after_exception(exc))
 
     async def objects(
         self, prefix: str = "", *, limit: int = 100, cursor: str | None = None

@@ -17,15 +17,16 @@ import httpx
 from dante_client import _calls as calls
 from dante_client import models, sse
 from dante_client._follow import Follow
-from dante_client._policy import IDEMPOTENT_METHODS, RetryPolicy
-from dante_client._tokens import TokenListener, TokenState, TokenStore
-from dante_client.errors import (
-    DanteError,
-    InvalidRequest,
-    ServiceUnavailable,
-    Unreachable,
-    from_response,
+from dante_client._policy import (
+    IDEMPOTENT_METHODS,
+    Attempts,
+    RetryPolicy,
+    http_options,
+    response_error,
+    transport_error,
 )
+from dante_client._tokens import TokenListener, TokenState, TokenStore
+from dante_client.errors import DanteError
 from dante_client.transfer import (
     CHUNK,
     Progress,
@@ -33,7 +34,9 @@ from dante_client.transfer import (
     file_chunks,
     finish_download,
     part_path,
+    range_from,
     rerun_spec,
+    resume_point,
 )
 
 T = TypeVar("T")
@@ -65,12 +68,7 @@ class Client:
         self.tokens = TokenState(token, refresh_token, expires_at, on_tokens)
         self.retry = retry or RetryPolicy()
         self.token_store = token_store
-        self._http = httpx.Client(
-            base_url=self.url,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            transport=transport,
-            headers={"user-agent": user_agent},
-        )
+        self._http = httpx.Client(**http_options(self.url, timeout, transport, user_agent))
         self._refresh_lock = threading.Lock()
 
     # --- plumbing -------------------------------------------------------------------------------
@@ -118,8 +116,13 @@ class Client:
         timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """One call with the retry policy and token renewal; raises a DanteError on 4xx/5xx."""
-        idempotent = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
-        attempt, renewed = 0, False
+        tries = Attempts(
+            self.retry,
+            self.url,
+            method in IDEMPOTENT_METHODS if idempotent is None else idempotent,
+            auth,
+            self.tokens,
+        )
         while True:
             if auth and self.tokens.stale():
                 self._refresh(self.tokens.access_token)
@@ -137,26 +140,19 @@ class Client:
             try:
                 resp = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                delay = self.retry.after_exception(exc, attempt, idempotent)
-                if delay is None:
-                    raise _transport_error(self.url, exc) from exc
-                attempt += 1
-                time.sleep(delay)
+                time.sleep(tries.after_exception(exc))
                 continue
-            if resp.status_code == 401 and auth and not renewed and self.tokens.can_refresh():
+            if tries.renew(resp):
                 resp.close()
-                renewed = True
                 self._refresh(used)
                 continue
             if resp.status_code >= 400:
-                delay = self.retry.after_status(resp.status_code, resp.headers, attempt, idempotent)
-                if delay is not None:
+                if (delay := tries.retry_after(resp)) is not None:
                     resp.close()
-                    attempt += 1
                     time.sleep(delay)
                     continue
                 resp.read()
-                raise _error(resp)
+                raise response_error(resp)
             return resp
 
     def _call(self, call: calls.Call[T]) -> T:
@@ -285,7 +281,7 @@ class Client:
                 finally:
                     resp.close()
             except httpx.TransportError as exc:  # dropped while reading the stream
-                follow.failed(_transport_error(self.url, exc))
+                follow.failed(transport_error(self.url, exc))
             except DanteError as exc:
                 follow.failed(exc)
             time.sleep(follow.delay())
@@ -325,20 +321,16 @@ class Client:
         info = self.stat(key)
         part = part_path(dst, info.etag)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        attempt = 0
+        tries = Attempts(self.retry, self.url, idempotent=True)
         while True:
-            have = part.stat().st_size if part.exists() else 0
-            if have > info.size:  # not a prefix of this object: start over
-                part.unlink()
-                have = 0
-            headers = {"range": f"bytes={have}-"} if 0 < have < info.size else {}
+            have = resume_point(part, info.size)
             if have >= info.size and info.size > 0:
                 return finish_download(part, dst, info.size)
             try:
                 resp = self._send(
                     "GET",
                     calls.object_path(key),
-                    headers=headers,
+                    headers=range_from(have),
                     stream=True,
                     timeout=httpx.Timeout(60.0, connect=10.0),
                 )
@@ -355,11 +347,7 @@ class Client:
                     resp.close()
                 return finish_download(part, dst, info.size)
             except httpx.TransportError as exc:
-                delay = self.retry.after_exception(exc, attempt, True)
-                if delay is None:
-                    raise _transport_error(self.url, exc) from exc
-                attempt += 1
-                time.sleep(delay)
+                time.sleep(tries.after_exception(exc))
 
     def objects(
         self, prefix: str = "", *, limit: int = 100, cursor: str | None = None
@@ -411,22 +399,3 @@ class Client:
 
     def set_active(self, user_id: str, active: bool) -> models.User:
         return self._call(calls.set_active(user_id, active))
-
-
-def _transport_error(url: str, exc: Exception) -> DanteError:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        return Unreachable(f"cannot reach the gateway at {url}: {exc}")
-    if isinstance(exc, httpx.TimeoutException):
-        return ServiceUnavailable(f"the gateway at {url} did not answer in time")
-    return Unreachable(f"the connection to {url} failed: {exc}")
-
-
-def _error(resp: httpx.Response) -> DanteError:
-    try:
-        body: Any = resp.json()
-    except ValueError:
-        body = resp.text
-    err = from_response(resp.status_code, body, dict(resp.headers))
-    if isinstance(err, InvalidRequest) and resp.status_code == 413:
-        err.message = f"too large: {err.message}"
-    return err

@@ -285,15 +285,23 @@ def _duration(c: _Checker, node: yaml.Node) -> int:
     return _in_range(c, node, "timeout", seconds, 1, 30 * 86400)
 
 
+def _fields(
+    c: _Checker, item: yaml.MappingNode, where: str, known: tuple[str, ...]
+) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """An I/O entry's fields by name (key node, value node); a field not in ``known`` fails."""
+    entry = {k: (kn, vn) for k, kn, vn in c.mapping(item, where)}
+    for k, (kn, _) in entry.items():
+        if k not in known:
+            raise c.fail(kn, f"{where}.{k}", f"unknown field (known: {', '.join(known)})")
+    return entry
+
+
 def _inputs(c: _Checker, node: yaml.Node, job: JobFile) -> list[str]:
     keys = []
     for i, item in enumerate(c.sequence(node, "inputs")):
         where = f"inputs[{i}]"
         if isinstance(item, yaml.MappingNode):
-            entry = {k: (kn, vn) for k, kn, vn in c.mapping(item, where)}
-            for k, (kn, _) in entry.items():
-                if k not in ("src", "key"):
-                    raise c.fail(kn, f"{where}.{k}", "unknown field (known: src, key)")
+            entry = _fields(c, item, where, ("src", "key"))
             if "src" not in entry:
                 raise c.fail(item, where, "src (a local file) is required")
             local = c.local_file(entry["src"][1], f"{where}.src")
@@ -314,10 +322,7 @@ def _outputs(c: _Checker, node: yaml.Node, job: JobFile) -> list[str]:
     for i, item in enumerate(c.sequence(node, "outputs")):
         where = f"outputs[{i}]"
         if isinstance(item, yaml.MappingNode):
-            entry = {k: (kn, vn) for k, kn, vn in c.mapping(item, where)}
-            for k, (kn, _) in entry.items():
-                if k not in ("key", "dest"):
-                    raise c.fail(kn, f"{where}.{k}", "unknown field (known: key, dest)")
+            entry = _fields(c, item, where, ("key", "dest"))
             if "key" not in entry:
                 raise c.fail(item, where, "key is required")
             key = c.storage_key(entry["key"][1], f"{where}.key")

@@ -64,6 +64,21 @@ def check_range(status: int, headers: httpx.Headers, have: int) -> bool:
     return True
 
 
+def resume_point(part: Path, size: int) -> int:
+    """How many bytes of the object ``part`` already holds (a part that is longer than the
+    object is not a prefix of it: it is dropped and the download starts over)."""
+    have = part.stat().st_size if part.exists() else 0
+    if have > size:
+        part.unlink()
+        have = 0
+    return have
+
+
+def range_from(have: int) -> dict[str, str]:
+    """The request headers that continue a download after ``have`` bytes."""
+    return {"range": f"bytes={have}-"} if have else {}
+
+
 def finish_download(part: Path, dst: Path, size: int) -> Path:
     got = part.stat().st_size
     if got != size:

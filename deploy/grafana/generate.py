@@ -41,6 +41,11 @@ def panel(
     }
 
 
+def stat(title: str, expr: str, legend: str, *, w: int = 4) -> dict[str, Any]:
+    """A single-number panel of the overview's top row."""
+    return panel(title, [(expr, legend)], kind="stat", w=w, h=5)
+
+
 def layout(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Left to right, wrapping at Grafana's 24-column grid."""
     x = y = row_h = 0
@@ -100,40 +105,14 @@ def overview() -> dict:
         "dante-overview",
         "Dante / Platform overview",
         [
-            panel(
-                "Services up",
-                [('sum by (service) (up{service!=""})', "{{service}}")],
-                kind="stat",
-                w=8,
-                h=5,
-            ),
-            panel(
-                "Jobs queued",
-                [('max(dante_scheduler_jobs{state="queued"})', "queued")],
-                kind="stat",
-                w=4,
-                h=5,
-            ),
-            panel(
-                "Jobs running",
-                [('max(dante_scheduler_jobs{state="running"})', "running")],
-                kind="stat",
-                w=4,
-                h=5,
-            ),
-            panel(
-                "Providers online",
-                [('max(dante_registry_providers{status="online"})', "online")],
-                kind="stat",
-                w=4,
-                h=5,
-            ),
-            panel(
+            stat("Services up", 'sum by (service) (up{service!=""})', "{{service}}", w=8),
+            stat("Jobs queued", 'max(dante_scheduler_jobs{state="queued"})', "queued"),
+            stat("Jobs running", 'max(dante_scheduler_jobs{state="running"})', "running"),
+            stat("Providers online", 'max(dante_registry_providers{status="online"})', "online"),
+            stat(
                 "GPUs healthy",
-                [('max(dante_registry_gpus{status="online",healthy="true"})', "healthy")],
-                kind="stat",
-                w=4,
-                h=5,
+                'max(dante_registry_gpus{status="online",healthy="true"})',
+                "healthy",
             ),
             panel("Jobs by state", [("max by (state) (dante_scheduler_jobs)", "{{state}}")]),
             panel(

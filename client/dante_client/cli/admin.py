@@ -149,6 +149,15 @@ def admin_role(
     out.print(f"{changed.username} is now {changed.role}")
 
 
+def _set_active(user: str, active: bool, as_json: bool) -> None:
+    with client() as api:
+        changed = api.set_active(_user_id(api, user), active)
+    if as_json:
+        print_json(changed)
+        return
+    out.print(f"{changed.username} {'enabled' if active else 'disabled'}")
+
+
 @admin_app.command("disable")
 def admin_disable(
     user: Annotated[str, typer.Argument(help="User id or username.")],
@@ -160,12 +169,7 @@ def admin_disable(
 
         dante admin disable mallory
     """
-    with client() as api:
-        changed = api.set_active(_user_id(api, user), False)
-    if as_json:
-        print_json(changed)
-        return
-    out.print(f"{changed.username} disabled")
+    _set_active(user, False, as_json)
 
 
 @admin_app.command("enable")
@@ -179,9 +183,4 @@ def admin_enable(
 
         dante admin enable mallory
     """
-    with client() as api:
-        changed = api.set_active(_user_id(api, user), True)
-    if as_json:
-        print_json(changed)
-        return
-    out.print(f"{changed.username} enabled")
+    _set_active(user, True, as_json)

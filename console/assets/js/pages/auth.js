@@ -30,6 +30,22 @@ function showError(box, err) {
   box.hidden = false;
 }
 
+// Submit runs `action` with the button disabled; a failure shows in `err`, the form stays.
+function onSubmit(form, err, button, action) {
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    err.hidden = true;
+    button.disabled = true;
+    try {
+      await action();
+    } catch (e) {
+      showError(err, e);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 export function renderSignIn(main, { reason, onSignedIn, query }) {
   const created = query.get("created");
   const user = h("input", { name: "username", autocomplete: "username", required: true, value: created || undefined });
@@ -46,18 +62,9 @@ export function renderSignIn(main, { reason, onSignedIn, query }) {
     err,
     button,
   );
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    err.hidden = true;
-    button.disabled = true;
-    try {
-      await api.signIn(user.value.trim(), pass.value);
-      onSignedIn();
-    } catch (e) {
-      showError(err, e);
-    } finally {
-      button.disabled = false;
-    }
+  onSubmit(form, err, button, async () => {
+    await api.signIn(user.value.trim(), pass.value);
+    onSignedIn();
   });
   main.append(shell("Sign in", form, ["No account yet? ", h("a", { href: "#/signup" }, "Create one")]));
   (created ? pass : user).focus();
@@ -85,18 +92,9 @@ export function renderSignUp(main) {
     err,
     button,
   );
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    err.hidden = true;
-    button.disabled = true;
-    try {
-      await api.register(user.value.trim(), email.value.trim(), pass.value, role.value);
-      location.hash = `#/signin?created=${encodeURIComponent(user.value.trim())}`;
-    } catch (e) {
-      showError(err, e);
-    } finally {
-      button.disabled = false;
-    }
+  onSubmit(form, err, button, async () => {
+    await api.register(user.value.trim(), email.value.trim(), pass.value, role.value);
+    location.hash = `#/signin?created=${encodeURIComponent(user.value.trim())}`;
   });
   main.append(shell("Create an account", form, ["Already have one? ", h("a", { href: "#/signin" }, "Sign in")]));
   user.focus();
