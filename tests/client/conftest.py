@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from localdev.cluster import ClusterConfig, LocalCluster
+from localdev.cluster import LocalCluster
 from tests.support.client import ACCESS_TTL, Cli, make_cli
+from tests.support.cluster import cluster_config, running_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -18,17 +19,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     data = tmp_path_factory.mktemp("client-cluster")
-    config = ClusterConfig(
-        data_dir=data,
-        prefer_default_ports=False,
-        log_dir=data / "logs",
-        heartbeat_interval=1.0,
-        extra_env={"DANTE_AUTH_ACCESS_TTL_SECONDS": str(ACCESS_TTL)},
-    )
-    c = LocalCluster(config)
-    c.start()
-    yield c
-    c.stop()
+    config = cluster_config(data, extra_env={"DANTE_AUTH_ACCESS_TTL_SECONDS": str(ACCESS_TTL)})
+    with running_cluster(config) as c:
+        yield c
 
 
 @pytest.fixture

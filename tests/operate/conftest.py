@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from localdev.cluster import SERVICES, ClusterConfig, LocalCluster
+from localdev.cluster import SERVICES, LocalCluster
+from tests.support.cluster import cluster_config
 from tests.support.operate import (
     Monitored,
     prometheus,
@@ -24,15 +25,9 @@ from tests.support.wait import eventually
 @pytest.fixture(scope="session")
 def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
     data = tmp_path_factory.mktemp("operate")
-    c = LocalCluster(
-        ClusterConfig(
-            data_dir=data,
-            prefer_default_ports=False,
-            log_dir=data / "logs",
-            heartbeat_interval=1,
-            daemons=0,  # the only daemon is the GPU one below
-        )
-    )
+    # its own: the only daemon is the GPU one below (on a shared cluster it would take
+    # other tests' jobs), and Prometheus scrapes every process of it
+    c = LocalCluster(cluster_config(data, daemons=0))
     c.start()
     prom: subprocess.Popen[bytes] | None = None
     try:
