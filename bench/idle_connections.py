@@ -28,7 +28,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.http_server import raise_open_file_limit
-from tests.auth.conftest import auth_process
+from tests.support.auth import auth_process
 from tests.support.servers import free_port, nats_server, spawned, wait_for_port
 
 
