@@ -22,7 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.auth.conftest import auth_process
+from tests.support.auth import auth_process
 
 
 def _time(fn: object, rounds: int) -> list[float]:
