@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,8 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from localdev.cluster import ClusterConfig, LocalCluster
+from localdev.cluster import LocalCluster
 from tests.support.accounts import new_user
+from tests.support.cluster import cluster_config, running_cluster
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -40,22 +41,17 @@ def expected_charge(started_at: str, finished_at: str, price_per_hour: int, unit
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    data = tmp_path_factory.mktemp("billing-cluster")
-    config = ClusterConfig(
-        data_dir=data,
-        prefer_default_ports=False,
-        log_dir=data / "logs",
-        heartbeat_interval=1.0,
+    """Its own: billing holds on, a known price and platform fee (the amounts asserted)."""
+    config = cluster_config(
+        tmp_path_factory.mktemp("billing-cluster"),
         billing_holds=True,
         extra_env={
             "DANTE_DAEMON_PRICE_PER_HOUR": str(PRICE_PER_HOUR),
             "DANTE_BILLING_PLATFORM_FEE_BP": str(FEE_BP),
         },
     )
-    c = LocalCluster(config)
-    c.start()
-    yield c
-    c.stop()
+    with running_cluster(config) as c:
+        yield c
 
 
 def admin_headers(gw: str) -> dict[str, str]:
@@ -64,18 +60,6 @@ def admin_headers(gw: str) -> dict[str, str]:
     )
     assert r.status_code == 200, r.text
     return {"authorization": f"Bearer {r.json()['access_token']}"}
-
-
-def wait_for(fn: Any, what: str, limit: float = 90.0) -> Any:
-    """Poll until ``fn`` returns something truthy; the bound only stops a hung run."""
-    deadline = time.monotonic() + limit
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not reached; last {last}")
 
 
 def platform_fees(gw: str, admin: dict[str, str]) -> int:
@@ -115,7 +99,7 @@ def test_no_credit_waits_then_runs_and_is_charged_exactly(cluster: LocalCluster)
         reason = job.get("waiting_reason") or ""
         return job if "insufficient balance" in reason else None
 
-    job = wait_for(waiting, "the job waits for money")
+    job = eventually(waiting, limit=90, interval=0.2, what="the job waits for money")
     assert job["status"] == "queued" and job["started_at"] is None
 
     # 20 s x 1/s = 20.00 held; grant 50.00, twice with the same reference: credited once.
@@ -130,7 +114,7 @@ def test_no_credit_waits_then_runs_and_is_charged_exactly(cluster: LocalCluster)
         got = httpx.get(f"{gw}/api/v1/jobs/{job_id}", headers=user["headers"]).json()
         return got if got["status"] in TERMINAL else None
 
-    job = wait_for(ended, "the job ends")
+    job = eventually(ended, limit=90, interval=0.2, what="the job ends")
     assert job["status"] == "completed", job
     charge = expected_charge(job["started_at"], job["finished_at"], PRICE_PER_HOUR, 1)
     assert charge > 0  # it slept 1.5 s at 1.00/s (the exact figure is the scheduler's view)
@@ -142,7 +126,7 @@ def test_no_credit_waits_then_runs_and_is_charged_exactly(cluster: LocalCluster)
         inv = httpx.get(f"{gw}/api/v1/billing/invoices/{month}", headers=user["headers"]).json()
         return any(x.get("job_id") == job_id for x in inv["lines"])
 
-    wait_for(settled, "the job is settled")
+    eventually(settled, limit=90, interval=0.2, what="the job is settled")
     balance = httpx.get(f"{gw}/api/v1/billing/balance", headers=user["headers"]).json()
     assert balance["held_minor"] == 0
     assert balance["balance_minor"] == 5000 - charge

@@ -23,8 +23,9 @@ from billing_service.main import MIGRATIONS
 from shared.contracts import UsageRecorded
 from shared.db import make_engine, run_migrations
 from shared.nats import ensure_streams, publish
-from tests.support.billing import Books, billing_process, until, wait_ready
+from tests.support.billing import Books, billing_process, wait_ready
 from tests.support.harness import Harness, job_rows, scheduler_process, wait_healthy
+from tests.support.wait import eventually_async
 
 FEE_BP = 1000
 GRANT = 10**9
@@ -115,7 +116,7 @@ async def test_billing_killed_mid_settlement_settles_everything_once(
             async def some_settled() -> bool:
                 return await books.count() >= 10
 
-            await until(some_settled, 120, every=0.02)
+            await eventually_async(some_settled, limit=120, interval=0.02)
             proc.send_signal(signal.SIGKILL)  # mid-stream, mid-transaction, no goodbye
             proc.wait()
         at_kill = await books.count()
@@ -126,7 +127,7 @@ async def test_billing_killed_mid_settlement_settles_everything_once(
             async def all_settled() -> bool:
                 return await books.count() >= n and await _drained(own_nats)
 
-            await until(all_settled, 180)
+            await eventually_async(all_settled, limit=180, interval=0.25)
             # and everything once more, as a scheduler replaying its outbox would
             for msg in messages[:40]:
                 await publish(
@@ -136,7 +137,7 @@ async def test_billing_killed_mid_settlement_settles_everything_once(
             async def replay_done() -> bool:
                 return await _drained(own_nats)
 
-            await until(replay_done, 60)
+            await eventually_async(replay_done, limit=60, interval=0.25)
         await nc.close()
         await _check_books(books, owners, expected)
         assert "billing.settled" in log.read_text()
@@ -218,7 +219,7 @@ async def test_scheduler_killed_mid_settlement_loses_no_usage(
                         finals = {s.job_id for s in await books.settlements() if s.final}
                         return done and finals >= set(ids) and await _drained(own_nats)
 
-                    await until(all_settled, 180)
+                    await eventually_async(all_settled, limit=180, interval=0.25)
                 outbox = await _outbox(sched_db)
         assert all(row["published"] for row in outbox)
         assert {r["job_id"] for r in outbox if r["final"]} == set(ids)

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from localdev.cluster import LocalCluster
-from tests.client.conftest import (
+from tests.support.client import (
     ACCESS_TTL,
     DANTE,
     TERMINAL,
@@ -26,6 +26,7 @@ from tests.client.conftest import (
     make_cli,
     restart_gateway,
 )
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -48,12 +49,6 @@ def _read_line(stream, want: str) -> list[str]:  # type: ignore[no-untyped-def]
 def _exp(token: str) -> float:
     payload = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
-
-
-def _wait_expired(token: str) -> None:
-    """Wait until the access token is past its expiry (a condition, not a timed assertion)."""
-    while time.time() <= _exp(token) + 1:
-        time.sleep(0.2)
 
 
 # --- accounts -----------------------------------------------------------------------------------
@@ -96,7 +91,12 @@ def test_token_refresh_mid_session(cli: Cli, tmp_path: Path) -> None:
     run = cli.popen("run", str(spec))
     assert run.stdout is not None
     _read_line(run.stdout, "before")
-    _wait_expired(first["access_token"])
+    # wait until the access token is past its expiry (a condition, not a timed assertion)
+    eventually(
+        lambda: time.time() > _exp(first["access_token"]) + 1,
+        limit=ACCESS_TTL + 60,
+        interval=0.2,
+    )
     go.touch()
     out, err = run.communicate(timeout=120)
     assert run.returncode == 0, err
@@ -285,8 +285,7 @@ def test_logs_follow_resumes_across_a_gateway_restart(
     gateway.popen.terminate()
     gateway.popen.wait(30)
     go1.touch()  # lines 11-20 are written while no gateway runs
-    while not mid.exists():
-        time.sleep(0.1)
+    eventually(mid.exists, interval=0.1, what="the job writing its mid-point file")
     restart_gateway(cluster)
     go2.touch()
     out, err = follow.communicate(timeout=180)
@@ -330,10 +329,11 @@ def test_admin_users_role_disable(cluster: LocalCluster, cli: Cli, tmp_path: Pat
     assert admin.json("admin", "role", cli.username, "provider")["role"] == "provider"
     assert admin.json("admin", "disable", cli.username)["active"] is False
     # refused everywhere within the revocation poll (~5 s): wait for the condition
-    deadline = time.monotonic() + 60
-    while cli.run("whoami").returncode == 0:
-        assert time.monotonic() < deadline, "a disabled user was still served"
-        time.sleep(0.5)
+    eventually(
+        lambda: cli.run("whoami").returncode != 0,
+        interval=0.5,
+        what="a disabled user being refused",
+    )
     assert admin.json("admin", "enable", cli.username)["active"] is True
     providers = admin.json("admin", "users", "--role", "provider", "--query", cli.username)
     assert [(u["username"], u["active"]) for u in providers] == [(cli.username, True)]

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from localdev.cluster import LocalCluster
-from tests.client.conftest import DANTE, Api, Cli, job_file, make_cli
 from tests.support.accounts import provider_key
+from tests.support.client import DANTE, Api, Cli, job_file, make_cli
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import pytest
 from dante_client.cli import app
 from typer.testing import CliRunner
 
-from tests.client.conftest import DANTE
+from tests.support.client import DANTE
 
 COMMANDS = [
     ["login"], ["logout"], ["whoami"], ["register"], ["run"], ["submit"], ["ps"], ["status"],

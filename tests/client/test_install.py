@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from localdev.cluster import LocalCluster
-from tests.client.conftest import Cli
 from tests.support.accounts import new_user
+from tests.support.client import Cli
 
 pytestmark = pytest.mark.e2e
 

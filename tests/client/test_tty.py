@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.client.conftest import DANTE, Api, Cli
+from tests.support.client import DANTE, Api, Cli
+from tests.support.wait import eventually
 
 pytestmark = [
     pytest.mark.e2e,
@@ -48,15 +48,11 @@ class Tmux:
             "capture-pane", "-p", "-t", "t", "-S", "-200", *(["-e"] if escapes else [])
         )
 
-    def wait_for(self, check: Callable[[str], bool], what: str, limit: float = 120) -> str:
-        """Poll the screen until ``check`` holds (the bound only stops a hung run)."""
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            text = self.screen()
-            if check(text):
-                return text
-            time.sleep(0.2)
-        raise AssertionError(f"never saw {what}; screen:\n{self.screen()}")
+    def showing(self, check: Callable[[str], bool], what: str) -> str:
+        """The screen now, if ``check`` holds on it (wait with ``eventually``)."""
+        text = self.screen()
+        assert check(text), f"never saw {what}; screen:\n{text}"
+        return text
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
@@ -90,7 +86,11 @@ def test_run_on_a_tty_shows_progress_and_live_log_and_ctrl_c_detaches(
         '  echo "after the gate"\n'
     )
     tmux.send(f"{DANTE} run tty.yaml", "Enter")
-    screen = tmux.wait_for(lambda s: "live line one" in s, "the live log line")
+    screen = eventually(
+        lambda: tmux.showing(lambda s: "live line one" in s, "the live log line"),
+        limit=120,
+        interval=0.2,
+    )
     # the upload's progress bar was drawn (a finished bar stays on screen) with its sizes
     assert "━" in screen and "24.0/24.0 MiB" in screen, screen
     assert "submitted" in screen and "running" in screen
@@ -98,7 +98,11 @@ def test_run_on_a_tty_shows_progress_and_live_log_and_ctrl_c_detaches(
 
     job_id = next(line for line in screen.splitlines() if "submitted" in line).split()[1]
     tmux.send("C-c")
-    screen = tmux.wait_for(lambda s: "Detached" in s, "the detach message")
+    screen = eventually(
+        lambda: tmux.showing(lambda s: "Detached" in s, "the detach message"),
+        limit=120,
+        interval=0.2,
+    )
     assert f"dante logs -f {job_id}" in screen
     assert "keeps running" in screen
 
@@ -106,9 +110,17 @@ def test_run_on_a_tty_shows_progress_and_live_log_and_ctrl_c_detaches(
     job = api.job(job_id)
     assert job is not None and job["status"] == "running"  # Ctrl-C did not cancel it
     tmux.send(f"{DANTE} logs -f {job_id}", "Enter")  # reattach as told
-    tmux.wait_for(lambda s: s.count("live line one") >= 2, "the reattached log")
+    eventually(
+        lambda: tmux.showing(lambda s: s.count("live line one") >= 2, "the reattached log"),
+        limit=120,
+        interval=0.2,
+    )
     gate.touch()
-    tmux.wait_for(lambda s: "after the gate" in s, "the line after the gate")
+    eventually(
+        lambda: tmux.showing(lambda s: "after the gate" in s, "the line after the gate"),
+        limit=120,
+        interval=0.2,
+    )
     assert (
         api.wait_state(job_id, {"completed", "failed", "cancelled", "timed_out"})["status"]
         == "completed"
@@ -130,7 +142,15 @@ def test_ps_watch_redraws_until_ctrl_c(cli: Cli, tmux: Tmux, tmp_path: Path) -> 
     job_id = cli.json("submit", "w.yaml")["job_id"]
     Api(cli).wait_state(job_id, {"completed"})
     tmux.send(f"{DANTE} ps --watch", "Enter")
-    tmux.wait_for(lambda s: "watched" in s and "completed" in s, "the watched job")
+    eventually(
+        lambda: tmux.showing(lambda s: "watched" in s and "completed" in s, "the watched job"),
+        limit=120,
+        interval=0.2,
+    )
     tmux.send("C-c")
     tmux.send("echo watch-ended-$?", "Enter")
-    tmux.wait_for(lambda s: "watch-ended-0" in s, "ps --watch to end on Ctrl-C")
+    eventually(
+        lambda: tmux.showing(lambda s: "watch-ended-0" in s, "ps --watch to end on Ctrl-C"),
+        limit=120,
+        interval=0.2,
+    )

@@ -7,21 +7,32 @@ and fleet screenshots.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import expect
 
 from localdev.cluster import LocalCluster
-from tests.console.conftest import Console, shot
-from tests.console.helpers import fetch_job, gpu_host, named_user, submit, wait_state
 from tests.support.accounts import PASSWORD, new_user
+from tests.support.cluster import cluster_config, running_cluster
+from tests.support.console import Console, fetch_job, gpu_host, named_user, submit, wait_state
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
 
-def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, console) -> None:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Its own: the fleet page must show exactly its hosts, and they take no one else's jobs."""
+    with running_cluster(cluster_config(tmp_path_factory.mktemp("console-fleet"))) as c:
+        yield c
+
+
+def test_screenshots_of_the_jobs_list_and_the_fleet(
+    cluster: LocalCluster, console, shot: Callable[..., Path]
+) -> None:
     gw = cluster.gateway_url
     user = named_user(gw, "maria")
     done = [
@@ -71,10 +82,11 @@ def test_screenshots_of_the_jobs_list_and_the_fleet(cluster: LocalCluster, conso
         tags=["llm"],
         priority=8,
     )
-    deadline = time.monotonic() + 60
-    while not fetch_job(gw, user, queued).get("waiting_reason"):
-        assert time.monotonic() < deadline, "the big job never got a waiting reason"
-        time.sleep(0.3)
+    eventually(
+        lambda: fetch_job(gw, user, queued).get("waiting_reason"),
+        interval=0.3,
+        what="a waiting reason for the big job",
+    )
 
     c: Console = console()
     page = c.sign_in(user["username"], PASSWORD)

@@ -1,12 +1,14 @@
 """What a person does in the console, in headless Chromium against a real local cluster.
 
-The README's screenshots are taken here (docs/console/*.png) from the running app.
+The README's screenshots are taken here from the running app (into docs/console/*.png only with
+DANTE_SCREENSHOTS=1, else into the test's tmp_path).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -14,9 +16,16 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from localdev.cluster import LocalCluster
-from tests.console.conftest import JOB_URL, PHONE, Console, low_contrast, shot
-from tests.console.helpers import fetch_job, submit, wait_state
 from tests.support.accounts import PASSWORD, new_user
+from tests.support.console import (
+    JOB_URL,
+    PHONE,
+    Console,
+    fetch_job,
+    low_contrast,
+    submit,
+    wait_state,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +49,9 @@ def _same_document(page: Page) -> bool:
     return page.evaluate("window.__sameDocument === true")
 
 
-def test_sign_up_submit_watch_live_download_and_sign_out(cluster: LocalCluster, console) -> None:
+def test_sign_up_submit_watch_live_download_and_sign_out(
+    cluster: LocalCluster, console, shot: Callable[..., Path]
+) -> None:
     c: Console = console()
     page = c.open()
     name = f"ada.{uuid.uuid4().hex[:4]}"
@@ -207,6 +218,9 @@ def test_admin_disables_a_user_whose_open_console_is_signed_out(
     admin: Console = console()
     admin_page = admin.sign_in("admin", "dante-dev-admin")
     admin_page.get_by_role("link", name="Admin").click()
+    # the shared cluster may hold more users than one page lists: find this one
+    admin_page.get_by_label("Search users").fill(victim["username"])
+    admin_page.get_by_role("button", name="Search").click()
     row = admin_page.locator(f'tr[data-username="{victim["username"]}"]')
     row.get_by_role("button", name="Disable").click()
     expect(row.locator(".pill")).to_have_text("disabled")

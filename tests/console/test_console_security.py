@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import re
 import threading
-import time
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
 
@@ -17,8 +16,9 @@ import httpx
 import pytest
 
 from localdev.cluster import LocalCluster
-from tests.console.conftest import Console
 from tests.support.accounts import PASSWORD, new_user
+from tests.support.console import Console
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -185,10 +185,12 @@ def test_logout_revokes_the_access_token_and_the_refresh_cookie(cluster: LocalCl
     )
     assert refresh.status_code == 401
     # The gateway re-reads the revocation list every few seconds: wait for the condition.
-    deadline = time.monotonic() + 30
-    while httpx.get(f"{gw}/api/v1/jobs", headers=bearer).status_code != 401:
-        assert time.monotonic() < deadline, "the access token still works after logout"
-        time.sleep(0.5)
+    eventually(
+        lambda: httpx.get(f"{gw}/api/v1/jobs", headers=bearer).status_code == 401,
+        limit=30,
+        interval=0.5,
+        what="the access token refused after logout",
+    )
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.operate.tools import DEPLOY
+from tests.support.operate import DEPLOY
 
 GRAFANA = DEPLOY / "grafana"
 BOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))

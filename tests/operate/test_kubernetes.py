@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.operate.tools import DEPLOY
+from tests.support.operate import DEPLOY
 
 K8S = DEPLOY / "kubernetes"
 VERSIONS = ("1.30.0", "1.37.0")

@@ -1,7 +1,7 @@
 """A real Prometheus (Debian's package) scraping a running local cluster after a GPU job ran.
 
 The daemon is the real one with its NVML handle replaced by the ``create_autospec(pynvml)``
-double (tests/operate/gpu_daemon.py): this machine has no NVIDIA GPU. Everything else is real:
+double (tests/support/gpu_daemon.py): this machine has no NVIDIA GPU. Everything else is real:
 nats-server, the five services, Prometheus, the PromQL.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.operate.conftest import Monitored
+from tests.support.operate import Monitored
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.operate.tools import DEPLOY, promtool
+from tests.support.operate import DEPLOY, promtool
 
 PROM = DEPLOY / "prometheus"
 RULES = sorted((PROM / "rules").glob("*.yml"))

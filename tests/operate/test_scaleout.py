@@ -22,9 +22,10 @@ import httpx
 import pytest
 
 from localdev.cluster import ClusterConfig
-from tests.operate.scaleout import ScaleOutCluster
 from tests.support import servers
 from tests.support.accounts import new_user
+from tests.support.scaleout import ScaleOutCluster
+from tests.support.wait import eventually
 
 JOBS = 500
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
@@ -107,17 +108,16 @@ def test_500_jobs_survive_a_nats_node_and_a_scheduler_dying(
                 accepted.append(job_id)
     assert len(accepted) == JOBS, f"only {len(accepted)} of {JOBS} accepted (refusals: {refused})"
     print(f"refusals retried during the failover: {dict(refused)}")
-    deadline = time.monotonic() + 600
-    states: dict[str, str] = {}
-    while time.monotonic() < deadline:
+
+    def all_terminal() -> dict[str, str]:
         states = asyncio.run(job_states(db))
-        if all(states.get(j) in TERMINAL for j in accepted):
-            break
-        time.sleep(1)
-    missing = [j for j in accepted if j not in states]
-    assert not missing, f"{len(missing)} accepted jobs never reached the job store"
-    stuck = Counter(states[j] for j in accepted if states[j] not in TERMINAL)
-    assert not stuck, f"not terminal: {stuck}"
+        missing = [j for j in accepted if j not in states]
+        assert not missing, f"{len(missing)} accepted jobs never reached the job store"
+        stuck = Counter(states[j] for j in accepted if states[j] not in TERMINAL)
+        assert not stuck, f"not terminal: {stuck}"
+        return states
+
+    states = eventually(all_terminal, limit=600, interval=1, what="every accepted job terminal")
     ran = Counter(tuple(line.split()) for line in runs.read_text().splitlines() if line)
     twice = {k: n for k, n in ran.items() if n > 1}
     assert not twice, f"run twice in the same attempt: {twice}"

@@ -8,15 +8,15 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from localdev.cluster import ClusterConfig
-from tests.operate.outside_host import Namespace, TlsCluster, make_certs
 from tests.support.accounts import new_user
+from tests.support.outside_host import Namespace, TlsCluster, make_certs
+from tests.support.wait import eventually
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 
@@ -81,15 +81,15 @@ def test_outside_daemon_joins_over_tls_and_runs_a_job(outside: tuple[TlsCluster,
     c, provider_id = outside
     ca = ssl.create_default_context(cafile=str(c.certs["ca"]))
     user = new_user(c.gateway_url)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:  # registered, heartbeating through the TLS proxy
+
+    def online() -> bool:  # registered, heartbeating through the TLS proxy
         r = httpx.get(f"{c.public_url}/api/v1/providers/{provider_id}", headers=user["headers"],
                       verify=ca)  # fmt: skip
-        if r.status_code == 200 and r.json()["status"] == "online":
-            break
-        time.sleep(0.5)
-    else:
-        raise AssertionError(f"outside provider never came online: {r.status_code} {r.text}")
+        assert r.status_code == 200, f"outside provider not found: {r.status_code} {r.text}"
+        assert r.json()["status"] == "online", f"outside provider not online: {r.text}"
+        return True
+
+    eventually(online, limit=90, interval=0.5)
     r = httpx.post(
         f"{c.public_url}/api/v1/jobs",
         json={"type": "script", "name": "tls", "params": {"script_content": "echo over-tls"}},
@@ -98,13 +98,12 @@ def test_outside_daemon_joins_over_tls_and_runs_a_job(outside: tuple[TlsCluster,
     )
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
-    job: dict = {}
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+
+    def ended() -> dict | None:
         got = httpx.get(f"{c.public_url}/api/v1/jobs/{job_id}", headers=user["headers"], verify=ca)
-        if got.status_code == 200 and (job := got.json())["status"] in TERMINAL:
-            break
-        time.sleep(0.3)
+        return got.json() if got.status_code == 200 and got.json()["status"] in TERMINAL else None
+
+    job: dict = eventually(ended, limit=90, interval=0.3, what=f"job {job_id} ending")
     assert job.get("status") == "completed", job
     assert job["provider_id"] == provider_id
     logs = httpx.get(f"{c.public_url}/api/v1/jobs/{job_id}/logs", headers=user["headers"],

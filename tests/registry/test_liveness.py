@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from provider_registry.main import create_app
 from provider_registry.service import RegistryService
 from provider_registry.settings import RegistrySettings
+from provider_registry.state import State
+from shared.app import own_state, service_state
 from shared.contracts import ProviderEvent
 from shared.db import unit_of_work, utcnow
 from tests.support.asgi import served
@@ -117,7 +119,8 @@ async def test_sweep_marks_only_stale_online_providers_and_publishes_after_commi
             headers=parked_auth,
         )
         assert r.status_code == 200, r.text
-        sessions = app.state.sessions
+        sessions = service_state(app).sessions
+        assert sessions is not None
         long_ago = utcnow() - timedelta(minutes=10)
         async with unit_of_work(sessions) as uow:
             await uow.session.execute(
@@ -126,7 +129,7 @@ async def test_sweep_marks_only_stale_online_providers_and_publishes_after_commi
             )
 
         async with unit_of_work(sessions) as uow:
-            swept = await RegistryService(uow, app.state.js).sweep(ttl_seconds=60)
+            swept = await RegistryService(uow, own_state(app, State).js).sweep(ttl_seconds=60)
         assert swept == 1
         offline = await events.wait(stale, "offline")
         assert offline.status == "offline"
@@ -138,5 +141,5 @@ async def test_sweep_marks_only_stale_online_providers_and_publishes_after_commi
 
         # nothing is stale any more: a second sweep finds nobody and announces nothing
         async with unit_of_work(sessions) as uow:
-            assert await RegistryService(uow, app.state.js).sweep(ttl_seconds=60) == 0
+            assert await RegistryService(uow, own_state(app, State).js).sweep(ttl_seconds=60) == 0
     assert [e.kind for e in events.seen.get(fresh, [])] == ["registered"]

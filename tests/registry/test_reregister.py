@@ -5,7 +5,6 @@ of tests/daemon, since no GPU exists here)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,6 +16,7 @@ from provider_daemon.inventory import Nvml, collect
 from provider_registry.main import create_app
 from provider_registry.settings import RegistrySettings
 from tests.support.nvml import FakeGpu, fake_nvml
+from tests.support.wait import eventually_async
 
 
 @pytest.fixture
@@ -51,13 +51,14 @@ def registration(gpu_indices: list[int]) -> dict[str, Any]:
 async def wait_status(
     client: httpx.AsyncClient, pid: str, headers: dict[str, str], status: str
 ) -> dict[str, Any]:
-    async with asyncio.timeout(60):  # only stops a hung run
-        while True:
-            r = await client.get(f"/api/v1/providers/{pid}", headers=headers)
-            assert r.status_code == 200, r.text
-            if r.json()["status"] == status:
-                return r.json()
-            await asyncio.sleep(0.05)
+
+    async def reached() -> dict[str, Any]:
+        r = await client.get(f"/api/v1/providers/{pid}", headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == status, r.json()
+        return r.json()
+
+    return await eventually_async(reached)
 
 
 async def test_a_restarted_gpu_daemon_is_online_again_with_same_and_changed_gpus(

@@ -29,18 +29,12 @@ from shared.nats import (
     publish,
     replay_dead_letters,
 )
+from tests.support.wait import eventually_async
 
 
 def dead_count(consumer: str, action: str) -> float:
     labels = {"consumer": consumer, "action": action}
     return REGISTRY.get_sample_value("dante_nats_dead_letters_total", labels) or 0.0
-
-
-async def wait_until(pred: Callable[[], Any], limit: float = 60) -> Any:
-    async with asyncio.timeout(limit):  # only stops a hung run
-        while not (got := pred()):  # noqa: ASYNC110 - polling a plain predicate
-            await asyncio.sleep(0.02)
-        return got
 
 
 async def test_a_failing_message_is_dead_lettered_then_replayed_and_handled(
@@ -85,7 +79,7 @@ async def test_a_failing_message_is_dead_lettered_then_replayed_and_handled(
     with structlog.testing.capture_logs() as logs:
         task = asyncio.create_task(consumer.run(stop))
         await js.publish("jobs.status.job-1", b'{"report": 1}', headers={"Nats-Msg-Id": "r1"})
-        await wait_until(lambda: letters)
+        await eventually_async(lambda: letters)
         assert [n for n, _ in seen] == [1, 2, 3]  # the bound, then no 4th delivery
         assert dead_count(durable, "stored") == before + 1
         letter = letters[0]
@@ -94,7 +88,7 @@ async def test_a_failing_message_is_dead_lettered_then_replayed_and_handled(
         assert "database is away" in letter.headers[DEAD_REASON]
         # the database comes back: the letter is replayed (once old enough) and handled
         failing = False
-        await wait_until(lambda: handled)
+        await eventually_async(lambda: handled)
         stop.set()
         await task
     assert handled == [b'{"report": 1}']
@@ -139,7 +133,7 @@ async def test_a_letter_past_its_replays_is_kept_until_an_operator_replays_it(
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
     await js.publish("jobs.status.job-2", b"payload")
-    await wait_until(lambda: dead_count(durable, "kept") >= 1)
+    await eventually_async(lambda: dead_count(durable, "kept") >= 1)
     assert dead_count(durable, "stored") == 2 and dead_count(durable, "replayed") == 1
     stop.set()
     await task
@@ -160,7 +154,7 @@ async def test_a_letter_past_its_replays_is_kept_until_an_operator_replays_it(
     assert await replay_dead_letters(js, durable) == 0  # nothing left to replay
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))
-    await wait_until(lambda: handled)
+    await eventually_async(lambda: handled)
     stop.set()
     await task
     assert handled == [b"payload"]
@@ -221,9 +215,7 @@ async def test_a_submission_whose_intake_keeps_failing_ends_failed_with_the_reas
             r = await client.get(f"/api/v1/jobs/{job_id}", headers=headers)
             return r.json() if r.status_code == 200 else None
 
-        async with asyncio.timeout(60):
-            while (bad := await state(bad_id)) is None:  # noqa: ASYNC110 - polling the API
-                await asyncio.sleep(0.05)
+        bad = await eventually_async(lambda: state(bad_id), what="the poison job's record")
         assert bad["status"] == "failed"
         assert "intake failed" in bad["error"] and "refused by the test" in bad["error"]
         assert bad["name"] == "poison"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import subprocess
@@ -19,6 +18,7 @@ from billing_service.service import BillingService
 from billing_service.settings import BillingSettings
 from shared.db import make_engine, unit_of_work
 from tests.support.servers import free_port, spawned
+from tests.support.wait import eventually_async
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,24 +44,14 @@ def billing_process(
 
 async def wait_ready(proc: subprocess.Popen[bytes], port: int, limit: float = 60) -> None:
     async with httpx.AsyncClient() as http:
-        deadline = asyncio.get_running_loop().time() + limit
-        while asyncio.get_running_loop().time() < deadline:
+
+        async def ready() -> bool:
             assert proc.poll() is None, f"billing exited with {proc.returncode}"
             with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
-                    return
-            await asyncio.sleep(0.2)
-    raise TimeoutError("billing not ready")
+                return (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200
+            return False
 
-
-async def until(check: Any, limit: float, every: float = 0.25) -> None:
-    """Poll ``check`` until true; the bound only stops a hung run (the asserts follow)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + limit
-    while loop.time() < end:
-        if await check():
-            return
-        await asyncio.sleep(every)
+        await eventually_async(ready, limit=limit, interval=0.2, what="billing ready")
 
 
 class Books:

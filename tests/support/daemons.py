@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -114,15 +113,17 @@ class DaemonFactory:
             )
         daemon = Daemon(popen, creds["provider_id"], Path(state), log_path, port)
         self.started.append(daemon)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if popen.poll() is not None:
                 raise AssertionError(f"daemon exited {popen.returncode}: {log_path.read_text()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                    daemon.wait_event("daemon.ready")
-                    return daemon
-            time.sleep(0.1)
+                return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200
+            return False
+
+        eventually(ready, interval=0.1, what=f"daemon {n} ready")
+        daemon.wait_event("daemon.ready")
+        return daemon
         raise AssertionError(f"daemon not ready: {log_path.read_text()}")
 
     def stop_all(self) -> None:

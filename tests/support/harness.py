@@ -36,6 +36,7 @@ from shared.contracts import (
 from shared.db import make_engine, utcnow
 from shared.nats import publish
 from tests.support.servers import free_port, spawned
+from tests.support.wait import eventually_async
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -202,14 +203,14 @@ def scheduler_process(
 
 async def wait_healthy(proc: subprocess.Popen[bytes], port: int, limit: float = 60) -> None:
     async with httpx.AsyncClient() as http:
-        deadline = asyncio.get_running_loop().time() + limit
-        while asyncio.get_running_loop().time() < deadline:
+
+        async def ready() -> bool:
             assert proc.poll() is None, f"scheduler exited with {proc.returncode}"
             with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
-                    return
-            await asyncio.sleep(0.2)
-    raise TimeoutError("scheduler not ready")
+                return (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200
+            return False
+
+        await eventually_async(ready, limit=limit, interval=0.2, what="scheduler ready")
 
 
 async def job_rows(db_url: str) -> tuple[dict[str, tuple[str, int]], Counter[str]]:

@@ -14,11 +14,11 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from localdev.cluster import ClusterConfig, LocalCluster, Proc, free_port
 from tests.support.servers import nats_server_binary
+from tests.support.wait import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,12 +104,13 @@ class TlsCluster(LocalCluster):
             argv += ["-c", str(self.nats_creds.parent / "server.conf")]
         self._spawn("nats", argv, dict(os.environ), port)
         self.nats_url = f"tls://{self.ns.host_ip}:{port}"
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        def listening() -> bool:
             with contextlib.suppress(OSError), socket.create_connection((self.ns.host_ip, port), 1):
-                return
-            time.sleep(0.05)
-        raise TimeoutError("nats-server (TLS) did not start")
+                return True
+            return False
+
+        eventually(listening, limit=15, what="nats-server (TLS) listening")
 
     def start_proxy(self) -> None:
         """HTTPS on the public address, plain HTTP to the gateway on loopback (socat)."""
@@ -123,14 +124,15 @@ class TlsCluster(LocalCluster):
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         ctx = ssl.create_default_context(cafile=str(c["ca"]))
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+
+        def handshakes() -> bool:
             with contextlib.suppress(OSError):
                 raw = socket.create_connection((self.ns.host_ip, self.public_port), 1)
                 with ctx.wrap_socket(raw, server_hostname=self.ns.host_ip):
-                    return
-            time.sleep(0.1)
-        raise TimeoutError("TLS proxy did not start")
+                    return True
+            return False
+
+        eventually(handshakes, limit=15, interval=0.1, what="TLS proxy handshake")
 
     def start_outside_daemon(self, name: str = "outside") -> Proc:
         creds = self._provision_provider(name)

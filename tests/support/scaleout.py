@@ -16,6 +16,7 @@ import httpx
 
 from localdev.cluster import ClusterConfig, LocalCluster, Proc, free_port
 from tests.support.servers import nats_server_binary
+from tests.support.wait import eventually
 
 REPLICAS = {"scheduler-2": "scheduler", "gateway-2": "gateway"}
 
@@ -108,12 +109,12 @@ class ScaleOutCluster(LocalCluster):
         for node in self.nodes:
             node.start()
         self.nats_url = ",".join(n.url for n in self.nodes)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if all(n.jetstream_ready() for n in self.nodes) and self.nodes[0].meta_leader():
-                return
-            time.sleep(0.2)
-        raise TimeoutError("the NATS cluster did not elect a JetStream meta leader")
+        eventually(
+            lambda: all(n.jetstream_ready() for n in self.nodes) and self.nodes[0].meta_leader(),
+            limit=60,
+            interval=0.2,
+            what="the NATS cluster electing a JetStream meta leader",
+        )
 
     def start(self, timeout: float = 90.0) -> None:
         for replica in REPLICAS:

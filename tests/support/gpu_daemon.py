@@ -1,4 +1,4 @@
-"""``python -m tests.operate.gpu_daemon``: the real provider daemon whose NVML handle is the
+"""``python -m tests.support.gpu_daemon``: the real provider daemon whose NVML handle is the
 ``create_autospec(pynvml)`` double of tests/daemon/test_nvml.py (two H100s at 87 % busy, 61 °C,
 350.5 W, 10 of 80 GiB used). This machine has no NVIDIA GPU: only the library handle is
 replaced; registration, heartbeats, task execution and /metrics are the daemon's own code.
