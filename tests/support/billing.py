@@ -3,55 +3,30 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 
 from billing_service.models import Hold, Settlement
 from billing_service.service import BillingService
 from billing_service.settings import BillingSettings
 from shared.db import make_engine, unit_of_work
-from tests.support.servers import free_port, spawned
-from tests.support.wait import eventually_async
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import service_process, wait_process_ready
 
 
-@contextlib.contextmanager
 def billing_process(
     db_url: str, nats_url: str, log_path: Path, **settings: str
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``python -m billing_service serve`` on a free port."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DANTE_BILLING_PORT": str(port),
-        "DANTE_BILLING_DATABASE_URL": db_url,
-        "DANTE_BILLING_NATS_URL": nats_url,
-        "DANTE_BILLING_ENVIRONMENT": "dev",
-        "DANTE_BILLING_LOG_JSON": "true",
-        **{f"DANTE_BILLING_{k.upper()}": v for k, v in settings.items()},
-    }
-    with spawned([sys.executable, "-m", "billing_service", "serve"], env, log_path, cwd=ROOT) as p:
-        yield p, port
+) -> contextlib.AbstractContextManager[tuple[subprocess.Popen[bytes], int]]:
+    """``python -m billing_service serve`` as a real process on a free port."""
+    return service_process(
+        "billing_service", "DANTE_BILLING_", db_url, nats_url, log_path, **settings
+    )
 
 
 async def wait_ready(proc: subprocess.Popen[bytes], port: int, limit: float = 60) -> None:
-    async with httpx.AsyncClient() as http:
-
-        async def ready() -> bool:
-            assert proc.poll() is None, f"billing exited with {proc.returncode}"
-            with contextlib.suppress(httpx.HTTPError):
-                return (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200
-            return False
-
-        await eventually_async(ready, limit=limit, interval=0.2, what="billing ready")
+    await wait_process_ready(proc, port, "billing", limit)
 
 
 class Books:

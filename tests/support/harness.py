@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import subprocess
-import sys
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,10 +33,7 @@ from shared.contracts import (
 )
 from shared.db import make_engine, utcnow
 from shared.nats import publish
-from tests.support.servers import free_port, spawned
-from tests.support.wait import eventually_async
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import service_process, wait_process_ready
 
 
 @dataclass
@@ -182,35 +177,15 @@ class Harness:
             await asyncio.sleep(0.25)
 
 
-@contextlib.contextmanager
 def scheduler_process(
     db_url: str, nats_url: str, log_path: Path, **settings: str
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+) -> contextlib.AbstractContextManager[tuple[subprocess.Popen[bytes], int]]:
     """``python -m scheduler serve`` as a real process on a free port."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DANTE_SCHEDULER_PORT": str(port),
-        "DANTE_SCHEDULER_DATABASE_URL": db_url,
-        "DANTE_SCHEDULER_NATS_URL": nats_url,
-        "DANTE_SCHEDULER_ENVIRONMENT": "dev",
-        "DANTE_SCHEDULER_LOG_JSON": "true",
-        **{f"DANTE_SCHEDULER_{k.upper()}": v for k, v in settings.items()},
-    }
-    with spawned([sys.executable, "-m", "scheduler", "serve"], env, log_path, cwd=ROOT) as proc:
-        yield proc, port
+    return service_process("scheduler", "DANTE_SCHEDULER_", db_url, nats_url, log_path, **settings)
 
 
 async def wait_healthy(proc: subprocess.Popen[bytes], port: int, limit: float = 60) -> None:
-    async with httpx.AsyncClient() as http:
-
-        async def ready() -> bool:
-            assert proc.poll() is None, f"scheduler exited with {proc.returncode}"
-            with contextlib.suppress(httpx.HTTPError):
-                return (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200
-            return False
-
-        await eventually_async(ready, limit=limit, interval=0.2, what="scheduler ready")
+    await wait_process_ready(proc, port, "scheduler", limit)
 
 
 async def job_rows(db_url: str) -> tuple[dict[str, tuple[str, int]], Counter[str]]:
