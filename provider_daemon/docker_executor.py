@@ -16,7 +16,14 @@ from typing import Any
 
 import structlog
 
-from provider_daemon.executor import LineSink, Outcome, exit_outcome, job_env, supervise
+from provider_daemon.executor import (
+    LineSink,
+    Outcome,
+    OutputPump,
+    exit_outcome,
+    job_env,
+    supervise,
+)
 from shared.contracts import ContainerParams, JobState, TaskDispatch
 
 log = structlog.get_logger(__name__)
@@ -82,6 +89,25 @@ def container_config(task: TaskDispatch, workdir: Path) -> dict[str, Any]:
     return config
 
 
+async def engine_problem(url: str | None, within: float = 5.0) -> str | None:
+    """None when a Docker engine answers at ``url`` (None: DOCKER_HOST or the default socket);
+    otherwise why not, in words a provider and a job's owner can act on."""
+    import aiodocker
+
+    try:
+        async with aiodocker.Docker(url=url) as docker:
+            await asyncio.wait_for(docker.version(), within)
+    except (AssertionError, ValueError):  # aiodocker found no socket to talk to
+        where = url or "DOCKER_HOST or /var/run/docker.sock"
+        return f"no Docker engine socket at {where} (set DANTE_DAEMON_DOCKER_URL)"
+    except TimeoutError:
+        return f"the Docker engine at {url or 'the default socket'} did not answer in {within:.0f}s"
+    except Exception as exc:
+        detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        return f"the Docker engine at {url or 'the default socket'} does not answer: {detail}"
+    return None
+
+
 class DockerExecutor:
     def __init__(
         self, url: str | None = None, pull_timeout: float = 600.0, pull: str = "missing"
@@ -116,6 +142,9 @@ class DockerExecutor:
             config = container_config(task, workdir)
         except ValueError as exc:
             return Outcome(JobState.FAILED, None, str(exc))
+        problem = await engine_problem(self.url)
+        if problem is not None:
+            return Outcome(JobState.FAILED, None, f"container jobs cannot run here: {problem}")
         async with aiodocker.Docker(url=self.url) as docker:
             try:
                 await self._ensure_image(docker, params.docker_image)
@@ -145,25 +174,37 @@ class DockerExecutor:
         await container.start()
         log.info("task.started", job_id=task.job_id, container=container.id, executor="docker")
 
-        async def pump() -> None:
-            partial = ""
-            async for chunk in container.log(stdout=True, stderr=True, follow=True):
-                partial += chunk
-                *lines, partial = partial.split("\n")
-                for line in lines:
-                    await sink(line.rstrip("\r"))
-            if partial:
-                await sink(partial.rstrip("\r"))
-
         async def kill() -> None:
             await container.kill(signal="SIGKILL")
 
+        async def stop() -> None:
+            # SIGTERM, the job's grace period to end by itself, then SIGKILL
+            await container.kill(signal="SIGTERM")
+            waiting = asyncio.ensure_future(container.wait())
+            try:
+                done, _ = await asyncio.wait({waiting}, timeout=task.spec.grace_seconds)
+            finally:
+                waiting.cancel()
+            if not done:
+                await kill()
+
+        output = OutputPump(sink, kill)
+
+        async def pump() -> None:
+            async for chunk in container.log(stdout=True, stderr=True, follow=True):
+                await output.feed(chunk.encode() if isinstance(chunk, str) else chunk)
+            await output.close()
+
         pumping = asyncio.create_task(pump())
         try:
-            result = await supervise(container.wait(), kill, cancel, task.timeout_seconds)
+            result = await supervise(
+                container.wait(), kill, cancel, task.timeout_seconds, stop=stop
+            )
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pumping, 10)
+        if output.failure is not None:
+            return Outcome(JobState.FAILED, None, output.failure)
         if isinstance(result, Outcome):
             return result
         return exit_outcome(int((result or {}).get("StatusCode", -1)))

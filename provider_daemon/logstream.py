@@ -64,7 +64,10 @@ class LogStream:
         await self.queue.put(None)
         if self._task is not None:
             await self._task
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as exc:  # the run already failed on it (tasks.py reports why)
+            log.error("logfile.close_failed", job_id=self.job_id, error=str(exc))
 
     async def line(self, text: str) -> None:
         self._file.write(text + "\n")

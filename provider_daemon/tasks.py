@@ -127,7 +127,8 @@ class TaskRunner:
                 outcome, artifacts = await self._execute(entry, workdir, logfile)
             except Exception as exc:
                 log.exception("task.crashed")
-                outcome = Outcome(JobState.FAILED, None, f"daemon error: {exc}")
+                detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                outcome = Outcome(JobState.FAILED, None, f"daemon error: {detail}")
             finally:
                 tasks_running.dec()
                 self._finished(entry)

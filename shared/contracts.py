@@ -86,6 +86,16 @@ GpuCount = Annotated[int, Field(ge=0, le=64)]
 GpuGlob = Annotated[str, Field(max_length=128, description="glob, e.g. H100*")]
 ComputeCapability = Annotated[str, Field(pattern=r"^\d+\.\d+$")]
 TimeoutSeconds = Annotated[int, Field(ge=1, le=30 * 24 * 3600)]
+DEFAULT_GRACE_SECONDS = 10
+MAX_GRACE_SECONDS = 3600
+GraceSeconds = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_GRACE_SECONDS,
+        description="On cancel or timeout: seconds between SIGTERM and SIGKILL",
+    ),
+]
 MAX_PRICE_PER_HOUR = 100_000.0
 """The highest price per GPU-hour a provider may ask or a job may name as its cap
 (docs/scheduler.md, "Prices"). Infinity, NaN and absurd values are refused with 422."""
@@ -167,6 +177,8 @@ class JobOptions(Message):
     priority: Priority = DEFAULT_PRIORITY
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     timeout_seconds: TimeoutSeconds | None = None
+    # cancel and timeout send SIGTERM to the job's process group, wait this long, then SIGKILL
+    grace_seconds: GraceSeconds = DEFAULT_GRACE_SECONDS
     max_retries: MaxRetries = DEFAULT_MAX_RETRIES
     max_price_per_hour: Price | None = None
     labels: dict[str, str] = Field(default_factory=dict)

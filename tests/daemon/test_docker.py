@@ -68,7 +68,7 @@ async def test_container_job_is_created_the_nvidia_way_and_removed(
         resources={"cpu": 2.5, "memory_mb": 4096, "gpu_count": 2},
     )
     outcome, lines = await run(engine, t, tmp_path)
-    assert (outcome.state, outcome.exit_code) == (JobState.COMPLETED, 0)
+    assert (outcome.state, outcome.exit_code) == (JobState.COMPLETED, 0), outcome.error
     assert lines == ["hello from", "the container", "a warning"]
     # absent image → pulled by name and tag
     (_, _, query, _) = engine.calls("POST", "/images/create")[0]
@@ -113,13 +113,18 @@ async def test_a_present_image_is_not_pulled_and_a_failing_command_reports_its_c
 
 
 @pytest.mark.parametrize("how", ["timeout", "cancel"])
-async def test_timeout_and_cancel_kill_and_remove_the_container(
+async def test_timeout_and_cancel_stop_kill_and_remove_the_container(
     engine: FakeEngine, tmp_path: Path, how: str
 ) -> None:
+    # timeout: the container ends on SIGTERM; cancel: it ignores SIGTERM, so after the
+    # job's one-second grace period it gets SIGKILL
     engine.images.add(IMAGE)
-    engine.script = Script(output=[(1, "started\n")], runs_until_killed=True)
+    engine.script = Script(
+        output=[(1, "started\n")], runs_until_killed=True, ignores_term=how == "cancel"
+    )
     cancel = asyncio.Event()
     t = task(timeout=1 if how == "timeout" else None)
+    t.spec.grace_seconds = 1
     running = asyncio.create_task(run(engine, t, tmp_path, cancel=cancel))
     if how == "cancel":
         await asyncio.wait_for(engine.started.wait(), 30)
@@ -128,7 +133,22 @@ async def test_timeout_and_cancel_kill_and_remove_the_container(
     expected = JobState.TIMED_OUT if how == "timeout" else JobState.CANCELLED
     assert outcome.state == expected and lines == ["started"]
     container = next(iter(engine.containers.values()))
-    assert container.killed_with == "SIGKILL" and container.removed
+    signals = [q["signal"] for _, _, q, _ in engine.calls("POST", "/kill")]
+    assert signals == (["SIGTERM"] if how == "timeout" else ["SIGTERM", "SIGKILL"])
+    assert container.removed
+
+
+async def test_no_engine_fails_the_task_with_a_clear_message(tmp_path: Path) -> None:
+    lines: list[str] = []
+
+    async def sink(line: str) -> None:
+        lines.append(line)
+
+    executor = DockerExecutor(f"unix://{tmp_path}/no-docker.sock")
+    outcome = await executor.run(task(), tmp_path, sink, asyncio.Event())
+    assert outcome.state == JobState.FAILED and outcome.error
+    assert outcome.error.startswith("container jobs cannot run here: the Docker engine at unix:")
+    assert "does not answer" in outcome.error
 
 
 async def test_image_pull_has_a_timeout(engine: FakeEngine, tmp_path: Path) -> None:

@@ -36,3 +36,16 @@ def test_object_keys_cannot_leave_the_work_dir(tmp_path: Path, key: str) -> None
     with pytest.raises(TransferFailed):
         local_path(tmp_path, key)
     assert local_path(tmp_path, "a/b.txt") == tmp_path / "a" / "b.txt"
+
+
+def test_line_splitter_handles_breaks_split_across_reads_and_overlong_lines() -> None:
+    from provider_daemon.executor import LineSplitter
+
+    s = LineSplitter(limit=8)
+    out = s.feed(b"one\r") + s.feed(b"\ntwo\rthree\n")  # \r\n across two reads: one break
+    assert out == ["one", "two", "three"]
+    out = s.feed(b"0123456789") + s.feed(b"abcdef") + s.feed(b"\rtail")
+    assert out == ["01234567…[truncated 8 bytes]"]
+    assert s.close() == ["tail"]
+    assert s.feed(b"\xff\xfeok\n") == ["\ufffd\ufffdok"]
+    assert s.feed(b"x\r") == [] and s.close() == ["x"]

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -78,13 +79,29 @@ class Daemon:
         return self.popen.wait(timeout)
 
 
+def _limit_files(size: int) -> Callable[[], None]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
 @dataclass
 class DaemonFactory:
     cluster: LocalCluster
     root: Path
     started: list[Daemon] = field(default_factory=list)
 
-    def start(self, creds: dict[str, str] | None = None, **settings: Any) -> Daemon:
+    def start(
+        self,
+        creds: dict[str, str] | None = None,
+        *,
+        file_size_limit: int | None = None,
+        **settings: Any,
+    ) -> Daemon:
+        """A daemon with ``DANTE_DAEMON_<KEY>`` ``settings``; ``file_size_limit`` (bytes) is the
+        kernel's RLIMIT_FSIZE for it: a file it writes past that fails (EFBIG), as on a full
+        disk."""
         creds = creds or provider_key(self.cluster.gateway_url)
         n = len(self.started)
         state = settings.pop("state_dir", None) or self.root / f"daemon-{n}"
@@ -110,6 +127,7 @@ class DaemonFactory:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=None if file_size_limit is None else _limit_files(file_size_limit),
             )
         daemon = Daemon(popen, creds["provider_id"], Path(state), log_path, port)
         self.started.append(daemon)

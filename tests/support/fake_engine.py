@@ -38,6 +38,7 @@ class Script:
     output: list[tuple[int, str]] = field(default_factory=list)  # (1 stdout | 2 stderr, text)
     exit_code: int = 0
     runs_until_killed: bool = False
+    ignores_term: bool = False  # a SIGTERM does not end it (only SIGKILL does)
 
 
 class FakeEngine:
@@ -73,6 +74,10 @@ class FakeEngine:
         @app.get("/version")
         async def version() -> dict[str, str]:
             return {"ApiVersion": "1.45", "Version": "27.0.3", "MinAPIVersion": "1.24"}
+
+        @app.get("/{v}/version")
+        async def versioned(v: str) -> dict[str, str]:
+            return await version()
 
         @app.get("/{v}/images/{name:path}/json")
         async def inspect_image(v: str, name: str) -> Response:
@@ -143,6 +148,8 @@ class FakeEngine:
         @app.post("/{v}/containers/{cid}/kill")
         async def kill(v: str, cid: str, signal: str = "SIGKILL") -> Response:
             c = self.containers[cid]
+            if signal == "SIGTERM" and self.script.ignores_term:
+                return Response(status_code=204)
             c.killed_with, c.exit_code = signal, 137
             c.exited.set()
             return Response(status_code=204)
