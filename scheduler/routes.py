@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
@@ -97,10 +97,22 @@ async def job_events(job_id: str, principal: CurrentPrincipal, service: Service)
     return JobEvents(job_id=job_id, events=[JobEventRead.model_validate(e) for e in events])
 
 
-@router.post("/jobs/{job_id}/cancel", status_code=202)
+CANCEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: {"description": "the job has already ended (completed, failed, cancelled, timed out)"}
+}
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, responses=CANCEL_RESPONSES)
 async def cancel_job(job_id: str, principal: CurrentPrincipal, service: Service) -> CancelAccepted:
+    """A running attempt gets SIGTERM, its ``grace_seconds`` to end, then SIGKILL."""
     job = await service.cancel(job_id, principal)
     return CancelAccepted(job_id=job.id, status=JobState(job.state))
+
+
+@router.delete("/jobs/{job_id}", status_code=202, responses=CANCEL_RESPONSES)
+async def delete_job(job_id: str, principal: CurrentPrincipal, service: Service) -> CancelAccepted:
+    """The same as ``POST /jobs/{job_id}/cancel`` (the job and its history are kept)."""
+    return await cancel_job(job_id, principal, service)
 
 
 @router.get("/usage", tags=["usage"])

@@ -29,7 +29,7 @@ from shared.contracts import (
     task_subject,
 )
 from shared.db import UnitOfWork, utcnow
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 from shared.nats import publish
 
 log = structlog.get_logger(__name__)
@@ -281,7 +281,10 @@ class SchedulerService:
         job = await self.get_visible(job_id, principal)
         job = await self.jobs.get(job_id, for_update=True) or job
         if JobState(job.state).terminal:
-            return job
+            raise Conflict(
+                f"job is already {job.state}; there is nothing to cancel",
+                code="job_already_ended",
+            )
         provider_id, attempt = job.provider_id, job.attempt
         await self.transition(job, JobState.CANCELLED, f"cancelled by {principal.user_id}")
         if provider_id:

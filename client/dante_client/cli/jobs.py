@@ -186,7 +186,7 @@ def cancel(
     job_ids: Annotated[list[str], typer.Argument(help="One or more job ids.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Cancel jobs; a running one has its process killed.
+    """Cancel jobs; a running one gets SIGTERM, its grace_seconds, then SIGKILL.
 
     Example:
 
