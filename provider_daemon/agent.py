@@ -14,7 +14,7 @@ import httpx
 import structlog
 
 from provider_daemon.client import GatewayClient
-from provider_daemon.docker_executor import DockerExecutor
+from provider_daemon.docker_executor import DockerExecutor, engine_problem
 from provider_daemon.executor import Executor, ProcessExecutor
 from provider_daemon.fence import Fence
 from provider_daemon.health import health_app, health_server
@@ -51,7 +51,13 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
         httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10)) as io_http,
     ):
         client = GatewayClient(s.gateway_url, s.api_key, http)
-        registration = Registration(s, client, collect(nvml))
+        inventory = collect(nvml)
+        # container jobs are placed only on a host whose Docker engine answers
+        docker_problem = await engine_problem(s.docker_url)
+        inventory.docker = docker_problem is None
+        if docker_problem is not None:
+            log.info("daemon.no_docker", reason=docker_problem)
+        registration = Registration(s, client, inventory)
         provider_id = await registration.register_until_done(stop)
         # The nkey is made here and its seed never leaves this process; the platform signs
         # a JWT for its public half that allows this provider's own tasks only.

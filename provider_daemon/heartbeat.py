@@ -59,6 +59,8 @@ class Registration:
             provider_id=provider["id"],
             gpus=len(self.inventory.gpus),
             cpus=self.inventory.cpu_count,
+            memory_mb=self.inventory.memory_mb,
+            docker=self.inventory.docker,
         )
         return str(provider["id"])
 

@@ -50,11 +50,13 @@ class Inventory:
     gpus: list[GpuInfo] = field(default_factory=list)
     driver_version: str | None = None
     cuda_version: str | None = None
+    docker: bool = False  # a Docker engine answered at startup: container jobs can run here
 
     def registration(self) -> dict[str, Any]:
         return {
             "cpu_count": self.cpu_count,
             "memory_mb": self.memory_mb,
+            "docker": self.docker,
             "driver_version": self.driver_version,
             "cuda_version": self.cuda_version,
             "gpus": [asdict(g) for g in self.gpus],

@@ -24,6 +24,7 @@ class Provider(RegistryBase):
     status: Mapped[str] = mapped_column(sa.String(16), index=True)
     cpu_count: Mapped[int] = mapped_column(sa.Integer, default=0)
     memory_mb: Mapped[int] = mapped_column(sa.Integer, default=0)
+    docker: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     max_concurrent_tasks: Mapped[int] = mapped_column(sa.Integer, default=1)
     price_per_hour: Mapped[float] = mapped_column(sa.Float, default=0.0)
     labels: Mapped[dict[str, str]] = mapped_column(sa.JSON, default=dict)

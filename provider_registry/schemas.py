@@ -36,6 +36,7 @@ class ProviderIn(Strict):
     hostname: str = Field(default="", max_length=255)
     cpu_count: int = Field(default=0, ge=0)
     memory_mb: int = Field(default=0, ge=0)
+    docker: bool = False  # a Docker engine answers on the host: container jobs can run there
     max_concurrent_tasks: int = Field(default=1, ge=1, le=1024)
     price_per_hour: float = Field(default=0.0, ge=0, le=MAX_PRICE_PER_HOUR)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -87,6 +88,7 @@ class ProviderOut(BaseModel):
     status: str
     cpu_count: int
     memory_mb: int
+    docker: bool
     max_concurrent_tasks: int
     price_per_hour: float
     labels: dict[str, str]

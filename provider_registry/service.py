@@ -29,6 +29,9 @@ def provider_event(kind: str, p: Provider) -> ProviderEvent:
         at=utcnow(),
         max_concurrent_tasks=p.max_concurrent_tasks,
         price_per_hour=p.price_per_hour,
+        cpu_count=p.cpu_count or 0,
+        memory_mb=p.memory_mb or 0,
+        docker=bool(p.docker),
         labels=p.labels or {},
         gpus=[GpuInfo.model_validate(g, from_attributes=True) for g in p.gpus],
     )
@@ -102,6 +105,7 @@ class RegistryService:
         provider.hostname = data.hostname
         provider.cpu_count = data.cpu_count
         provider.memory_mb = data.memory_mb
+        provider.docker = data.docker
         provider.max_concurrent_tasks = data.max_concurrent_tasks
         provider.price_per_hour = data.price_per_hour
         provider.labels = dict(data.labels)

@@ -50,6 +50,9 @@ def demand_of(job: Job, spec: JobSpec) -> placement.Demand:
         max_price_per_hour=job.max_price_per_hour,
         labels=dict(spec.labels),
         min_compute_capability=job.min_compute_capability,
+        cpu=spec.resources.cpu,
+        memory_mb=spec.resources.memory_mb,
+        container=spec.type == "container",
     )
 
 
@@ -75,6 +78,9 @@ def capacity_of(view: ProviderView | Any) -> placement.Capacity:
         labels=dict(view.labels or {}),
         gpus=[_slot(g) for g in view.gpus or []],
         last_placed_at=view.last_placed_at,
+        cpu_count=view.cpu_count or 0,
+        memory_mb=view.memory_mb or 0,
+        docker=bool(view.docker),
     )
 
 
@@ -112,6 +118,10 @@ class Placer:
                 cap.running_tasks += 1
                 # a GPU that has since left the host's inventory is not capacity either way
                 cap.used_indices.update(i for i in indices if any(g.index == i for g in cap.gpus))
+        for pid, cpu, memory_mb in await svc.jobs.active_host_use():
+            if pid in caps:
+                caps[pid].used_cpu += cpu
+                caps[pid].used_memory_mb += memory_mb
         known: list[placement.Capacity] | None = None
         matcher = placement.Matcher(list(caps.values()))
         placed = 0
@@ -124,7 +134,7 @@ class Placer:
                 if known is None:  # only needed when something does not fit now
                     known = [capacity_of(v) for v in await svc.providers.all_known()]
                 if known and not placement.ever_fits(demand, known):
-                    job.error = "no provider can ever satisfy this job's resources"
+                    job.error = placement.never_fits_reason(demand, known)
                     await svc.transition(job, JobState.FAILED, job.error)
                 else:
                     await self._wait(job, placement.wait_reason(demand, list(caps.values())))
@@ -142,6 +152,7 @@ class Placer:
                 continue
             cap = caps[choice.provider_id]
             placement.allocate(cap, choice, now)
+            placement.hold_host(cap, demand)
             used.add(cap.provider_id)
             job.provider_id = choice.provider_id
             job.gpu_indices = choice.gpu_indices

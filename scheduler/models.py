@@ -39,6 +39,9 @@ class Job(SchedulerBase):
     )
     min_vram_mb: Mapped[int] = mapped_column(sa.Integer, default=0)
     min_compute_capability: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
+    # resources.cpu and resources.memory_mb, held on the host while an attempt is active
+    cpu: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    memory_mb: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
     max_price_per_hour: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
     timeout_seconds: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
@@ -104,6 +107,10 @@ class ProviderView(SchedulerBase):
     price_per_hour: Mapped[float] = mapped_column(sa.Float, default=0.0)
     labels: Mapped[dict[str, str]] = mapped_column(sa.JSON, default=dict)
     gpus: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON, default=list)
+    # the host as its daemon reported it (0: not reported); docker: container jobs can run
+    cpu_count: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    memory_mb: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    docker: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     owner_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)

@@ -15,6 +15,9 @@ class Demand:
     max_price_per_hour: float | None = None
     labels: dict[str, str] = field(default_factory=dict)
     min_compute_capability: str | None = None
+    cpu: float | None = None  # CPUs held on the host while the attempt runs
+    memory_mb: int | None = None  # host memory held while the attempt runs
+    container: bool = False  # needs a Docker engine on the host
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ class Capacity:
     running_tasks: int = 0
     used_indices: set[int] = field(default_factory=set)  # only indices of ``gpus``
     last_placed_at: datetime | None = None
+    cpu_count: float = 0  # the host's CPUs and memory as its daemon reported them (0: unknown)
+    memory_mb: int = 0
+    docker: bool = False  # a Docker engine answers there: container jobs can run
+    used_cpu: float = 0.0  # held by active attempts that asked for CPUs / memory
+    used_memory_mb: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,30 @@ def _gpu_fits(gpu: GpuSlot, demand: Demand) -> bool:
     return gpu.memory_total_mb >= demand.min_vram_mb
 
 
+def _host_fits(cap: Capacity, demand: Demand) -> bool:
+    """The host's CPUs, memory and Docker engine, as totals (an unreported total cannot be
+    promised)."""
+    if demand.container and not cap.docker:
+        return False
+    if demand.cpu and cap.cpu_count < demand.cpu:
+        return False
+    return not (demand.memory_mb and cap.memory_mb < demand.memory_mb)
+
+
+def _host_free(cap: Capacity, demand: Demand) -> bool:
+    """The host's CPUs and memory not held by its active attempts cover the demand."""
+    if demand.cpu and cap.used_cpu + demand.cpu > cap.cpu_count:
+        return False
+    return not (demand.memory_mb and cap.used_memory_mb + demand.memory_mb > cap.memory_mb)
+
+
 def _static_fit(cap: Capacity, demand: Demand) -> list[GpuSlot] | None:
     """GPUs of this provider that could ever serve the demand, or None if the host never can."""
     if demand.max_price_per_hour is not None and cap.price_per_hour > demand.max_price_per_hour:
         return None
     if any(cap.labels.get(k) != v for k, v in demand.labels.items()):
+        return None
+    if not _host_fits(cap, demand):
         return None
     fitting = [g for g in cap.gpus if _gpu_fits(g, demand)]
     if len(fitting) < demand.gpu_count:
@@ -100,6 +127,9 @@ class Matcher:
             demand.min_compute_capability,
             demand.max_price_per_hour,
             tuple(sorted(demand.labels.items())),
+            demand.cpu,
+            demand.memory_mb,
+            demand.container,
         )
         found = self._static.get(key)
         if found is None:
@@ -119,6 +149,8 @@ class Matcher:
         need = demand.gpu_count
         for cap, healthy in self.candidates(demand):
             if cap.running_tasks >= cap.max_tasks:
+                continue
+            if (demand.cpu or demand.memory_mb) and not _host_free(cap, demand):
                 continue
             used = cap.used_indices
             free_after = len(cap.gpus) - len(used) - need  # used ⊆ this host's indices
@@ -163,6 +195,12 @@ def allocate(cap: Capacity, placement: Placement, at: datetime) -> None:
     cap.last_placed_at = at
 
 
+def hold_host(cap: Capacity, demand: Demand) -> None:
+    """Account the demand's CPUs and memory on the host it was placed on (with ``allocate``)."""
+    cap.used_cpu += demand.cpu or 0.0
+    cap.used_memory_mb += demand.memory_mb or 0
+
+
 def describe(demand: Demand) -> str:
     """The demand in words, for a waiting job's events."""
     parts = [f"{demand.gpu_count} GPU(s)" if demand.gpu_count else "a task slot"]
@@ -176,7 +214,49 @@ def describe(demand: Demand) -> str:
         parts.append(f"price <= {demand.max_price_per_hour}/h")
     if demand.labels:
         parts.append("labels " + ",".join(f"{k}={v}" for k, v in sorted(demand.labels.items())))
+    if demand.cpu:
+        parts.append(f"{demand.cpu:g} CPUs")
+    if demand.memory_mb:
+        parts.append(f"{demand.memory_mb} MB memory")
+    if demand.container:
+        parts.append("a Docker engine")
     return ", ".join(parts)
+
+
+def never_fits_reason(demand: Demand, known: list[Capacity]) -> str:
+    """Why no known provider can ever serve the demand: each resource no provider offers, with
+    the most any of them has; or, if each is offered somewhere, that no one host has all."""
+    unmet: list[str] = []
+    if demand.gpu_count:
+        gpu_only = Demand(
+            gpu_count=demand.gpu_count,
+            gpu_model=demand.gpu_model,
+            min_vram_mb=demand.min_vram_mb,
+            min_compute_capability=demand.min_compute_capability,
+        )
+        if not any(_static_fit(c, gpu_only) for c in known):
+            most = max((sum(_gpu_fits(g, gpu_only) for g in c.gpus) for c in known), default=0)
+            what = describe(gpu_only)
+            unmet.append(f"{what} (largest: {most} such GPU(s) on one provider)")
+    if demand.cpu and not any(c.cpu_count >= demand.cpu for c in known):
+        most_cpu = max((c.cpu_count for c in known), default=0)
+        unmet.append(f"{demand.cpu:g} CPUs (largest: {most_cpu:g})")
+    if demand.memory_mb and not any(c.memory_mb >= demand.memory_mb for c in known):
+        most_mem = max((c.memory_mb for c in known), default=0)
+        unmet.append(f"{demand.memory_mb} MB memory (largest: {most_mem} MB)")
+    if demand.container and not any(c.docker for c in known):
+        unmet.append("container jobs (no provider has a Docker engine that answers)")
+    price = demand.max_price_per_hour
+    if price is not None and not any(c.price_per_hour <= price for c in known):
+        cheapest = min((c.price_per_hour for c in known), default=0.0)
+        unmet.append(f"a price <= {price}/h (cheapest: {cheapest}/h)")
+    if demand.labels and not any(
+        all(c.labels.get(k) == v for k, v in demand.labels.items()) for c in known
+    ):
+        unmet.append("labels " + ",".join(f"{k}={v}" for k, v in sorted(demand.labels.items())))
+    if unmet:
+        return "no provider offers " + "; ".join(unmet)
+    return f"no single provider offers all of: {describe(demand)}"
 
 
 def wait_reason(demand: Demand, live: list[Capacity]) -> str:

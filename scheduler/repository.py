@@ -61,6 +61,14 @@ class JobRepository:
         rows = (await self.session.execute(stmt)).all()
         return [(pid, list(idx or [])) for pid, idx in rows if pid is not None]
 
+    async def active_host_use(self) -> list[tuple[str, float, int]]:
+        """(provider_id, cpu, memory_mb) of active attempts that asked for CPU or memory."""
+        stmt = sa.select(Job.provider_id, Job.cpu, Job.memory_mb).where(
+            Job.state.in_(ACTIVE), sa.or_(Job.cpu.is_not(None), Job.memory_mb.is_not(None))
+        )
+        rows = (await self.session.execute(stmt)).all()
+        return [(pid, cpu or 0.0, mem or 0) for pid, cpu, mem in rows if pid is not None]
+
     async def active_on(self, provider_id: str) -> list[Job]:
         stmt = (
             sa.select(Job)
@@ -119,7 +127,15 @@ class ProviderViewRepository:
         """
         pv = ProviderView
         stmt = sa.select(
-            pv.id, pv.max_concurrent_tasks, pv.price_per_hour, pv.labels, pv.gpus, pv.last_placed_at
+            pv.id,
+            pv.max_concurrent_tasks,
+            pv.price_per_hour,
+            pv.labels,
+            pv.gpus,
+            pv.last_placed_at,
+            pv.cpu_count,
+            pv.memory_mb,
+            pv.docker,
         ).where(pv.status == "online")
         return (await self.session.execute(stmt)).all()
 

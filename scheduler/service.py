@@ -142,6 +142,8 @@ class SchedulerService:
             requested_gpu_model=res.gpu_model,
             min_vram_mb=res.min_vram_mb,
             min_compute_capability=res.min_compute_capability,
+            cpu=res.cpu,
+            memory_mb=res.memory_mb,
             max_price_per_hour=spec.max_price_per_hour,
             timeout_seconds=spec.timeout_seconds,
             spec=spec.model_dump(mode="json"),
@@ -361,6 +363,9 @@ class SchedulerService:
         view.price_per_hour = ev.price_per_hour
         view.labels = dict(ev.labels)
         view.gpus = [g.model_dump() for g in ev.gpus]
+        view.cpu_count = ev.cpu_count
+        view.memory_mb = ev.memory_mb
+        view.docker = ev.docker
         if ev.owner_id:
             view.owner_id = ev.owner_id
         if ev.kind != "offline":

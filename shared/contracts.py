@@ -343,6 +343,10 @@ class ProviderEvent(Message):
     price_per_hour: float = 0.0
     labels: dict[str, str] = Field(default_factory=dict)
     gpus: list[GpuInfo] = Field(default_factory=list)
+    # the host as its daemon reported it (0: not reported); docker: container jobs can run
+    cpu_count: int = 0
+    memory_mb: int = 0
+    docker: bool = False
     owner_id: str | None = None  # the provider account (for its earnings); None if not sent
 
 

@@ -3,6 +3,7 @@ SQLite cluster (real processes: gateway, scheduler, registry, daemon, nats-serve
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import httpx
@@ -73,3 +74,29 @@ def test_grace_seconds_is_bounded(default_cluster: LocalCluster) -> None:
         )
         assert r.status_code == 422, r.text
         assert r.json()["detail"][0]["loc"][-1] == "grace_seconds"
+
+
+def test_a_job_no_host_can_ever_run_fails_at_once_saying_what_the_fleet_offers(
+    default_cluster: LocalCluster,
+) -> None:
+    gw = default_cluster.gateway_url
+    user = new_user(gw)
+    # the cluster's one daemon runs here: this machine's memory, and no Docker engine
+    host_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    script = {"type": "script", "params": {"script_content": "true"}}
+    huge = submit(gw, user, {**script, "resources": {"memory_mb": 10_000_000}})
+    job = jobs.wait_terminal(gw, user["headers"], huge)
+    assert job["status"] == "failed" and job["provider_id"] is None
+    assert job["error"] == f"no provider offers 10000000 MB memory (largest: {host_mb} MB)"
+    boxed = submit(gw, user, {"type": "container", "params": {"docker_image": "alpine:3"}})
+    job = jobs.wait_terminal(gw, user["headers"], boxed)
+    assert job["status"] == "failed" and job["provider_id"] is None
+    assert job["error"] == (
+        "no provider offers container jobs (no provider has a Docker engine that answers)"
+    )
+    fleet = httpx.get(f"{gw}/api/v1/providers", headers=user["headers"])
+    assert fleet.status_code == 200, fleet.text
+    mine = [
+        p for p in fleet.json()["providers"] if p["id"] == default_cluster.provider["provider_id"]
+    ]
+    assert [(p["docker"], p["memory_mb"]) for p in mine] == [(False, host_mb)]

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import nats
@@ -91,14 +92,22 @@ class Harness:
             assert r.status_code in (200, 201), r.text
             self.providers[pid] = SimProvider(pid, owner, gpus, gpus, body["price_per_hour"])
 
-    async def submit(self, owner: str, gpu_count: int, name: str = "sim", **spec_: object) -> str:
+    async def submit(
+        self,
+        owner: str,
+        gpu_count: int,
+        name: str = "sim",
+        job_type: Literal["script", "container"] = "script",
+        **spec_: object,
+    ) -> str:
         job_id = str(uuid.uuid4())
         spec = {"resources": {"gpu_count": gpu_count}, "max_retries": 3, **spec_}
-        spec.setdefault("params", {"script_content": "true"})
+        default = {"docker_image": "alpine:3"} if job_type == "container" else None
+        spec.setdefault("params", default or {"script_content": "true"})
         msg = JobSubmitted(
             job_id=job_id,
             owner_id=owner,
-            type="script",
+            type=job_type,
             name=name,
             spec=spec,
             submitted_at=utcnow(),
