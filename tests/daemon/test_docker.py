@@ -14,10 +14,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from provider_daemon.docker_executor import DockerExecutor
 from shared.contracts import JobState, TaskDispatch
+from tests.support.accounts import new_user
+from tests.support.daemons import DaemonFactory
 from tests.support.fake_engine import FakeEngine, Script, serve_engine
 
 IMAGE = "pytorch/pytorch:2.3.0-cuda12.1-cudnn8-runtime"
@@ -165,3 +168,20 @@ async def test_gpus_asked_for_but_not_assigned_is_refused(
     outcome, _ = await run(engine, task(docker_gpus="all", gpu_indices=[]), tmp_path)
     assert outcome.state == JobState.FAILED and "none were assigned" in (outcome.error or "")
     assert engine.calls("POST", "/containers/create") == []
+
+
+@pytest.mark.e2e
+async def test_the_daemon_advertises_docker_only_when_an_engine_answers(
+    engine: FakeEngine, daemons: DaemonFactory
+) -> None:
+    gw = daemons.cluster.gateway_url
+    user = new_user(gw)
+    with_engine = await asyncio.to_thread(daemons.start, docker_url=engine.url)
+    without = await asyncio.to_thread(daemons.start, docker_url=f"{engine.url}.gone")
+    async with httpx.AsyncClient(headers=user["headers"]) as client:
+        for d, docker in ((with_engine, True), (without, False)):
+            r = await client.get(f"{gw}/api/v1/providers/{d.provider_id}")
+            assert r.status_code == 200, r.text
+            assert r.json()["docker"] is docker and r.json()["cpu_count"] > 0
+    note = await without.await_event("daemon.no_docker")
+    assert "does not answer" in note["reason"]
