@@ -26,6 +26,7 @@ SPEC_FIELDS = (
     "priority",
     "tags",
     "timeout_seconds",
+    "grace_seconds",
     "max_retries",
     "max_price_per_hour",
     "labels",

@@ -135,6 +135,8 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
         "admin": 200}),
     ("POST", "/api/v1/jobs/{job}/cancel", None, {
         "anonymous": 401, "other": 404, "provider": 404, "daemon": 404}),
+    ("DELETE", "/api/v1/jobs/{job}", None, {
+        "anonymous": 401, "other": 404, "provider": 404, "daemon": 404}),
     ("GET", "/api/v1/storage/objects/{key}", None, {
         "anonymous": 401, "owner": 200, "other": 404, "provider": 404, "daemon": 404}),
     ("GET", "/api/v1/storage/objects/{key}?owner={owner_id}", None, {
