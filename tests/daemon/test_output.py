@@ -18,36 +18,31 @@ pytestmark = pytest.mark.e2e
 MAX_LINE = 32 * 1024  # provider_daemon.executor.MAX_LINE_BYTES
 
 
-async def test_ten_megabytes_of_progress_bars_arrive_as_lines(
-    daemons: DaemonFactory, bus: Bus
+async def test_progress_bars_a_megabyte_line_and_binary_garbage_complete_with_their_log(
+    daemons: DaemonFactory, bus: Bus, tmp_path: Path
 ) -> None:
-    d = daemons.start()
-    # tqdm's way: each update rewrites the line with \r; 100,000 updates of 100 bytes
-    script = (
+    gw = daemons.cluster.gateway_url
+    d = daemons.start()  # the three jobs run side by side on one daemon (4 slots)
+    # tqdm's way: each update rewrites the line with \r; 100,000 updates of 100 bytes = 10 MB
+    progress = (
         "import sys\n"
         "for i in range(100_000):\n"
         "    sys.stdout.write(f'\\rstep {i:06d} ' + '#' * 88)\n"
         "sys.stdout.write('\\r\\n')\n"
         "print('done')\n"
     )
-    spec = {"params": {"script_content": script, "script_interpreter": "python3"}}
-    task = await bus.dispatch(d.provider_id, "", spec=spec, timeout_seconds=300)
-    final = await bus.final(task.job_id, limit=240)
-    assert (final.state, final.exit_code) == ("completed", 0), final.error
-    await bus.wait_for(lambda: any(c.eof for c in bus.chunks.get(task.job_id, [])))
-    lines = bus.lines(task.job_id)
-    steps = [line for line in lines if line.startswith("step ")]
-    assert len(steps) == 100_000
-    assert steps[0] == "step 000000 " + "#" * 88 and steps[-1].startswith("step 099999 ")
-    assert lines[-1] == "done"
-    assert "" in lines  # the bare "\r\n": one line break, not two
-
-
-async def test_a_megabyte_line_is_cut_with_a_marker_and_the_log_is_kept(
-    daemons: DaemonFactory, bus: Bus, tmp_path: Path
-) -> None:
-    gw = daemons.cluster.gateway_url
-    d = daemons.start()
+    bars = await bus.dispatch(
+        d.provider_id,
+        "",
+        spec={"params": {"script_content": progress, "script_interpreter": "python3"}},
+    )
+    garbage = await bus.dispatch(
+        d.provider_id,
+        "printf 'before\\n'\n"
+        "printf '\\377\\376\\000bin\\200ary\\n'\n"
+        "head -c 300000 /dev/urandom\n"
+        "printf '\\nafter\\n'\n",
+    )
     user = new_user(gw, "requester")
     job_id = "long-" + tmp_path.name[-12:]
     async with httpx.AsyncClient(headers=user["headers"]) as client:
@@ -57,42 +52,39 @@ async def test_a_megabyte_line_is_cut_with_a_marker_and_the_log_is_kept(
         )
         assert r.status_code == 200, r.text
         url = r.json()["outputs"][log_key(job_id, 1)]
-        script = "head -c 1048576 /dev/zero | tr '\\0' a\necho\necho after\n"
-        task = await bus.dispatch(
+        long = await bus.dispatch(
             d.provider_id,
-            script,
+            "head -c 1048576 /dev/zero | tr '\\0' a\necho\necho after\n",
             job_id=job_id,
             log_upload=TaskObject(key=log_key(job_id, 1), url=url),
         )
-        final = await bus.final(task.job_id)
-        assert (final.state, final.exit_code) == ("completed", 0), final.error
+        for task in (bars, garbage, long):
+            final = await bus.final(task.job_id, limit=240)
+            assert (final.state, final.exit_code) == ("completed", 0), final.error
+            await bus.wait_for(lambda t=task: any(c.eof for c in bus.chunks.get(t.job_id, [])))
+
+        # 10 MB of \r progress: every update a line, in order
+        lines = bus.lines(bars.job_id)
+        steps = [line for line in lines if line.startswith("step ")]
+        assert len(steps) == 100_000
+        assert steps[0] == "step 000000 " + "#" * 88 and steps[-1].startswith("step 099999 ")
+        # the first \r ends an empty line; the last "\r\n" is one line break, not two
+        assert lines[0] == "" and lines[-1] == "done" and len(lines) == 100_002
+
+        # binary garbage: kept, as replacement characters, in lines of bounded length
+        lines = bus.lines(garbage.job_id)
+        assert lines[:2] == ["before", "\ufffd\ufffd\x00bin\ufffdary"]
+        assert lines[-1] == "after"
+        assert all(len(line.encode()) <= 3 * MAX_LINE + 64 for line in lines)
+
+        # a 1 MB line: cut with a marker, then the next line, live and in the archived log
         expected = ["a" * MAX_LINE + f"…[truncated {1048576 - MAX_LINE} bytes]", "after"]
-        await bus.wait_for(lambda: any(c.eof for c in bus.chunks.get(task.job_id, [])))
-        assert bus.lines(task.job_id) == expected
+        assert bus.lines(long.job_id) == expected
+        final = await bus.final(long.job_id)
         assert final.artifacts == [log_key(job_id, 1)]
         archived = await client.get(f"{gw}/api/v1/storage/objects/{log_key(job_id, 1)}")
         assert archived.status_code == 200
         assert archived.content.decode().splitlines() == expected
-
-
-async def test_binary_garbage_is_kept_as_replacement_characters(
-    daemons: DaemonFactory, bus: Bus
-) -> None:
-    d = daemons.start()
-    script = (
-        "printf 'before\\n'\n"
-        "printf '\\377\\376\\000bin\\200ary\\n'\n"
-        "head -c 300000 /dev/urandom\n"
-        "printf '\\nafter\\n'\n"
-    )
-    task = await bus.dispatch(d.provider_id, script)
-    final = await bus.final(task.job_id)
-    assert (final.state, final.exit_code) == ("completed", 0), final.error
-    await bus.wait_for(lambda: any(c.eof for c in bus.chunks.get(task.job_id, [])))
-    lines = bus.lines(task.job_id)
-    assert lines[:2] == ["before", "\ufffd\ufffd\x00bin\ufffdary"]
-    assert lines[-1] == "after"
-    assert all(len(line.encode()) <= 3 * MAX_LINE + 64 for line in lines)
 
 
 async def test_a_log_that_cannot_be_written_fails_the_job_with_the_reason(
