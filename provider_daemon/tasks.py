@@ -157,6 +157,7 @@ class TaskRunner:
             self.settings.log_flush_seconds,
             task.correlation_id,
             self.settings.log_publish_attempts,
+            self.settings.log_live_max_bytes,
         ) as stream:
             try:
                 await self.transfers.fetch_inputs(task.inputs, workdir / "inputs")

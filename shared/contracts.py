@@ -300,6 +300,11 @@ class TaskStatus(Message):
     artifacts: list[str] = Field(default_factory=list)
 
 
+LOG_TRUNCATED = "[log truncated"
+"""How the line starts that a daemon publishes where it stops an attempt's live log at its cap
+(the whole log is still uploaded at the end; the gateway serves that one instead)."""
+
+
 class LogChunk(Message):
     """``jobs.logs.<job_id>``: consecutive output lines; ``eof`` marks the attempt's end."""
 
