@@ -45,6 +45,9 @@ def up(
     billing: bool = typer.Option(
         True, help="hold funds before dispatch: a job whose owner cannot pay waits"
     ),
+    default_ports: bool = typer.Option(
+        True, help="the documented ports (gateway 8080, …) where free; --no-default-ports: any"
+    ),
 ) -> None:
     """Bring the whole platform up; Ctrl-C (or SIGTERM) stops every process it started."""
     stop = threading.Event()
@@ -52,7 +55,11 @@ def up(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     cluster = LocalCluster(
         ClusterConfig(
-            data_dir=data_dir, daemons=daemons, heartbeat_ttl=heartbeat_ttl, billing_holds=billing
+            data_dir=data_dir,
+            daemons=daemons,
+            heartbeat_ttl=heartbeat_ttl,
+            billing_holds=billing,
+            prefer_default_ports=default_ports,
         )
     )
     try:
