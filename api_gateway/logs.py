@@ -133,6 +133,7 @@ async def follow(
     job_status: JobStatusFn,
     poll: float = 2.0,
     after: tuple[int, int] | None = None,
+    attempt: int | None = None,
 ) -> AsyncIterator[str]:
     """SSE events, one per line, until the job has ended and its output is drained.
 
@@ -153,6 +154,8 @@ async def follow(
                 continue
             chunk = _decode(msg.data)
             if chunk is None:
+                continue
+            if attempt is not None and chunk.attempt != attempt:
                 continue
             seq = msg.metadata.sequence.stream
             skip = after[1] + 1 if after and seq == after[0] else 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import httpx
 import structlog
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
@@ -143,7 +144,11 @@ async def job_logs(
 
     return StreamingResponse(
         logs.follow(
-            js, job_id, current, after=logs.parse_event_id(request.headers.get("last-event-id"))
+            js,
+            job_id,
+            current,
+            after=logs.parse_event_id(request.headers.get("last-event-id")),
+            attempt=attempt,
         ),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
@@ -171,7 +176,15 @@ async def _log_so_far(
     }
     wanted = [attempt] if attempt else list(range(1, job.attempt + 1))
     owner = job.owner_id if job.owner_id != caller else None
-    urls = await logs.archived(state.http, storage, job_id, wanted, owner, headers)
+    try:
+        urls = await logs.archived(state.http, storage, job_id, wanted, owner, headers)
+    except httpx.HTTPError as exc:
+        log.warning("logs.archive_unavailable", job_id=job_id, error=str(exc))
+        raise ServiceUnavailable(
+            "the job's live log is gone and storage, which holds its archived log, did not "
+            "answer; try again shortly",
+            headers={"Retry-After": "5"},
+        ) from exc
     if urls:
         return StreamingResponse(
             logs.stream_objects(state.http, urls, headers),

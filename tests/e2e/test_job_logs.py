@@ -43,6 +43,8 @@ def test_an_expired_live_log_comes_from_the_archive(default_cluster: LocalCluste
     assert live.status_code == 200 and live.text == "one\ntwo\n"
     assert "x-dante-log-source" not in live.headers
     assert httpx.get(url, params={"attempt": 1}, headers=h).text == "one\ntwo\n"
+    sse = httpx.get(url, params={"follow": "true", "attempt": 1}, headers=h).text
+    assert 'data: "one"' in sse and 'data: "two"' in sse and "event: end" in sse
     missing = httpx.get(url, params={"attempt": 2}, headers=h)
     assert missing.status_code == 404 and missing.json()["error"] == "attempt_not_found"
 
