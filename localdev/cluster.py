@@ -375,7 +375,7 @@ class LocalCluster:
         grace, then report and upload their logs through the gateway, which is still up), then
         the services, NATS last so everyone can still report on the way out. SIGTERM, wait,
         SIGKILL stragglers."""
-        daemons = [p for p in self.procs if p.name.startswith("daemon")]
+        daemons = [p for p in self.procs if "daemon" in p.name]
         nats = [p for p in self.procs if p.name == "nats"]
         services = [p for p in self.procs if p not in daemons and p not in nats]
         for group, wait in ((daemons, self.daemon_grace), (services, grace), (nats, grace)):
