@@ -116,7 +116,7 @@ def _routine(path: str, status: int) -> bool:
     """A request every idle cluster repeats (a daemon's heartbeat, a service polling the
     revocation feed): logged at debug unless it failed, or ``make dev`` logged ~36 lines a
     minute with nothing happening."""
-    return status < 400 and (path.endswith("/heartbeat") or path.startswith("/internal/"))
+    return status < 400 and (path.endswith("/heartbeat") or path == "/internal/revocations")
 
 
 def correlation_id(request: Request) -> str:
