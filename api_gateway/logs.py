@@ -62,10 +62,15 @@ class LiveLog:
     complete: bool  # False: chunks were evicted or the daemon cut the live log at its cap
 
 
+async def live_chunks(js: JetStreamContext, job_id: str) -> int:
+    """How many chunks the LOGS stream holds for the job (0: none, or they all expired)."""
+    info = await js.stream_info("LOGS", subjects_filter=log_subject(job_id))
+    return int((info.state.subjects or {}).get(log_subject(job_id), 0))
+
+
 async def read_all(js: JetStreamContext, job_id: str, attempt: int | None = None) -> LiveLog:
     """Every line the LOGS stream still holds for the job, all attempts in order (or one)."""
-    info = await js.stream_info("LOGS", subjects_filter=log_subject(job_id))
-    count = (info.state.subjects or {}).get(log_subject(job_id), 0)
+    count = await live_chunks(js, job_id)
     if count == 0:
         return LiveLog("", 0, True)
     sub = await _subscribe(js, job_id)
@@ -113,6 +118,23 @@ async def archived(
         elif resp.status_code != 404:
             resp.raise_for_status()
     return found
+
+
+async def archive_events(
+    http: httpx.AsyncClient, urls: list[str], headers: dict[str, str]
+) -> AsyncIterator[str]:
+    """An ended job's archived log as the same server-sent events a live follow sends (ids
+    ``archive-<n>``: a resume from one starts over), then ``end``."""
+    n = 0
+    for url in urls:
+        async with http.stream("GET", url, headers=headers) as resp:
+            if resp.status_code != 200:
+                log.warning("logs.archive_gone", url=url, status=resp.status_code)
+                continue
+            async for line in resp.aiter_lines():
+                yield f"id: archive-{n}\ndata: {json.dumps(line)}\n\n"
+                n += 1
+    yield "event: end\ndata: {}\n\n"
 
 
 async def stream_objects(

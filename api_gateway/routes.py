@@ -138,6 +138,16 @@ async def job_logs(
     js = state.js
     if not follow:
         return await _log_so_far(request, state, principal.user_id, job_id, job, attempt)
+    if job.status in TERMINAL_STATES and not await logs.live_chunks(js, job_id):
+        # nothing live to follow any more: the archived log, as the same events
+        urls = await _archived(request, state, principal.user_id, job_id, job, attempt)
+        if not urls:
+            raise _no_log()
+        return StreamingResponse(
+            logs.archive_events(state.http, urls, _forwarded(request)),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-dante-log-source": "archive"},
+        )
 
     async def current() -> str | None:
         return await _job_status(request, state, job_id)
@@ -169,15 +179,43 @@ async def _log_so_far(
     ended = job.status in TERMINAL_STATES
     if live.chunks and (live.complete or not ended):
         return PlainTextResponse(live.text)
-    storage = (await state.upstreams.candidates("storage"))[0]
-    headers = {
+    urls = await _archived(request, state, caller, job_id, job, attempt)
+    if urls:
+        return StreamingResponse(
+            logs.stream_objects(state.http, urls, _forwarded(request)),
+            media_type="text/plain; charset=utf-8",
+            headers={"x-dante-log-source": "archive"},
+        )
+    if live.chunks or not ended:
+        return PlainTextResponse(live.text)  # a job still running may not have printed yet
+    raise _no_log()
+
+
+def _forwarded(request: Request) -> dict[str, str]:
+    return {
         "authorization": request.headers.get("authorization", ""),
         "x-request-id": correlation_id(request),
     }
+
+
+def _no_log() -> NotFound:
+    return NotFound(
+        "the job has ended, its live log is no longer kept (the LOGS stream holds a day, "
+        "bounded per job) and no archived log exists: the job never ran, or its daemon "
+        "could not upload the log",
+        code="log_not_found",
+    )
+
+
+async def _archived(
+    request: Request, state: State, caller: str, job_id: str, job: JobView, attempt: int | None
+) -> list[str]:
+    """The URLs of the job's archived attempt logs that exist (all attempts, or one)."""
+    storage = (await state.upstreams.candidates("storage"))[0]
     wanted = [attempt] if attempt else list(range(1, job.attempt + 1))
     owner = job.owner_id if job.owner_id != caller else None
     try:
-        urls = await logs.archived(state.http, storage, job_id, wanted, owner, headers)
+        return await logs.archived(state.http, storage, job_id, wanted, owner, _forwarded(request))
     except httpx.HTTPError as exc:
         log.warning("logs.archive_unavailable", job_id=job_id, error=str(exc))
         raise ServiceUnavailable(
@@ -185,20 +223,6 @@ async def _log_so_far(
             "answer; try again shortly",
             headers={"Retry-After": "5"},
         ) from exc
-    if urls:
-        return StreamingResponse(
-            logs.stream_objects(state.http, urls, headers),
-            media_type="text/plain; charset=utf-8",
-            headers={"x-dante-log-source": "archive"},
-        )
-    if live.chunks or not ended:
-        return PlainTextResponse(live.text)  # a job still running may not have printed yet
-    raise NotFound(
-        "the job has ended, its live log is no longer kept (the LOGS stream holds a day, "
-        "bounded per job) and no archived log exists: the job never ran, or its daemon "
-        "could not upload the log",
-        code="log_not_found",
-    )
 
 
 @router.api_route(

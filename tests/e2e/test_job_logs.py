@@ -54,6 +54,11 @@ def test_an_expired_live_log_comes_from_the_archive(default_cluster: LocalCluste
     assert archived.text == "one\ntwo\n"
     assert archived.headers["x-dante-log-source"] == "archive"
     assert httpx.get(url, params={"attempt": 1}, headers=h).text == "one\ntwo\n"
+    # the console follows: the same events, from the archive
+    followed = httpx.get(url, params={"follow": "true"}, headers=h)
+    assert followed.headers["x-dante-log-source"] == "archive"
+    assert 'data: "one"\n\n' in followed.text and 'data: "two"\n\n' in followed.text
+    assert followed.text.endswith("event: end\ndata: {}\n\n")
 
     # without the archived object either: a 404 saying why, not an empty 200
     obj = f"{gw}/api/v1/storage/objects/{log_key(job_id, 1)}"
@@ -62,3 +67,5 @@ def test_an_expired_live_log_comes_from_the_archive(default_cluster: LocalCluste
     assert gone.status_code == 404
     assert gone.json()["error"] == "log_not_found"
     assert "no archived log" in gone.json()["detail"]
+    gone = httpx.get(url, params={"follow": "true"}, headers=h)
+    assert gone.status_code == 404 and gone.json()["error"] == "log_not_found"
