@@ -1,4 +1,4 @@
-"""A small fault soak (``bench/soak.py`` is the full one): 80 short jobs from 4 users through
+"""A small fault soak (``bench/soak.py`` is the full one): 60 short jobs from 4 users through
 the gateway of a real cluster on SQLite with 3 daemons, while one daemon, the scheduler,
 nats-server and the gateway are each SIGKILLed once (random order, random moments) and
 restarted. Clients send an ``Idempotency-Key`` and retry 429/5xx/timeouts with it.
@@ -24,12 +24,12 @@ pytestmark = pytest.mark.e2e
 def test_jobs_survive_a_kill_of_every_component(tmp_path: Path) -> None:
     cfg = SoakConfig(
         data_dir=tmp_path,
-        jobs=80,
-        rate=5.0,
+        jobs=60,
+        rate=6.0,
         seed=11,
         rounds=1,  # each of daemon, scheduler, nats-server and gateway killed once
-        gap=(1.0, 3.0),
-        down=(0.5, 2.0),
+        gap=(0.5, 1.5),
+        down=(0.5, 1.5),
         heartbeat_ttl=3.0,
         settle_limit=90.0,  # only stops a hung run; the assertions below are the point
     )
@@ -39,13 +39,20 @@ def test_jobs_survive_a_kill_of_every_component(tmp_path: Path) -> None:
     kinds = sorted(o["kind"] for o in report["outages"])
     assert kinds == ["daemon", "gateway", "nats", "scheduler"], report["outages"]
 
-    assert report["lost_unstored"] == [], "202 answered, never stored"
-    assert report["lost_not_terminal"] == {}, "accepted, never terminal"
-    assert report["accepted"] + report["gave_up"] == cfg.jobs, report["rejected"]
-    assert report["phantom_jobs"] == {}, "refused or unanswered, yet the job exists"
-    assert report["duplicate_jobs"] == {}, "a retry with the same Idempotency-Key made a job"
-    assert (report["500"], report["502"]) == (0, 0), report["answers"]
-    assert report["503_with_retry_after"] == report["503"], "a 503 without Retry-After"
-    assert report["completed_without_execution"] == []
-    assert report["attempt_executed_twice_unexplained"] == [], "ran twice, events silent"
-    assert report["reruns_unexplained"] == [], "ran in two attempts without a requeue event"
+    # every violated property at once, each with its evidence
+    checks = {
+        "202 answered, never stored": report["lost_unstored"],
+        "accepted, never terminal": report["lost_not_terminal"],
+        "refused with a 4xx": report["rejected"],
+        "client gave up retrying": report["gave_up"],
+        "no 202, yet the job exists (phantom)": report["phantom_jobs"],
+        "a retry with the same Idempotency-Key made a second job": report["duplicate_jobs"],
+        "500/502 answers": report["500"] + report["502"],
+        "503 without Retry-After": report["503"] - report["503_with_retry_after"],
+        "completed, but its code never ran": report["completed_without_execution"],
+        "an attempt ran twice, its events silent": report["attempt_executed_twice_unexplained"],
+        "ran in several attempts without a requeue event": report["reruns_unexplained"],
+        "an attempt started after the job moved past it": report["stale_attempt_starts"],
+    }
+    failed = {what: seen for what, seen in checks.items() if seen}
+    assert failed == {}, f"{failed}; answers {report['answers']}"

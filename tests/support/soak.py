@@ -34,7 +34,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -487,7 +487,10 @@ def run_soak(cfg: SoakConfig) -> dict[str, Any]:
     exec_file.touch()
     rng = random.Random(cfg.seed)
     tag = f"soak-{cfg.seed}-{uuid.uuid4().hex[:6]}"
+    phases: dict[str, float] = {}
+    t0 = time.monotonic()
     with soak_cluster(cfg) as cluster:
+        phases["boot_s"] = time.monotonic() - t0
         clients = Clients(cfg, cluster.gateway_url, exec_file, tag)
         failure: list[BaseException] = []
 
@@ -502,11 +505,19 @@ def run_soak(cfg: SoakConfig) -> dict[str, Any]:
         worker.start()
         try:
             outages = _chaos(cluster, cfg, rng, clients)
+            phases["chaos_s"] = time.monotonic() - t0 - phases["boot_s"]
         finally:
             worker.join()
         if failure:
             raise failure[0]
-    return account(cfg, clients, outages, exec_file)
+        t1 = time.monotonic()
+    phases["stop_s"] = time.monotonic() - t1
+    report = account(cfg, clients, outages, exec_file)
+    report["phases"] = {k: round(v, 1) for k, v in phases.items()}
+    # what the figures were made from, for a look afterwards
+    (cfg.data_dir / "events.json").write_text(json.dumps(clients.events))
+    (cfg.data_dir / "report.json").write_text(json.dumps(report, indent=1))
+    return report
 
 
 # --- the account --------------------------------------------------------------------------------
@@ -518,7 +529,8 @@ def _seq(job: dict[str, Any]) -> int:
 
 
 def _ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 def _explained(events: list[dict[str, Any]], attempt: int) -> bool:
@@ -573,13 +585,9 @@ def account(
         if not all(a in requeued for a in attempts_run[j] if a != max(attempts_run[j])):
             rerun_unexplained.append(j)
     for (j, a), starts in runs.items():
-        # an attempt's code starting after the job had already been requeued past it
-        requeues = [
-            _ts(e["at"])
-            for e in clients.events.get(j, [])
-            if e["attempt"] == a and e["to"] == "queued" and e["from"]
-        ]
-        if requeues and any(t > min(requeues) for t in starts):
+        # an attempt's code starting after the job had moved on to a later attempt
+        later = [_ts(e["at"]) for e in clients.events.get(j, []) if e["attempt"] > a]
+        if later and any(t > min(later) for t in starts):
             stale_starts.append(f"{j}#{a}")
     completed_unrun = [
         s.job_id
@@ -660,6 +668,7 @@ def table(report: dict[str, Any]) -> str:
             f"{report['jobs']} ({report['users']}, {report['daemons']})",
         ),
         ("intake / settle seconds", f"{report['intake_s']} / {report['settle_s']}"),
+        ("boot / chaos / stop seconds", " / ".join(str(v) for v in report["phases"].values())),
         ("accepted (202)", report["accepted"]),
         (
             "gave up after retries / rejected 4xx",
