@@ -43,7 +43,9 @@ def main(
     seed: int = typer.Option(0, help="seed of the first run (run i uses seed + i)"),
     rate: float = typer.Option(20.0, help="submissions per second, all users together"),
     users: int = typer.Option(4, min=1),
-    settle: float = typer.Option(180.0, help="bound on the wait for every accepted job to end"),
+    settle: float = typer.Option(
+        60.0, help="stop waiting for accepted jobs to end after this long without progress"
+    ),
     heartbeat_ttl: float = typer.Option(5.0, help="registry TTL (daemon beats every 1 s)"),
     data_dir: Path | None = typer.Option(None, help="keep data and logs here (default: temp)"),
 ) -> None:
