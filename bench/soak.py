@@ -41,7 +41,10 @@ def main(
     dialect: str = typer.Option("sqlite", help="sqlite | postgres (own server, two schedulers)"),
     runs: int = typer.Option(1, min=1, help="independent runs, each on a fresh cluster"),
     seed: int = typer.Option(0, help="seed of the first run (run i uses seed + i)"),
-    rate: float = typer.Option(20.0, help="submissions per second, all users together"),
+    rate: float = typer.Option(10.0, help="submissions per second, all users together"),
+    rounds: int = typer.Option(
+        2, min=1, help="kill rounds: each kind killed once per round, in random order"
+    ),
     users: int = typer.Option(4, min=1),
     settle: float = typer.Option(
         60.0, help="stop waiting for accepted jobs to end after this long without progress"
@@ -61,6 +64,7 @@ def main(
             dialect=dialect,
             seed=seed + i,
             rate=rate,
+            rounds=rounds,
             settle_limit=settle,
             heartbeat_ttl=heartbeat_ttl,
         )

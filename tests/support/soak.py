@@ -64,9 +64,11 @@ class SoakConfig:
     daemons: int = 3
     dialect: str = "sqlite"  # or "postgres": own PostgreSQL, two schedulers, PostgreSQL killed too
     seed: int = 0
-    rate: float = 20.0  # submissions per second, all users together
+    rate: float = 10.0  # submissions per second, all users together (within a tranche)
     in_flight: int = 4  # concurrent submissions per user
-    rounds: int | None = None  # kill rounds (each kind once, random order); None: until intake ends
+    # kill rounds (each kind once, random order; submissions come in tranches, one after each
+    # kill); None: keep killing until the paced intake ends
+    rounds: int | None = 2
     gap: tuple[float, float] = (3.0, 8.0)  # seconds between one restart's ready and the next kill
     down: tuple[float, float] = (0.5, 4.0)  # seconds a killed component stays down
     # per kind, overriding ``down``: nats-server stays away past the gateway's 5 s publish
