@@ -1,7 +1,8 @@
 """A small fault soak (``bench/soak.py`` is the full one): 60 short jobs from 4 users through
 the gateway of a real cluster on SQLite with 3 daemons, while one daemon, the scheduler,
-nats-server and the gateway are each SIGKILLed once (random order, random moments) and
-restarted. Clients send an ``Idempotency-Key`` and retry 429/5xx/timeouts with it.
+nats-server and the gateway are each SIGKILLed once (random order) and restarted (nats-server
+after 6-8 s, past the gateway's publish timeout); a tranche of submissions follows each kill.
+Clients send an ``Idempotency-Key`` and retry 429/5xx/timeouts/refusals with the same key.
 
 Holds the platform to issue 11 (done when 10), 19 (done when 7) and 12 (done when 3): no job
 answered 202 is lost, no job exists that the client was refused, no retry makes a second job,
