@@ -51,6 +51,7 @@ def test_jobs_survive_a_kill_of_every_component(tmp_path: Path) -> None:
         "500/502 answers": report["500"] + report["502"],
         "503 without Retry-After": report["503"] - report["503_with_retry_after"],
         "completed, but its code never ran": report["completed_without_execution"],
+        "failed, though its code exited 0": report["failed_with_exit_0"],
         "an attempt ran twice, its events silent": report["attempt_executed_twice_unexplained"],
         "ran in several attempts without a requeue event": report["reruns_unexplained"],
         "an attempt started after the job moved past it": report["stale_attempt_starts"],

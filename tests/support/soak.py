@@ -589,11 +589,24 @@ def account(
         for s in accepted
         if s.job_id in stored and stored[s.job_id]["status"] not in TERMINAL_STATES
     }
-    phantom = {s.seq: by_seq[s.seq] for s in subs if not s.job_id and by_seq.get(s.seq)}
+    # with what the client was answered, try by try ("503", "timeout", "refused", "202")
+    phantom = {
+        s.seq: {"jobs": by_seq[s.seq], "tries": s.tries}
+        for s in subs
+        if not s.job_id and by_seq.get(s.seq)
+    }
     duplicates = {
-        s.seq: by_seq[s.seq] for s in accepted if any(j != s.job_id for j in by_seq.get(s.seq, []))
+        s.seq: {"jobs": by_seq[s.seq], "tries": s.tries}
+        for s in accepted
+        if any(j != s.job_id for j in by_seq.get(s.seq, []))
     }
     states = Counter(stored[s.job_id]["status"] for s in accepted if s.job_id in stored)
+    # every soak job's code exits 0: "failed" with exit code 0 is an outcome changed afterwards
+    failed_exit_0 = {
+        j: job["error"]
+        for j, job in stored.items()
+        if job["status"] == "failed" and job.get("exit_code") == 0
+    }
 
     runs: dict[tuple[str, int], list[float]] = defaultdict(list)
     for line in exec_file.read_text().splitlines():
@@ -660,6 +673,7 @@ def account(
         "duplicate_submissions": len(duplicates),
         "duplicate_jobs": duplicates,
         "final_states": dict(states),
+        "failed_with_exit_0": failed_exit_0,
         "jobs_executed": len(executed_jobs),
         "completed_without_execution": completed_unrun,
         "attempt_executed_twice": len(same_attempt),
@@ -716,6 +730,7 @@ def table(report: dict[str, Any]) -> str:
         ("duplicate submissions (retry made 2nd job)", report["duplicate_submissions"]),
         ("final states", ", ".join(f"{k} {v}" for k, v in sorted(report["final_states"].items()))),
         ("completed without an execution", len(report["completed_without_execution"])),
+        ("failed although the code exited 0", len(report["failed_with_exit_0"])),
         (
             "attempt executed twice (unexplained)",
             f"{report['attempt_executed_twice']} ({n('attempt_executed_twice_unexplained')})",
