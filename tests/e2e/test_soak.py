@@ -57,4 +57,4 @@ def test_jobs_survive_a_kill_of_every_component(tmp_path: Path) -> None:
         "an attempt started after the job moved past it": report["stale_attempt_starts"],
     }
     failed = {what: seen for what, seen in checks.items() if seen}
-    assert failed == {}, f"{failed}; answers {report['answers']}"
+    assert failed == {}, f"{failed}; answers {report['answers']}; logs in {tmp_path}"
