@@ -55,6 +55,10 @@ class Job(SchedulerBase):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # dispatched but not reported running by then: the attempt is presumed lost and requeued
     start_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # running: requeued unless its provider confirms the attempt (lists it in a heartbeat) by
+    # then; and ended ``timed_out`` by the scheduler itself past its timeout + grace
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    run_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # what the current attempt costs, fixed at placement (the provider may change its price)
     price_per_hour: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
     gpu_name: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)

@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from scheduler import metrics
+from scheduler import leases, metrics
 from scheduler.billing import HttpBilling, outbox_loop
 from scheduler.dispatch import Placer, Presigner
 from scheduler.service import SchedulerService
@@ -48,6 +48,7 @@ status handling run on every replica in parallel.
 
 
 STATUS_CONSUMER = "scheduler-status"
+PROVIDERS_CONSUMER = "scheduler-providers"
 
 
 class Workers:
@@ -126,16 +127,24 @@ class Workers:
                     return 0
             service = self._service(uow)
             pending = await self._reports_pending()
-            await service.expire_dispatches(self.settings.placement_batch, reports_pending=pending)
+            batch = self.settings.placement_batch
+            await service.expire_dispatches(batch, reports_pending=pending)
+            await leases.expire_timeouts(service, batch)
+            events_pending = await self._pending("EVENTS", PROVIDERS_CONSUMER)
+            await leases.expire_leases(service, batch, events_pending=events_pending)
             placer = Placer(service, self.presigner, self.billing)
             return await placer.place(self.settings.placement_batch)
 
     async def _reports_pending(self) -> bool:
         """Are status reports waiting in JetStream (a "running" may be among them)?"""
+        return await self._pending("STATUS", STATUS_CONSUMER)
+
+    async def _pending(self, stream: str, consumer: str) -> bool:
+        """Do messages wait unread on ``consumer`` (a confirmation may be among them)?"""
         try:
-            info = await self.js.consumer_info("STATUS", STATUS_CONSUMER)
+            info = await self.js.consumer_info(stream, consumer)
         except Exception:
-            return True  # cannot tell: be lenient with deadlines
+            return True  # cannot tell: be lenient with deadlines and leases
         return bool(info.num_pending or info.num_ack_pending)
 
     async def placement_loop(self, stop: asyncio.Event) -> None:
@@ -185,7 +194,7 @@ class Workers:
             ),
             consumer("STATUS", STATUS_CONSUMER, status_subject(ANY), self.on_status),
             consumer(
-                "EVENTS", "scheduler-providers", provider_event_subject(ANY), self.on_provider_event
+                "EVENTS", PROVIDERS_CONSUMER, provider_event_subject(ANY), self.on_provider_event
             ),
         ]
         async with asyncio.TaskGroup() as tg:
