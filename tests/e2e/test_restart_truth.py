@@ -12,24 +12,20 @@ import pytest
 
 from localdev.cluster import LocalCluster
 from tests.support.accounts import new_user
-from tests.support.cluster import cluster_config, kill_daemon, restart_daemon, running_cluster
+from tests.support.cluster import kill_daemon, restart_daemon
 from tests.support.jobs import wait_status, wait_terminal
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """One daemon, and a TTL far longer than a restart: only reconciliation can notice it."""
-    config = cluster_config(
-        tmp_path_factory.mktemp("restart-truth"),
-        heartbeat_interval=0.5,
-        heartbeat_ttl=30.0,
-        extra_env={"DANTE_SCHEDULER_RECONCILE_GRACE_SECONDS": "0.5"},
-    )
-    with running_cluster(config) as c:
-        yield c
+@pytest.fixture
+def cluster(default_cluster: LocalCluster) -> Iterator[LocalCluster]:
+    """The shared cluster (its TTL of 30 s is far longer than a restart: only reconciliation
+    can notice one); its daemon is running again afterwards, whatever the test did to it."""
+    yield default_cluster
+    if default_cluster.process(default_cluster.daemon_name(1)).poll() is not None:
+        restart_daemon(default_cluster)
 
 
 def _submit(gw: str, auth: dict[str, str], script: str) -> str:
