@@ -94,8 +94,12 @@ class Unreported:
         self._append({"status": status.model_dump(mode="json")})
 
     def done(self, key: TaskKey) -> None:
-        if self.owed.pop(key, None) is not None:
+        if self.owed.pop(key, None) is None:
+            return
+        if self.owed:
             self._append({"done": list(key)})
+        else:  # nothing owed: start the journal afresh, so months of tasks never grow it
+            self.path.write_text("")
 
     @staticmethod
     def _line(entry: dict[str, object]) -> str:

@@ -7,6 +7,7 @@ Every state change goes through :meth:`SchedulerService.transition` like everywh
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -73,14 +74,17 @@ async def reconcile(svc: SchedulerService, ev: ProviderEvent) -> None:
                 svc._cancel_after_commit(job, ev.provider_id, attempt)
 
 
-async def expire_leases(svc: SchedulerService, limit: int, *, events_pending: bool) -> int:
+async def expire_leases(
+    svc: SchedulerService, limit: int, events_pending: Callable[[], Awaitable[bool]]
+) -> int:
     """Running attempts no heartbeat has confirmed within the lease go back to the queue. While
     provider events wait unread a confirmation may be among them: then only leases a whole
-    extra lease late expire."""
+    extra lease late expire (asked only when some lease has run out)."""
     cutoff = utcnow()
-    if events_pending:
-        cutoff -= timedelta(seconds=svc.settings.lease_seconds)
     expired = await svc.jobs.running_past(Job.lease_expires_at, cutoff, limit)
+    if expired and await events_pending():
+        cutoff -= timedelta(seconds=svc.settings.lease_seconds)
+        expired = [j for j in expired if j.lease_expires_at and j.lease_expires_at < cutoff]
     for job in expired:
         requeued.labels("lease").inc()
         await svc._requeue_or_fail(

@@ -86,6 +86,7 @@ class JobRepository:
         stmt = (
             sa.select(Job)
             .where(Job.provider_id == provider_id, Job.state.in_(ACTIVE))
+            .order_by(Job.id)  # one lock order: two replicas reconciling one host never deadlock
             .with_for_update()
         )
         return list((await self.session.execute(stmt)).scalars())

@@ -130,8 +130,9 @@ class Workers:
             batch = self.settings.placement_batch
             await service.expire_dispatches(batch, reports_pending=pending)
             await leases.expire_timeouts(service, batch)
-            events_pending = await self._pending("EVENTS", PROVIDERS_CONSUMER)
-            await leases.expire_leases(service, batch, events_pending=events_pending)
+            await leases.expire_leases(
+                service, batch, lambda: self._pending("EVENTS", PROVIDERS_CONSUMER)
+            )
             placer = Placer(service, self.presigner, self.billing)
             return await placer.place(self.settings.placement_batch)
 
