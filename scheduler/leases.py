@@ -7,7 +7,6 @@ Every state change goes through :meth:`SchedulerService.transition` like everywh
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -49,12 +48,11 @@ async def reconcile(svc: SchedulerService, ev: ProviderEvent) -> None:
     assert ev.attempts is not None
     held = {(a.job_id, a.attempt) for a in ev.attempts}
     s = svc.settings
-    now = utcnow()
     settled = ev.at - timedelta(seconds=s.reconcile_grace_seconds)
     for job in await svc.jobs.active_on(ev.provider_id):
         if (job.id, job.attempt) in held:
             if job.state == JobState.RUNNING:
-                job.lease_expires_at = now + timedelta(seconds=s.lease_seconds)
+                job.lease_expires_at = ev.at + timedelta(seconds=s.lease_seconds)
             continue
         if job.state != JobState.RUNNING or job.started_at is None or job.started_at >= settled:
             continue
@@ -74,17 +72,12 @@ async def reconcile(svc: SchedulerService, ev: ProviderEvent) -> None:
                 svc._cancel_after_commit(job, ev.provider_id, attempt)
 
 
-async def expire_leases(
-    svc: SchedulerService, limit: int, events_pending: Callable[[], Awaitable[bool]]
-) -> int:
-    """Running attempts no heartbeat has confirmed within the lease go back to the queue. While
-    provider events wait unread a confirmation may be among them: then only leases a whole
-    extra lease late expire (asked only when some lease has run out)."""
-    cutoff = utcnow()
-    expired = await svc.jobs.running_past(Job.lease_expires_at, cutoff, limit)
-    if expired and await events_pending():
-        cutoff -= timedelta(seconds=svc.settings.lease_seconds)
-        expired = [j for j in expired if j.lease_expires_at and j.lease_expires_at < cutoff]
+async def expire_leases(svc: SchedulerService, limit: int) -> int:
+    """Running attempts whose lease ran out before a heartbeat that listed what the provider
+    holds, without being in it, go back to the queue. Driven by heartbeats the scheduler has
+    read, not by its clock alone: while it lags behind the events (or its database was away)
+    no lease lapses unseen, and a silent provider is the registry's sweep to call offline."""
+    expired = await svc.jobs.lease_lapsed(limit)
     for job in expired:
         requeued.labels("lease").inc()
         await svc._requeue_or_fail(
@@ -95,10 +88,15 @@ async def expire_leases(
     return len(expired)
 
 
-async def expire_timeouts(svc: SchedulerService, limit: int) -> int:
+async def expire_timeouts(svc: SchedulerService, limit: int, reports_pending: bool) -> int:
     """Running jobs past ``timeout_seconds`` + grace end ``timed_out`` and the provider is told
-    to kill the attempt: the daemon enforces the timeout too, this covers one that never says."""
-    expired = await svc.jobs.running_past(Job.run_deadline, utcnow(), limit)
+    to kill the attempt: the daemon enforces the timeout too, this covers one that never says.
+    While status reports wait unread (the job's own end may be among them) only jobs a whole
+    extra grace late are ended."""
+    cutoff = utcnow()
+    if reports_pending:
+        cutoff -= timedelta(seconds=svc.settings.timeout_grace_seconds)
+    expired = await svc.jobs.running_past(Job.run_deadline, cutoff, limit)
     for job in expired:
         requeued.labels("timeout").inc()
         provider_id, attempt = job.provider_id, job.attempt

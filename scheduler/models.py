@@ -111,6 +111,9 @@ class ProviderView(SchedulerBase):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     owner_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)
+    # the newest heartbeat (registry time) that listed the attempts its daemon holds: a running
+    # attempt whose lease ran out before it was not among them (scheduler/leases.py)
+    attempts_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class UsageRecord(SchedulerBase):

@@ -70,6 +70,22 @@ class JobRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
+    async def lease_lapsed(self, limit: int) -> list[Job]:
+        """Running attempts whose provider listed what it holds after their lease ran out (so
+        none of those listings confirmed them), locked; other replicas skip them."""
+        stmt = (
+            sa.select(Job)
+            .join(ProviderView, ProviderView.id == Job.provider_id)
+            .where(
+                Job.state == JobState.RUNNING,
+                Job.lease_expires_at < ProviderView.attempts_seen_at,
+            )
+            .order_by(Job.lease_expires_at)
+            .limit(limit)
+            .with_for_update(of=Job, skip_locked=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
     async def many(self, job_ids: list[str]) -> list[Job]:
         if not job_ids:
             return []

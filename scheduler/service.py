@@ -387,4 +387,5 @@ class SchedulerService:
                     job, f"provider {ev.provider_id} {view.status}", cancel_old=True
                 )
         elif ev.attempts is not None:  # the daemon said what it holds: believe it
+            view.attempts_seen_at = max(view.attempts_seen_at or ev.at, ev.at)
             await leases.reconcile(self, ev)

@@ -48,7 +48,6 @@ status handling run on every replica in parallel.
 
 
 STATUS_CONSUMER = "scheduler-status"
-PROVIDERS_CONSUMER = "scheduler-providers"
 
 
 class Workers:
@@ -127,25 +126,18 @@ class Workers:
                     return 0
             service = self._service(uow)
             pending = await self._reports_pending()
-            batch = self.settings.placement_batch
-            await service.expire_dispatches(batch, reports_pending=pending)
-            await leases.expire_timeouts(service, batch)
-            await leases.expire_leases(
-                service, batch, lambda: self._pending("EVENTS", PROVIDERS_CONSUMER)
-            )
+            await service.expire_dispatches(self.settings.placement_batch, reports_pending=pending)
+            await leases.expire_timeouts(service, self.settings.placement_batch, pending)
+            await leases.expire_leases(service, self.settings.placement_batch)
             placer = Placer(service, self.presigner, self.billing)
             return await placer.place(self.settings.placement_batch)
 
     async def _reports_pending(self) -> bool:
         """Are status reports waiting in JetStream (a "running" may be among them)?"""
-        return await self._pending("STATUS", STATUS_CONSUMER)
-
-    async def _pending(self, stream: str, consumer: str) -> bool:
-        """Do messages wait unread on ``consumer`` (a confirmation may be among them)?"""
         try:
-            info = await self.js.consumer_info(stream, consumer)
+            info = await self.js.consumer_info("STATUS", STATUS_CONSUMER)
         except Exception:
-            return True  # cannot tell: be lenient with deadlines and leases
+            return True  # cannot tell: be lenient with deadlines
         return bool(info.num_pending or info.num_ack_pending)
 
     async def placement_loop(self, stop: asyncio.Event) -> None:
@@ -195,7 +187,7 @@ class Workers:
             ),
             consumer("STATUS", STATUS_CONSUMER, status_subject(ANY), self.on_status),
             consumer(
-                "EVENTS", PROVIDERS_CONSUMER, provider_event_subject(ANY), self.on_provider_event
+                "EVENTS", "scheduler-providers", provider_event_subject(ANY), self.on_provider_event
             ),
         ]
         async with asyncio.TaskGroup() as tg:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from shared.contracts import AttemptRef, JobState, ProviderEvent, TaskDispatch
@@ -17,13 +18,14 @@ from tests.support.scheduler import RTX, auth, events, job_in
 from tests.support.wait import eventually_async
 
 
-async def _beat(h: Harness, pid: str, *held: tuple[str, int]) -> None:
-    """The registry's heartbeat event for ``pid``, saying which attempts its daemon holds."""
+async def _beat(h: Harness, pid: str, *held: tuple[str, int], later: float = 0) -> None:
+    """The registry's heartbeat event for ``pid``, saying which attempts its daemon holds, as
+    sent ``later`` seconds from now."""
     ev = ProviderEvent(
         kind="heartbeat",
         provider_id=pid,
         status="online",
-        at=utcnow(),
+        at=utcnow() + timedelta(seconds=later),
         gpus=RTX,
         max_concurrent_tasks=2,
         attempts=[AttemptRef(job_id=j, attempt=a) for j, a in held],
@@ -76,19 +78,25 @@ async def test_an_unconfirmed_lease_requeues_and_a_job_past_its_timeout_is_ended
 ) -> None:
     owner = str(uuid.uuid4())
     me = auth(mint_token, owner)
+    settings = {"lease_seconds": 60, "reconcile_grace_seconds": 600, "timeout_grace_seconds": 0}
     async with (
-        scheduler_factory(lease_seconds=2.0, timeout_grace_seconds=0) as (_, client),
+        scheduler_factory(**settings) as (_, client),
         Harness(own_nats, mint_token, auto_answer=False) as h,
     ):
-        # the provider stays online (no offline event) but no heartbeat confirms anything
         await h.announce("p-quiet", RTX, max_concurrent_tasks=2)
         silent = await h.submit(owner, 1, max_retries=1)
         slow = await h.submit(owner, 1, timeout_seconds=1)
         for job_id in (silent, slow):
             await h.report(await _task(h, job_id), JobState.RUNNING)
+            await job_in(client, me, job_id, "running")
+        # nobody confirms the slow job either, but its beats are not past its lease yet: it
+        # runs on, until the scheduler's own timeout ends it
         ended = await job_in(client, me, slow, "timed_out")
         assert "exceeded its timeout of 1 s" in ended["error"]
         await eventually_async(lambda: (slow, 1) in h.cancels, what="the timed-out attempt killed")
+        assert (await job_in(client, me, silent, *JobState))["status"] == "running"
+        # the provider stays online and beats, but a beat past the lease does not list it
+        await _beat(h, "p-quiet", later=61)
         again = await job_in(client, me, silent, "queued", "dispatched")
         assert again["attempt"] == 2
         evs = [e for e in await events(client, me, silent) if e["from"] != e["to"]]

@@ -1,4 +1,5 @@
-"""running jobs: the provider's lease and the scheduler's own timeout deadline
+"""running jobs: the provider's lease and the scheduler's own timeout deadline; when a
+provider last listed the attempts it holds
 
 Revision ID: 0005_job_leases
 Revises: 7b111e007b0x
@@ -22,9 +23,15 @@ def upgrade() -> None:
             sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(sa.Column("run_deadline", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("provider_views", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("attempts_seen_at", sa.DateTime(timezone=True), nullable=True)
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("provider_views", schema=None) as batch_op:
+        batch_op.drop_column("attempts_seen_at")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_column("run_deadline")
         batch_op.drop_column("lease_expires_at")
