@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Depends, Request
 from jose import jwt
-from jose.exceptions import JOSEError
+from jose.exceptions import ExpiredSignatureError, JOSEError
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
@@ -173,12 +173,18 @@ class TokenVerifier:
                 issuer=self._issuer,
                 options={"require_exp": True, "require_iat": True, "require_sub": True},
             )
+        except ExpiredSignatureError as exc:
+            # only a token whose signature verified gets here: the client should refresh it
+            raise Unauthorized(
+                "token expired: refresh it (POST /api/v1/auth/refresh) or log in again",
+                code="token_expired",
+            ) from exc
         except JOSEError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
         if claims.get("typ") != "access" or claims.get("role") not in ROLES:
             raise Unauthorized("not an access token")
         if (await self.revocations()).refuses(claims):
-            raise Unauthorized("token revoked", code="token_revoked")
+            raise Unauthorized("token revoked: log in again", code="token_revoked")
         return Principal(
             user_id=str(claims["sub"]),
             role=claims["role"],
