@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Request, Response
@@ -63,7 +64,7 @@ async def _job_status(request: Request, state: State, job_id: str) -> str | None
     """Ask the scheduler, with the caller's own token, whether the job exists and its state."""
     bases = await state.upstreams.candidates("scheduler")
     resp = await state.http.get(
-        f"{bases[0]}/api/v1/jobs/{job_id}",
+        f"{bases[0]}/api/v1/jobs/{quote(job_id, safe='')}",
         headers={
             "authorization": request.headers.get("authorization", ""),
             "x-request-id": correlation_id(request),
