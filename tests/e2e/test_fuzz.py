@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 
 from auth_service.settings import DEV_ADMIN_PASSWORD
 from localdev.cluster import LocalCluster
-from tests.support.accounts import new_user
+from tests.support.accounts import new_user, provider_key
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.e2e
@@ -83,21 +83,27 @@ def cluster(default_cluster: LocalCluster) -> LocalCluster:
 
 
 @pytest.fixture(scope="module")
-def roles(cluster: LocalCluster) -> dict[str, dict[str, str]]:
+def roles(cluster: LocalCluster) -> Iterator[dict[str, dict[str, str]]]:
+    """A token per role. The provider is an account of its own, not the cluster's daemon: the
+    fuzzer re-registers "its" provider with random hardware, which must not be the one every
+    other test's jobs run on. Its registration is deleted afterwards."""
     gw = cluster.gateway_url
     admin = httpx.post(
         f"{gw}/api/v1/auth/login", json={"username": "admin", "password": DEV_ADMIN_PASSWORD}
     )
     assert admin.status_code == 200, admin.text
-    daemon = httpx.post(f"{gw}/api/v1/auth/token", json={"api_key": cluster.provider["api_key"]})
-    assert daemon.status_code == 200, daemon.text
-    return {
+    key = provider_key(gw)
+    token = httpx.post(f"{gw}/api/v1/auth/token", json={"api_key": key["api_key"]})
+    assert token.status_code == 200, token.text
+    provider = {"authorization": f"Bearer {token.json()['access_token']}"}
+    yield {
         "none": {},
         "requester": new_user(gw)["headers"],
-        # the daemon's token: a provider with its provider id, as the registry's routes need
-        "provider": {"authorization": f"Bearer {daemon.json()['access_token']}"},
+        "provider": provider,  # with its provider id, as the registry's routes need
         "admin": {"authorization": f"Bearer {admin.json()['access_token']}"},
     }
+    r = httpx.delete(f"{gw}/api/v1/providers/{key['provider_id']}", headers=provider)
+    assert r.status_code in (204, 404), r.text
 
 
 def _targets(cluster: LocalCluster) -> Iterator[tuple[str, str]]:
