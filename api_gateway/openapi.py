@@ -158,8 +158,8 @@ def _docs_page(document: dict[str, Any]) -> str:
             token = "bearer" if op.get("security") else "none"
             body = ""
             content = op.get("requestBody", {}).get("content", {})
-            for media, spec in content.items():
-                ref = spec.get("schema", {}).get("$ref", "")
+            for media, described in content.items():
+                ref = described.get("schema", {}).get("$ref", "")
                 body = f"{media} {ref.rsplit('/', 1)[-1]}".strip()
             rows.append(
                 "<tr>"

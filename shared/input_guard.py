@@ -13,8 +13,8 @@ Every service and the gateway run this (``shared.app.create_service_app``). It a
 
 Such inputs used to reach SQLite (``OverflowError``), PostgreSQL (NUL in text), NATS headers
 and httpx URLs, and came back as 500s, 503s, or a 202 for a job that was never stored.
-A JSON body is read whole to be checked (up to ``max_json_bytes``: larger is 413); other bodies
-(object uploads) stream past untouched.
+A JSON body is read whole to be checked (up to ``max_json_bytes``: larger is 413); other bodies,
+and object uploads whatever their type (``RAW_BODY_PREFIXES``), stream past untouched.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ BAD_IN_URL = re.compile(f"[\x00-\x1f\x7f\ud800-\udfff{_NONCHARACTERS}]")
 # in JSON text: tab, newline and carriage return are ordinary (scripts, descriptions)
 BAD_IN_TEXT = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff{_NONCHARACTERS}]")
 DEFAULT_MAX_JSON_BYTES = 16 << 20
+# Object bytes are the user's content, whatever their Content-Type: never read or judged here
+# (a 1 GiB ``application/json`` upload streams through like any other).
+RAW_BODY_PREFIXES = ("/api/v1/storage/objects/", "/api/v1/storage/presigned/")
 
 
 class Invalid(Exception):
@@ -133,7 +136,7 @@ class InputGuard:
         except Invalid as exc:
             await _reject(exc.loc, exc.msg)(scope, receive, send)
             return
-        if not _is_json(scope):
+        if not _is_json(scope) or scope["path"].startswith(RAW_BODY_PREFIXES):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []

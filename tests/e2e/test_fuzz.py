@@ -275,6 +275,16 @@ def test_bad_characters_are_refused_in_path_query_and_body(
         assert r.status_code == 422, (body, r.status_code, r.text)
     r = post("/api/v1/providers", {"name": "p", "labels": {"k": "\ufffe"}}, provider)
     assert r.status_code == 422, r.text
+    # object bytes are the user's, whatever their type: stored as sent
+    content = b'{"n": 1e400, "s": "\\ud800\\u0000", "i": 99999999999999999999999}'
+    r = httpx.put(
+        f"{gw}/api/v1/storage/objects/fuzz/odd.json",
+        content=content,
+        headers={**requester, "content-type": "application/json"},
+    )
+    assert r.status_code == 201, r.text
+    r = httpx.get(f"{gw}/api/v1/storage/objects/fuzz/odd.json", headers=requester)
+    assert r.status_code == 200 and r.content == content
     # a line break where text is free: accepted (and stored)
     r = post("/api/v1/jobs", _job(params={"script_content": "echo a\n\techo b\r\n"}), requester)
     assert r.status_code == 202, r.text
