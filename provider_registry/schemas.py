@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.contracts import INT32_MAX, MAX_PRICE_PER_HOUR, ONE_LINE, LabelKey
+from shared.contracts import INT32_MAX, MAX_HELD_ATTEMPTS, MAX_PRICE_PER_HOUR, ONE_LINE, LabelKey
 
 
 class ProviderStatus(StrEnum):
@@ -31,6 +31,17 @@ class GpuIn(Strict):
     healthy: bool = True
 
 
+class AttemptIn(Strict):
+    """An attempt the daemon holds: running, or finished with its status not yet published."""
+
+    job_id: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(ge=1, le=INT32_MAX)
+
+
+# None: the daemon said nothing (older daemons); a list, even empty, is all it holds now.
+HeldAttempts = list[AttemptIn] | None
+
+
 class ProviderIn(Strict):
     name: str = Field(min_length=1, max_length=128, pattern=ONE_LINE)
     hostname: str = Field(default="", max_length=255, pattern=ONE_LINE)
@@ -42,6 +53,7 @@ class ProviderIn(Strict):
     driver_version: str | None = Field(default=None, max_length=64)
     cuda_version: str | None = Field(default=None, max_length=32)
     gpus: list[GpuIn] = Field(default_factory=list, max_length=64)
+    attempts: HeldAttempts = Field(default=None, max_length=MAX_HELD_ATTEMPTS)
 
     @field_validator("gpus")
     @classmethod
@@ -66,6 +78,7 @@ class GpuMetrics(Strict):
 class HeartbeatIn(Strict):
     gpus: list[GpuMetrics] = Field(default_factory=list, max_length=64)
     running_tasks: int = Field(default=0, ge=0, le=INT32_MAX)
+    attempts: HeldAttempts = Field(default=None, max_length=MAX_HELD_ATTEMPTS)
 
 
 class StatusIn(Strict):
