@@ -228,7 +228,9 @@ def install_error_handlers(app: FastAPI) -> None:
             409, "concurrent_update", "the resource changed while this request ran; retry it"
         )
 
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DanteError):  # raised in a middleware, outside the router's handlers
+            return await _dante(request, exc)
         if database_unavailable(exc):
             log.warning("request.database_unavailable", error=type(exc).__name__, detail=str(exc))
             return unavailable_response(
