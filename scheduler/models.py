@@ -65,6 +65,13 @@ class Job(SchedulerBase):
     # the last reason placement gave for leaving the job queued (an event is written on change)
     wait_reason: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
     artifacts: Mapped[list[dict[str, str]]] = mapped_column(sa.JSON, default=list)
+    # Optimistic concurrency: every ORM UPDATE of a job says ``WHERE version = <as read>`` and
+    # bumps it, so two units of work that read the same state cannot both move the job (on
+    # SQLite ``FOR UPDATE`` locks nothing); the later one fails with ``StaleDataError`` and is
+    # applied again on fresh state (scheduler/workers.py).
+    version: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="1")
+
+    __mapper_args__ = {"version_id_col": version}
 
     @property
     def job_spec(self) -> JobSpec:

@@ -13,10 +13,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from scheduler import leases, metrics
 from scheduler.billing import HttpBilling, outbox_loop
 from scheduler.dispatch import Placer, Presigner
+from scheduler.metrics import stale_writes
 from scheduler.service import SchedulerService
 from scheduler.settings import SchedulerSettings
 from shared.contracts import (
@@ -30,7 +32,7 @@ from shared.contracts import (
 )
 from shared.db import UnitOfWork, is_sqlite, unit_of_work
 from shared.loops import ReadyChecks, every
-from shared.nats import Poison, PullConsumer, correlation_of
+from shared.nats import Poison, PullConsumer, Retry, correlation_of
 
 log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -49,6 +51,8 @@ status handling run on every replica in parallel.
 
 
 STATUS_CONSUMER = "scheduler-status"
+STALE_TRIES = 3
+"""A message whose job changed under it is applied again at once this often, then naked."""
 
 
 class Workers:
@@ -82,9 +86,17 @@ class Workers:
             message = model.model_validate_json(msg.data)
         except ValidationError as exc:
             raise Poison(f"invalid {model.__name__}: {exc.error_count()} errors") from exc
-        async with unit_of_work(self.sessions) as uow:
-            await apply(self._service(uow), message)
-        return message
+        for _ in range(STALE_TRIES):
+            try:
+                async with unit_of_work(self.sessions) as uow:
+                    await apply(self._service(uow), message)
+                return message
+            except StaleDataError:
+                # Another unit of work moved the job after we read it (compare-and-set on
+                # ``jobs.version``): nothing of ours was written; apply again on fresh state.
+                stale_writes.labels("consumer").inc()
+                log.info("job.changed_concurrently", message=model.__name__)
+        raise Retry(f"the job kept changing concurrently ({STALE_TRIES} tries)", delay=0.5)
 
     async def on_submitted(self, msg: Msg) -> None:
         cid = correlation_of(msg)
@@ -155,7 +167,12 @@ class Workers:
         """
 
         async def place() -> float | None:
-            placed = await self.place_once()
+            try:
+                placed = await self.place_once()
+            except StaleDataError:
+                # a job placed this round changed meanwhile: the round was rolled back whole
+                stale_writes.labels("placement").inc()
+                return 0.0
             return 0.0 if placed >= self.settings.placement_batch else None
 
         await every(
