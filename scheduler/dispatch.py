@@ -6,6 +6,7 @@ Runs inside one transaction. On PostgreSQL the caller holds the placement adviso
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 import structlog
@@ -28,6 +29,8 @@ from shared.db import utcnow
 from shared.nats import publish
 
 log = structlog.get_logger(__name__)
+PUBLISH_WINDOW = 256
+"""Dispatch publishes awaiting their JetStream ack at once after a round's commit."""
 
 
 class Presigned(Protocol):
@@ -90,6 +93,7 @@ class Placer:
         self.billing = billing
         self._storage_down: str | None = None
         self._billing_down: str | None = None
+        self._outgoing: list[TaskDispatch] = []
 
     async def _wait(self, job: Job, reason: str) -> None:
         """Say why the job waits, once per distinct reason (not once per round)."""
@@ -223,28 +227,34 @@ class Placer:
             outputs=outputs,
             log_upload=log_upload,
         )
-        js = self.svc.js
+        if not self._outgoing:
+            self.svc.uow.after_commit(self._send_all)
+        self._outgoing.append(task)
 
-        async def send() -> None:
-            # Lost if the process dies here or NATS is down: the job is dispatched in the
-            # database, and its start deadline requeues it (attempt + 1), so nothing is stranded.
-            try:
-                await publish(
-                    js,
-                    task_subject(task.provider_id),
-                    task,
-                    msg_id=f"{task.job_id}:{task.attempt}",
-                    correlation_id=task.correlation_id,
-                )
-            except Exception as exc:
-                log.warning("job.dispatch_publish_failed", job_id=task.job_id, error=str(exc))
-                return
-            log.info(
-                "job.dispatched",
-                job_id=task.job_id,
-                provider_id=task.provider_id,
-                attempt=task.attempt,
+    async def _send_all(self) -> None:
+        """Publish the round's dispatches pipelined (a window of acks in flight at once)."""
+        tasks, self._outgoing = self._outgoing, []
+        for start in range(0, len(tasks), PUBLISH_WINDOW):
+            await asyncio.gather(*(self._send(t) for t in tasks[start : start + PUBLISH_WINDOW]))
+
+    async def _send(self, task: TaskDispatch) -> None:
+        # Lost if the process dies here or NATS is down: the job is dispatched in the
+        # database, and its start deadline requeues it (attempt + 1), so nothing is stranded.
+        try:
+            await publish(
+                self.svc.js,
+                task_subject(task.provider_id),
+                task,
+                msg_id=f"{task.job_id}:{task.attempt}",
                 correlation_id=task.correlation_id,
             )
-
-        self.svc.uow.after_commit(send)
+        except Exception as exc:
+            log.warning("job.dispatch_publish_failed", job_id=task.job_id, error=str(exc))
+            return
+        log.info(
+            "job.dispatched",
+            job_id=task.job_id,
+            provider_id=task.provider_id,
+            attempt=task.attempt,
+            correlation_id=task.correlation_id,
+        )

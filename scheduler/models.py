@@ -22,6 +22,8 @@ class Job(SchedulerBase):
     __table_args__ = (
         sa.Index("ix_jobs_placement", "state", "priority", "created_at"),
         sa.Index("ix_jobs_owner_created", "owner_id", "created_at"),
+        # the owner's list filtered by state, newest first (issue 12)
+        sa.Index("ix_jobs_owner_state_created", "owner_id", "state", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)

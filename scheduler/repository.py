@@ -27,6 +27,26 @@ class JobRepository:
         self.session.add(job)
         await self.session.flush()
 
+    async def existing_ids(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs are stored already (one query)."""
+        if not job_ids:
+            return set()
+        stmt = sa.select(Job.id).where(Job.id.in_(job_ids))
+        return set((await self.session.execute(stmt)).scalars())
+
+    async def lock_many(self, job_ids: list[str]) -> dict[str, Job]:
+        """These jobs, read ``FOR UPDATE`` in id order (one query; the order avoids deadlocks
+        between replicas locking overlapping batches)."""
+        if not job_ids:
+            return {}
+        stmt = (
+            sa.select(Job)
+            .where(Job.id.in_(sorted(set(job_ids))))
+            .order_by(Job.id)
+            .with_for_update()
+        )
+        return {j.id: j for j in (await self.session.execute(stmt)).scalars()}
+
     async def add_event(self, event: JobEvent) -> None:
         self.session.add(event)
 

@@ -84,6 +84,46 @@ class Workers:
             await apply(self._service(uow), message)
         return message
 
+    async def _consume_batch(
+        self,
+        msgs: list[Msg],
+        model: type[M],
+        apply: Callable[[SchedulerService, list[tuple[M, str | None]]], Awaitable[object]],
+    ) -> list[M]:
+        """Several messages in one unit of work, committed before the consumer acks any of
+        them. An invalid one raises, and the consumer handles the batch one by one instead
+        (so the invalid one is settled alone, and the others are stored all the same)."""
+        batch = [(model.model_validate_json(m.data), correlation_of(m)) for m in msgs]
+        async with unit_of_work(self.sessions) as uow:
+            await apply(self._service(uow), batch)
+        return [m for m, _ in batch]
+
+    async def on_submitted_batch(self, msgs: list[Msg]) -> None:
+        """A fetched batch of submissions stored in one transaction (acked after its commit)."""
+        await self._consume_batch(msgs, JobSubmitted, SchedulerService.intake_many)
+        self.wake.set()
+
+    async def on_status_batch(self, msgs: list[Msg]) -> None:
+        async def apply(svc: SchedulerService, batch: list[tuple[TaskStatus, str | None]]) -> None:
+            locked = await svc.jobs.lock_many([st.job_id for st, _ in batch])
+            for st, _ in batch:
+                await svc.apply_status(st, locked)
+
+        got = await self._consume_batch(msgs, TaskStatus, apply)
+        if any(st.state != "running" for st in got):
+            self.wake.set()
+
+    async def on_provider_event_batch(self, msgs: list[Msg]) -> None:
+        async def apply(
+            svc: SchedulerService, batch: list[tuple[ProviderEvent, str | None]]
+        ) -> None:
+            for ev, _ in batch:
+                await svc.on_provider_event(ev)
+
+        got = await self._consume_batch(msgs, ProviderEvent, apply)
+        if any(ev.kind != "heartbeat" for ev in got):
+            self.wake.set()
+
     async def on_submitted(self, msg: Msg) -> None:
         cid = correlation_of(msg)
         await self._consume(msg, JobSubmitted, lambda svc, sub: svc.intake(sub, cid))
@@ -182,10 +222,24 @@ class Workers:
                 JOBS_SUBMITTED,
                 self.on_submitted,
                 on_exhausted=self.on_submission_exhausted,
+                batch=s.consume_batch,
+                batch_handler=self.on_submitted_batch,
             ),
-            consumer("STATUS", STATUS_CONSUMER, status_subject(ANY), self.on_status),
             consumer(
-                "EVENTS", "scheduler-providers", provider_event_subject(ANY), self.on_provider_event
+                "STATUS",
+                STATUS_CONSUMER,
+                status_subject(ANY),
+                self.on_status,
+                batch=s.consume_batch,
+                batch_handler=self.on_status_batch,
+            ),
+            consumer(
+                "EVENTS",
+                "scheduler-providers",
+                provider_event_subject(ANY),
+                self.on_provider_event,
+                batch=s.consume_batch,
+                batch_handler=self.on_provider_event_batch,
             ),
         ]
         async with asyncio.TaskGroup() as tg:

@@ -1,0 +1,25 @@
+"""jobs: an index for the owner's list filtered by state (issue 12)
+
+Revision ID: 0006a1b2c3d4
+Revises: 7b111e007b0x
+Create Date: 2026-11-30 00:25:00
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0006a1b2c3d4"
+down_revision: str | None = "7b111e007b0x"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_jobs_owner_state_created", "jobs", ["owner_id", "state", "created_at"], unique=False
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_jobs_owner_state_created", table_name="jobs")
