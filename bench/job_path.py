@@ -202,6 +202,12 @@ def nats_server(work: Path) -> Iterator[str]:
 PROFILE_DIR: Path | None = None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc; Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def profiled(pid: int, name: str) -> Iterator[None]:
     """py-spy (collapsed stacks) on a process while the block runs, when ``--profile DIR``."""
@@ -211,7 +217,7 @@ def profiled(pid: int, name: str) -> Iterator[None]:
         return
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     out = PROFILE_DIR / f"{name}.txt"
-    argv = [str(spy), "record", "-p", str(pid), "-f", "raw", "-r", "50", "-o", str(out)]
+    argv = [str(spy), "record", "-p", str(pid), "--gil", "-f", "raw", "-r", "100", "-o", str(out)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
@@ -254,6 +260,7 @@ async def bare_fastapi(work: Path, sizes: Sizes) -> dict[str, float]:
         await http_load(
             port, lambda i: request("POST", "/hello", None, body), 200, sizes.conns, expect=202
         )
+        cpu0 = cpu_seconds(p.pid)
         rate, lat, _ = await http_load(
             port,
             lambda i: request("POST", "/hello", None, body),
@@ -261,8 +268,15 @@ async def bare_fastapi(work: Path, sizes: Sizes) -> dict[str, float]:
             sizes.conns,
             expect=202,
         )
+        per_core = sizes.intake / max(1e-9, cpu_seconds(p.pid) - cpu0)
         p50, p99 = await sequential_p99(port, lambda i: request("GET", "/hello"), sizes.reads)
-    return {"rps": rate, "p99_loaded": pct(lat, 99), "get_p50": p50, "get_p99": p99}
+    return {
+        "rps": rate,
+        "p99_loaded": pct(lat, 99),
+        "get_p50": p50,
+        "get_p99": p99,
+        "per_core": per_core,
+    }
 
 
 async def jetstream_publish(nats_url: str, n: int) -> tuple[float, float]:
@@ -335,8 +349,8 @@ async def batched_insert(db_url: str, n: int) -> float:
 
 
 async def placement_measure(
-    nats_url: str, db_url: str, sizes: Sizes
-) -> tuple[float, list[float], list[float], list[float], int]:
+    nats_url: str, db_url: str, sizes: Sizes, pid: int
+) -> tuple[float, list[float], list[float], list[float], int, float]:
     import nats
     import sqlalchemy as sa
     from nats.aio.msg import Msg
@@ -414,6 +428,7 @@ async def placement_measure(
 
     # burst: published pipelined (as many gateway replicas would), then placed
     subs = [submission(random.choice([1, 1, 2, 4])) for _ in range(sizes.burst)]
+    cpu0 = cpu_seconds(pid)
     t0 = time.perf_counter()
     for start in range(0, len(subs), 256):
         await asyncio.gather(
@@ -423,6 +438,7 @@ async def placement_measure(
     placed = [dispatched[s.job_id] for s in subs if s.job_id in dispatched]
     rate = len(placed) / (max(placed) - t0) if placed else 0.0
     missing = len(subs) - len(placed)
+    cpu_per_job = (cpu_seconds(pid) - cpu0) / max(1, len(placed))
     await asyncio.sleep(2)  # let the completions drain before the steady phase
 
     complete = False
@@ -457,7 +473,32 @@ async def placement_measure(
         to_running.append((started - created) / timedelta(seconds=1))
     await engine.dispose()
     await nc.drain()
-    return rate, to_dispatch, to_running, [], missing
+    return rate, to_dispatch, to_running, [], missing, cpu_per_job
+
+
+def show_metrics(port: int) -> None:
+    """The scheduler's own view: rounds (count, mean), messages handled per consumer."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    got: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(
+            (
+                "dante_scheduler_placement_round_duration_seconds_sum",
+                "dante_scheduler_placement_round_duration_seconds_count",
+                "dante_nats_messages_total",
+                "dante_scheduler_placements_total",
+            )
+        ):
+            name, _, value = line.rpartition(" ")
+            got[name] = float(value)
+    rounds = got.get("dante_scheduler_placement_round_duration_seconds_count", 0)
+    total = got.get("dante_scheduler_placement_round_duration_seconds_sum", 0)
+    print(f"    rounds {rounds:.0f}, mean {1000 * total / max(rounds, 1):.1f} ms", flush=True)
+    for k, v in got.items():
+        if "messages_total" in k or "placements_total" in k:
+            print(f"    {k} {v:.0f}", flush=True)
 
 
 def run_placement(dialect: str, work: Path, pg_admin: str, sizes: Sizes, res: Result) -> None:
@@ -476,11 +517,14 @@ def run_placement(dialect: str, work: Path, pg_admin: str, sizes: Sizes, res: Re
         with spawned(argv, env, work / f"sched-{dialect}.log", cwd=ROOT) as s:
             asyncio.run(wait_http_ready(port, s))
             with profiled(s.pid, f"scheduler-{dialect}"):
-                rate, disp, running, _, missing = asyncio.run(
-                    placement_measure(nats_url, db_url, sizes)
+                rate, disp, running, _, missing, cpu = asyncio.run(
+                    placement_measure(nats_url, db_url, sizes, s.pid)
                 )
+            show_metrics(port)
     tag = dialect
     res.add(f"placement burst ({tag})", "jobs/s", rate, f"batched INSERT ({tag})", None)
+    res.add(f"placement burst, scheduler CPU per job ({tag})", "ms", cpu * 1000)
+    res.add(f"placement burst per scheduler core-second ({tag})", "jobs/s", 1 / cpu if cpu else 0)
     if missing:
         print(f"    WARNING: {missing} burst jobs not dispatched", flush=True)
     res.add(f"submit→dispatched p50 ({tag})", "ms", pct(disp, 50), "JetStream awaited", None)
@@ -563,7 +607,16 @@ async def cluster_measure(
     }
     post = request("POST", "/api/v1/jobs", token, body)
     await http_load(gw, lambda i: post, 200, sizes.conns, expect=202)  # warm-up
+    gw_pid = cluster.process("gateway").pid
+    cpu0 = cpu_seconds(gw_pid)
     rate, lat, errors = await http_load(gw, lambda i: post, sizes.intake, sizes.conns, expect=202)
+    cpu = (cpu_seconds(gw_pid) - cpu0) / sizes.intake
+    res.add(
+        f"gateway intake per gateway core-second ({tag})",
+        "jobs/s",
+        1 / cpu if cpu else 0,
+        "bare FastAPI per core-second",
+    )
     res.add(f"gateway intake ({tag})", "jobs/s", rate, "bare FastAPI", None)
     res.add(f"gateway intake p99 ({tag})", "ms", pct(lat, 99), "bare FastAPI p99", None)
     if errors:
@@ -694,7 +747,9 @@ def main(
                     "bare GET p99": b["get_p99"],
                 }
             )
+            base["bare FastAPI per core-second"] = b["per_core"]
             res.add("bare FastAPI POST", "req/s", b["rps"])
+            res.add("bare FastAPI POST per core-second", "req/s", b["per_core"])
             res.add("bare FastAPI POST p99 (loaded)", "ms", b["p99_loaded"])
             res.add("bare FastAPI GET p99 (sequential)", "ms", b["get_p99"])
             with nats_server(work / "base") as url:

@@ -109,6 +109,9 @@ class ProviderView(SchedulerBase):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     owner_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)
+    # bumped on every applied event: placement keeps each provider's parsed hardware between
+    # rounds and re-reads a row only when its version moved (scheduler/dispatch.py)
+    version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
 
 class UsageRecord(SchedulerBase):

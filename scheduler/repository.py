@@ -143,6 +143,27 @@ class ProviderViewRepository:
         ).where(pv.status == "online")
         return (await self.session.execute(stmt)).all()
 
+    async def live_versions(self) -> Sequence[Any]:
+        """Live providers' (id, version, last_placed_at): what a round reads when it already
+        holds the hardware of most of them (no JSON columns)."""
+        pv = ProviderView
+        stmt = sa.select(pv.id, pv.version, pv.last_placed_at).where(pv.status == "online")
+        return (await self.session.execute(stmt)).all()
+
+    async def rows_of(self, provider_ids: list[str]) -> Sequence[Any]:
+        """Full rows (as ``live_rows``) of these providers."""
+        pv = ProviderView
+        stmt = sa.select(
+            pv.id,
+            pv.version,
+            pv.max_concurrent_tasks,
+            pv.price_per_hour,
+            pv.labels,
+            pv.gpus,
+            pv.last_placed_at,
+        ).where(pv.id.in_(provider_ids))
+        return (await self.session.execute(stmt)).all()
+
     async def mark_placed(self, provider_ids: list[str], at: datetime) -> None:
         if provider_ids:
             await self.session.execute(

@@ -376,11 +376,16 @@ class SchedulerService:
             await self.providers.add(view)
         elif ev.at < view.last_seen_at and ev.kind != "offline":
             return  # out of order: a newer event already spoke for this provider
+        before = (view.status, view.max_concurrent_tasks, view.price_per_hour, view.labels)
+        gpus_before = view.gpus
         view.status = "offline" if ev.kind == "deleted" else ev.status
         view.max_concurrent_tasks = ev.max_concurrent_tasks
         view.price_per_hour = ev.price_per_hour
         view.labels = dict(ev.labels)
         view.gpus = [g.model_dump() for g in ev.gpus]
+        after = (view.status, view.max_concurrent_tasks, view.price_per_hour, view.labels)
+        if before != after or gpus_before != view.gpus:  # what placement caches moved
+            view.version = (view.version or 0) + 1
         if ev.owner_id:
             view.owner_id = ev.owner_id
         if ev.kind != "offline":

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import structlog
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scheduler import metrics
 from scheduler.billing import HttpBilling, outbox_loop
-from scheduler.dispatch import Placer, Presigner
+from scheduler.dispatch import HardwareCache, Placer, Presigner
 from scheduler.service import SchedulerService
 from scheduler.settings import SchedulerSettings
 from shared.contracts import (
@@ -67,6 +68,20 @@ class Workers:
         self.presigner = presigner
         self.billing = billing
         self.wake = asyncio.Event()
+        self.hardware = HardwareCache()
+        self._write_lock = asyncio.Lock() if is_sqlite(settings.database_url) else None
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        """On SQLite, one writing transaction of these loops at a time: SQLite has one writer,
+        and a transaction that finds the file locked waits in its busy handler's sleeps
+        (up to 100 ms each), which made rounds and batches queue behind each other for
+        hundreds of ms. An asyncio lock hands the writer over at once. PostgreSQL: no-op."""
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
 
     def _service(self, uow: UnitOfWork) -> SchedulerService:
         return SchedulerService(uow, self.js, self.settings)
@@ -80,7 +95,7 @@ class Workers:
             message = model.model_validate_json(msg.data)
         except ValidationError as exc:
             raise Poison(f"invalid {model.__name__}: {exc.error_count()} errors") from exc
-        async with unit_of_work(self.sessions) as uow:
+        async with self._writing(), unit_of_work(self.sessions) as uow:
             await apply(self._service(uow), message)
         return message
 
@@ -94,7 +109,7 @@ class Workers:
         them. An invalid one raises, and the consumer handles the batch one by one instead
         (so the invalid one is settled alone, and the others are stored all the same)."""
         batch = [(model.model_validate_json(m.data), correlation_of(m)) for m in msgs]
-        async with unit_of_work(self.sessions) as uow:
+        async with self._writing(), unit_of_work(self.sessions) as uow:
             await apply(self._service(uow), batch)
         return [m for m, _ in batch]
 
@@ -139,7 +154,7 @@ class Workers:
             return True
         except Exception as again:
             exc = again
-        async with unit_of_work(self.sessions) as uow:
+        async with self._writing(), unit_of_work(self.sessions) as uow:
             await self._service(uow).intake_failed(sub, str(exc) or type(exc).__name__)
         return True
 
@@ -154,7 +169,11 @@ class Workers:
             self.wake.set()
 
     async def place_once(self) -> int:
-        async with metrics.timed_round() as round_, unit_of_work(self.sessions) as uow:
+        async with (
+            self._writing(),
+            metrics.timed_round() as round_,
+            unit_of_work(self.sessions) as uow,
+        ):
             if not is_sqlite(self.settings.database_url):
                 import sqlalchemy as sa
 
@@ -167,7 +186,7 @@ class Workers:
             service = self._service(uow)
             pending = await self._reports_pending()
             await service.expire_dispatches(self.settings.placement_batch, reports_pending=pending)
-            placer = Placer(service, self.presigner, self.billing)
+            placer = Placer(service, self.presigner, self.billing, self.hardware)
             return await placer.place(self.settings.placement_batch)
 
     async def _reports_pending(self) -> bool:

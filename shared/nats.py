@@ -374,8 +374,10 @@ class PullConsumer:
         """Apply first deliveries in one call and ack them; return what is left to handle
         one at a time (redeliveries, or the whole batch when the batch call failed)."""
         assert self.batch_handler is not None
-        first = [m for m in msgs if m.metadata.num_delivered <= 1]
-        rest = [m for m in msgs if m.metadata.num_delivered > 1]
+        first: list[Msg] = []
+        rest: list[Msg] = []
+        for m in msgs:  # (``metadata`` parses the reply subject on every access)
+            (first if m.metadata.num_delivered <= 1 else rest).append(m)
         if len(first) < 2:
             return msgs
         try:
@@ -383,7 +385,7 @@ class PullConsumer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.info("consumer.batch_fallback", consumer=self.durable, error=str(exc)[:200])
+            log.warning("consumer.batch_fallback", consumer=self.durable, error=str(exc)[:200])
             return msgs
         for msg in first:
             messages_handled.labels(self.durable, "ack").inc()
