@@ -133,10 +133,20 @@ async def http_load(
                 head = await r.readuntil(b"\r\n\r\n")
                 status = int(head[9:12])
                 length = 0
+                chunked = False
                 for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
+                    low = line.lower()
+                    if low.startswith(b"content-length:"):
                         length = int(line[15:])
-                if length:
+                    elif low.startswith(b"transfer-encoding:") and b"chunked" in low:
+                        chunked = True
+                if chunked:  # a proxied (streamed) response
+                    while True:
+                        size = int((await r.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+                        await r.readexactly(size + 2)
+                        if size == 0:
+                            break
+                elif length:
                     await r.readexactly(length)
                 lat.append(time.perf_counter() - t0)
                 if status != expect:
@@ -609,7 +619,10 @@ async def cluster_measure(
     await http_load(gw, lambda i: post, 200, sizes.conns, expect=202)  # warm-up
     gw_pid = cluster.process("gateway").pid
     cpu0 = cpu_seconds(gw_pid)
-    rate, lat, errors = await http_load(gw, lambda i: post, sizes.intake, sizes.conns, expect=202)
+    with profiled(gw_pid, f"gateway-intake-{dialect}"):
+        rate, lat, errors = await http_load(
+            gw, lambda i: post, sizes.intake, sizes.conns, expect=202
+        )
     cpu = (cpu_seconds(gw_pid) - cpu0) / sizes.intake
     res.add(
         f"gateway intake per gateway core-second ({tag})",
