@@ -546,7 +546,9 @@ def run_placement(dialect: str, work: Path, pg_admin: str, sizes: Sizes, res: Re
 # --- the whole platform: gateway intake, registry, reads ------------------------------------
 
 
-def run_cluster(dialect: str, work: Path, pg_admin: str, sizes: Sizes, res: Result) -> None:
+def run_cluster(
+    dialect: str, work: Path, pg_admin: str, sizes: Sizes, res: Result, phases: set[str]
+) -> None:
     from auth_service.keys import KeyRing
     from localdev.cluster import ClusterConfig, LocalCluster
     from tests.support.tokens import claims
@@ -586,7 +588,9 @@ def run_cluster(dialect: str, work: Path, pg_admin: str, sizes: Sizes, res: Resu
         gw = cluster.ports["gateway"]
         user = str(uuid.uuid4())
         token = ring.sign(claims("requester", user, ttl=3600))
-        asyncio.run(cluster_measure(cluster, dialect, ring, gw, user, token, sizes, res, urls))
+        asyncio.run(
+            cluster_measure(cluster, dialect, ring, gw, user, token, sizes, res, urls, phases)
+        )
     finally:
         cluster.stop()
 
@@ -601,12 +605,19 @@ async def cluster_measure(
     sizes: Sizes,
     res: Result,
     urls: dict[str, str],
+    phases: set[str],
 ) -> None:
-    import sqlalchemy as sa
+    if "intake" in phases:
+        await measure_intake(cluster, gw, token, sizes, res, dialect)
+    if "registry" in phases:
+        await measure_registry(ring, gw, token, sizes, res, dialect)
+    if "reads" in phases:
+        await measure_reads(cluster, gw, user, token, sizes, res, dialect, urls)
 
-    from scheduler.models import Job
-    from shared.db import make_engine
-    from tests.support.tokens import claims
+
+async def measure_intake(
+    cluster: Any, gw: int, token: str, sizes: Sizes, res: Result, dialect: str
+) -> None:
 
     tag = dialect
     body = {
@@ -635,6 +646,13 @@ async def cluster_measure(
     if errors:
         print(f"    {errors} intake errors", flush=True)
 
+
+async def measure_registry(
+    ring: Any, gw: int, token: str, sizes: Sizes, res: Result, dialect: str
+) -> None:
+    from tests.support.tokens import claims
+
+    tag = dialect
     # registry: providers registered through the gateway with their own tokens
     n_search = sizes.search_providers
     tokens = []
@@ -663,7 +681,9 @@ async def cluster_measure(
         pid, tok = tokens[i % hb_n]
         return request("POST", f"/api/v1/providers/{pid}/heartbeat", tok, hb_body)
 
-    rate, lat, errors = await http_load(gw, heartbeat, sizes.heartbeats, sizes.conns)
+    rate, _, errors = await http_load(gw, heartbeat, sizes.heartbeats, sizes.conns)
+    if errors:
+        print(f"    {errors} heartbeat errors", flush=True)
     res.add(f"heartbeats absorbed ({tag}, {hb_n} providers)", "hb/s", rate, "bare FastAPI", None)
     _, p99 = await sequential_p99(
         gw,
@@ -672,6 +692,23 @@ async def cluster_measure(
     )
     res.add(f"provider search p99 ({tag}, {n_search})", "ms", p99, "bare GET p99", None)
 
+
+async def measure_reads(
+    cluster: Any,
+    gw: int,
+    user: str,
+    token: str,
+    sizes: Sizes,
+    res: Result,
+    dialect: str,
+    urls: dict[str, str],
+) -> None:
+    import sqlalchemy as sa
+
+    from scheduler.models import Job
+    from shared.db import make_engine
+
+    tag = dialect
     # reads: jobs stored directly (bulk), then read through the gateway
     db = urls.get("scheduler") or f"sqlite+aiosqlite:///{cluster.data}/db/scheduler.sqlite"
     engine = make_engine(db)
@@ -680,9 +717,9 @@ async def cluster_measure(
     ids: list[str] = []
     total = sizes.stored_jobs
     owners = [user] + [str(uuid.uuid4()) for _ in range(9)]
-    for start in range(0, total, 2000):
+    for start in range(0, total, 500):
         rows = []
-        for i in range(start, min(total, start + 2000)):
+        for i in range(start, min(total, start + 500)):
             jid = str(uuid.uuid4())
             owner = owners[i % len(owners)]
             if owner == user:
@@ -712,8 +749,14 @@ async def cluster_measure(
                     "updated_at": now,
                 }
             )
-        async with engine.begin() as conn:
-            await conn.execute(sa.insert(Job), rows)
+        for attempt in range(5):  # the scheduler writes too (SQLite: one writer)
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(sa.insert(Job), rows)
+                break
+            except sa.exc.OperationalError:
+                if attempt == 4:
+                    raise
     await engine.dispose()
     _, p99 = await sequential_p99(
         gw, lambda i: request("GET", f"/api/v1/jobs/{ids[i % len(ids)]}", token), sizes.reads
@@ -732,7 +775,7 @@ async def cluster_measure(
 def main(
     quick: bool = typer.Option(False, help="smaller sizes"),
     dialect: str = typer.Option("both", help="sqlite | postgresql | both"),
-    only: str = typer.Option("", help="comma list: baseline,intake,placement (intake = cluster)"),
+    only: str = typer.Option("", help="comma list: baseline,placement,intake,registry,reads"),
     pg_admin_url: str = typer.Option(
         os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
     ),
@@ -743,7 +786,9 @@ def main(
     PROFILE_DIR = profile
     sizes = QUICK if quick else Sizes()
     dialects = ["sqlite", "postgresql"] if dialect == "both" else [dialect]
-    phases = set(only.split(",")) if only else {"baseline", "intake", "placement"}
+    phases = (
+        set(only.split(",")) if only else {"baseline", "placement", "intake", "registry", "reads"}
+    )
     work = Path(tempfile.mkdtemp(prefix="dante-bench-jobpath-"))
     res = Result()
     base: dict[str, float] = {}
@@ -780,9 +825,9 @@ def main(
             if "placement" in phases:
                 print(f"placement ({d})", flush=True)
                 run_placement(d, work, pg_admin_url, sizes, res)
-            if "intake" in phases:
+            if phases & {"intake", "registry", "reads"}:
                 print(f"platform ({d})", flush=True)
-                run_cluster(d, work, pg_admin_url, sizes, res)
+                run_cluster(d, work, pg_admin_url, sizes, res, phases)
     finally:
         if keep:
             print(f"work dir kept: {work}")
