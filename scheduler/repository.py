@@ -172,6 +172,13 @@ class ProviderViewRepository:
                 .values(last_placed_at=at)
             )
 
+    async def load_many(self, provider_ids: set[str]) -> None:
+        """Read these views into the session at once, so that ``session.get`` of each later
+        (a batch of status reports metering usage) costs no query and no autoflush."""
+        if provider_ids:
+            stmt = sa.select(ProviderView).where(ProviderView.id.in_(sorted(provider_ids)))
+            (await self.session.execute(stmt)).scalars().all()
+
     async def owned_by(self, owner_id: str) -> list[str]:
         stmt = sa.select(ProviderView.id).where(ProviderView.owner_id == owner_id)
         return list((await self.session.execute(stmt)).scalars())

@@ -121,6 +121,7 @@ class Workers:
     async def on_status_batch(self, msgs: list[Msg]) -> None:
         async def apply(svc: SchedulerService, batch: list[tuple[TaskStatus, str | None]]) -> None:
             locked = await svc.jobs.lock_many([st.job_id for st, _ in batch])
+            await svc.providers.load_many({j.provider_id for j in locked.values() if j.provider_id})
             for st, _ in batch:
                 await svc.apply_status(st, locked)
 
