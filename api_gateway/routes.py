@@ -45,7 +45,9 @@ async def submit_job(
     job_id = str(uuid.uuid4())
     now = utcnow()
     cid = correlation_id(request)
-    message = JobSubmitted(
+    # every field is validated already (the body, our own id, owner and clock): constructed,
+    # not validated again, which cost a fifth of the gateway's CPU per submission (issue 12)
+    message = JobSubmitted.model_construct(
         job_id=job_id,
         owner_id=principal.user_id,
         type=body.type,

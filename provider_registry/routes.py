@@ -22,7 +22,7 @@ from shared.errors import NotFound
 router = APIRouter(tags=["providers"])
 
 
-def _service(state: RegistryState, uow: UoW) -> RegistryService:
+async def _service(state: RegistryState, uow: UoW) -> RegistryService:
     return RegistryService(uow, state.js)
 
 

@@ -22,6 +22,8 @@ class Job(SchedulerBase):
     __table_args__ = (
         sa.Index("ix_jobs_placement", "state", "priority", "created_at"),
         sa.Index("ix_jobs_owner_created", "owner_id", "created_at"),
+        # the owner's list filtered by state, newest first (issue 12)
+        sa.Index("ix_jobs_owner_state_created", "owner_id", "state", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
@@ -121,6 +123,9 @@ class ProviderView(SchedulerBase):
     # the newest heartbeat (registry time) that listed the attempts its daemon holds: a running
     # attempt whose lease ran out before it was not among them (scheduler/leases.py)
     attempts_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # bumped on every applied event: placement keeps each provider's parsed hardware between
+    # rounds and re-reads a row only when its version moved (scheduler/dispatch.py)
+    version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
 
 class UsageRecord(SchedulerBase):

@@ -190,3 +190,20 @@ async def test_revocations_are_polled_at_most_once_per_interval_and_survive_a_fe
     with pytest.raises(Unauthorized):  # the last known list still holds
         await verifier.verify(token)
     assert calls == 2
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(
+    local_jwks: Callable[[], Any], keyring: Any
+) -> None:
+    """Verified signatures are cached (shared/auth.py), but never past the token's expiry."""
+    import asyncio
+
+    verifier = _verifier(local_jwks)
+    now = int(time.time())
+    token = keyring.sign(_claims(iat=now - 10, nbf=now - 10, exp=now + 1))
+    assert (await verifier.verify(token)).user_id == "user-1"
+    assert (await verifier.verify(token)).user_id == "user-1"  # from the cache
+    # past its exp, by the whole second the JWT library compares in
+    await asyncio.sleep(max(0.0, now + 2.1 - time.time()))
+    with pytest.raises(Unauthorized):
+        await verifier.verify(token)
