@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import structlog
@@ -44,7 +45,9 @@ async def submit_job(
     job_id = str(uuid.uuid4())
     now = utcnow()
     cid = correlation_id(request)
-    message = JobSubmitted(
+    # every field is validated already (the body, our own id, owner and clock): constructed,
+    # not validated again, which cost a fifth of the gateway's CPU per submission (issue 12)
+    message = JobSubmitted.model_construct(
         job_id=job_id,
         owner_id=principal.user_id,
         type=body.type,
@@ -73,7 +76,7 @@ async def _job(request: Request, state: State, job_id: str) -> JobView | None:
     """Ask the scheduler, with the caller's own token, whether the job exists and its state."""
     bases = await state.upstreams.candidates("scheduler")
     resp = await state.http.get(
-        f"{bases[0]}/api/v1/jobs/{job_id}",
+        f"{bases[0]}/api/v1/jobs/{quote(job_id, safe='')}",
         headers={
             "authorization": request.headers.get("authorization", ""),
             "x-request-id": correlation_id(request),
