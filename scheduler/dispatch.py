@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from scheduler import placement
+from scheduler import placement, policy_store
 from scheduler.billing import BillingUnavailable, HttpBilling, InsufficientFunds
 from scheduler.errors import MissingInput, StorageUnavailable
 from scheduler.models import Job, ProviderView
@@ -90,11 +90,18 @@ class Placer:
         self.billing = billing
         self._storage_down: str | None = None
         self._billing_down: str | None = None
+        self.rules: policy_store.RoundPolicies | None = None
 
     async def _wait(self, job: Job, reason: str) -> None:
-        """Say why the job waits, once per distinct reason (not once per round)."""
-        if job.wait_reason != reason[:255]:
-            job.wait_reason = reason[:255]
+        """Say why the job waits, once per distinct reason (not once per round); the shown
+        reason ends with the job's effective priority (issue 17)."""
+        shown = reason
+        if self.rules is not None and (why := self.rules.explain(job)):
+            shown = f"{reason}; {why}"
+        before = (job.wait_reason or "").split("; effective priority")[0]
+        if job.wait_reason != shown[:255]:
+            job.wait_reason = shown[:255]
+        if before != reason[:255].split("; effective priority")[0]:
             await self.svc.note(job, reason)
 
     async def place(self, limit: int = 200) -> int:
@@ -112,6 +119,13 @@ class Placer:
                 cap.running_tasks += 1
                 # a GPU that has since left the host's inventory is not capacity either way
                 cap.used_indices.update(i for i in indices if any(g.index == i for g in cap.gpus))
+        # --- issue 17: cordoned hosts take no work; fair-share order; quotas; preemption ---
+        for pid in await policy_store.cordoned_ids(svc.uow.session):
+            caps.pop(pid, None)
+        rules = self.rules = await policy_store.RoundPolicies.load(
+            svc.uow.session, svc.settings, now
+        )
+        queued = rules.order(queued)
         known: list[placement.Capacity] | None = None
         matcher = placement.Matcher(list(caps.values()))
         placed = 0
@@ -119,7 +133,13 @@ class Placer:
         for job in queued:
             spec = job.job_spec
             demand = demand_of(job, spec)
+            if over := rules.over_quota(job):
+                await self._wait(job, over)
+                continue
             choice = matcher.choose(demand)
+            plan = rules.plan(job, demand, list(caps.values())) if choice is None else None
+            if plan is not None:
+                choice = plan.placement
             if choice is None:
                 if known is None:  # only needed when something does not fit now
                     known = [capacity_of(v) for v in await svc.providers.all_known()]
@@ -141,6 +161,10 @@ class Placer:
                 await self._wait(job, f"waiting: storage unavailable for its inputs/outputs: {exc}")
                 continue
             cap = caps[choice.provider_id]
+            if plan is not None and not await rules.evict(svc, plan, job, cap):
+                await self._wait(job, "waiting: a job to preempt ended meanwhile")
+                continue
+            rules.placed(job)
             placement.allocate(cap, choice, now)
             used.add(cap.provider_id)
             job.provider_id = choice.provider_id

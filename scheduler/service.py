@@ -12,7 +12,7 @@ import structlog
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
-from scheduler import billing, metrics, states
+from scheduler import billing, metrics, policy_store, states
 from scheduler.models import Job, JobEvent, JobTag, ProviderView
 from scheduler.repository import JobRepository, ProviderViewRepository
 from scheduler.schemas import UsageRead, UsageRecordRead, UsageScope
@@ -102,24 +102,45 @@ class SchedulerService:
                 metrics.on_usage(self.uow, record)
         if ends_attempt:  # billing's copy, in integers, through the outbox (scheduler/billing.py)
             await billing.record_usage(self.uow.session, job, now, final=to.terminal)
+            # issue 17: the owner's fair-share usage and GPU-hour quota window
+            await policy_store.account_attempt(
+                self.uow.session, job, now, self.settings.fairshare_half_life_seconds
+            )
 
     async def _requeue_or_fail(self, job: Job, cause: str, *, cancel_old: bool = False) -> None:
         """Retry as attempt + 1, or fail when retries are spent. ``cancel_old`` tells the
         provider to drop the old attempt (it may still start it late, or be running it)."""
         if cancel_old and job.provider_id:
             self._cancel_after_commit(job, job.provider_id, job.attempt)
-        if job.attempt <= job.max_retries:
+        # preempted attempts (issue 17) are not failures: they do not spend retries
+        if job.attempt - (job.preemptions or 0) <= job.max_retries:
             await self.transition(job, JobState.QUEUED, cause)
-            job.attempt += 1
-            job.provider_id = None
-            job.gpu_indices = []
-            job.started_at = None
-            job.start_deadline = None
-            job.price_per_hour = None
-            job.gpu_name = None
+            self._next_attempt(job)
         else:
             job.error = f"{cause}; retries exhausted"
             await self.transition(job, JobState.FAILED, job.error)
+
+    @staticmethod
+    def _next_attempt(job: Job) -> None:
+        job.attempt += 1
+        job.provider_id = None
+        job.gpu_indices = []
+        job.started_at = None
+        job.start_deadline = None
+        job.price_per_hour = None
+        job.gpu_name = None
+
+    async def preempt(self, job: Job, by: Job) -> None:
+        """Issue 17: stop this attempt for a higher-priority job (the daemon gets a cancel:
+        SIGTERM, its grace, then SIGKILL) and requeue it as attempt + 1, counted as preempted
+        (not against ``max_retries``); billed only for the time it ran (the attempt ends now)."""
+        if job.provider_id:
+            self._cancel_after_commit(job, job.provider_id, job.attempt)
+        await self.transition(
+            job, JobState.QUEUED, f"preempted by job {by.id} (priority {by.priority})"
+        )
+        job.preemptions = (job.preemptions or 0) + 1
+        self._next_attempt(job)
 
     # --- intake -----------------------------------------------------------------------------
 
