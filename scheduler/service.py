@@ -134,11 +134,13 @@ class SchedulerService:
         """Issue 17: stop this attempt for a higher-priority job (the daemon gets a cancel:
         SIGTERM, its grace, then SIGKILL) and requeue it as attempt + 1, counted as preempted
         (not against ``max_retries``); billed only for the time it ran (the attempt ends now)."""
+        await self.evict(job, f"preempted by job {by.id} (priority {by.priority})")
+
+    async def evict(self, job: Job, cause: str) -> None:
+        """Stop the running attempt and requeue it, counted as preempted (see ``preempt``)."""
         if job.provider_id:
             self._cancel_after_commit(job, job.provider_id, job.attempt)
-        await self.transition(
-            job, JobState.QUEUED, f"preempted by job {by.id} (priority {by.priority})"
-        )
+        await self.transition(job, JobState.QUEUED, cause)
         job.preemptions = (job.preemptions or 0) + 1
         self._next_attempt(job)
 
