@@ -125,6 +125,9 @@ class Placer:
         rules = self.rules = await policy_store.RoundPolicies.load(
             svc.uow.session, svc.settings, now
         )
+        queued += await policy_store.queued_per_owner(
+            svc.uow.session, svc.settings.fairshare_per_owner, {j.id for j in queued}
+        )
         queued = rules.order(queued)
         known: list[placement.Capacity] | None = None
         matcher = placement.Matcher(list(caps.values()))

@@ -16,6 +16,7 @@ from scheduler import fairshare, placement, preemption, quotas
 from scheduler.models import AttemptUsage, Job, OwnerPolicy, OwnerUsage, ProviderView
 from scheduler.repository import ACTIVE
 from scheduler.settings import SchedulerSettings
+from shared.contracts import JobState
 
 if TYPE_CHECKING:
     from scheduler.service import SchedulerService
@@ -85,6 +86,28 @@ async def policies(session: AsyncSession) -> dict[str, OwnerPolicy]:
 async def cordoned_ids(session: AsyncSession) -> set[str]:
     stmt = sa.select(ProviderView.id).where(ProviderView.cordoned.is_(True))
     return set((await session.execute(stmt)).scalars())
+
+
+async def queued_per_owner(session: AsyncSession, per_owner: int, exclude: set[str]) -> list[Job]:
+    """Each owner's first ``per_owner`` queued jobs (priority, then FIFO), locked, besides
+    ``exclude`` (the round's batch). The batch is the first N in priority/FIFO order, so one
+    owner's flood could fill it and fair share could then only reorder that owner's jobs;
+    with these every owner that waits is in the round."""
+    if per_owner <= 0:
+        return []
+    rn = (
+        sa.func.row_number()
+        .over(partition_by=Job.owner_id, order_by=(Job.priority.desc(), Job.created_at, Job.id))
+        .label("rn")
+    )
+    ranked = sa.select(Job.id, rn).where(Job.state == JobState.QUEUED).subquery()
+    ids = sa.select(ranked.c.id).where(ranked.c.rn <= per_owner)
+    stmt = (
+        sa.select(Job)
+        .where(Job.id.in_(ids), Job.state == JobState.QUEUED)
+        .with_for_update(skip_locked=True)
+    )
+    return [j for j in (await session.execute(stmt)).scalars() if j.id not in exclude]
 
 
 async def _active(session: AsyncSession) -> Sequence[Any]:

@@ -47,6 +47,9 @@ class SchedulerSettings(ServiceSettings):
     fairshare_weight_fairshare: float = 10_000.0
     fairshare_max_age_seconds: float = 7 * 86_400.0
     fairshare_half_life_seconds: float = 7 * 86_400.0
+    # besides the batch, each waiting owner's first N queued jobs join the round, so one
+    # owner's flood cannot keep the others out of it (fair share then orders them)
+    fairshare_per_owner: int = 20
     # off | same-owner | lower-priority (scheduler/preemption.py)
     preemption: Literal["off", "same-owner", "lower-priority"] = "off"
     # a job runs at least this long before it may be preempted (no thrash)
