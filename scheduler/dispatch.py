@@ -10,12 +10,13 @@ from typing import Any, Protocol
 
 import structlog
 
-from scheduler import placement, policy_store
+from scheduler import gang_dispatch, placement, policy_store
 from scheduler.billing import BillingUnavailable, HttpBilling, InsufficientFunds
 from scheduler.errors import MissingInput, StorageUnavailable
 from scheduler.models import Job, ProviderView
 from scheduler.service import SchedulerService
 from shared.contracts import (
+    GangRank,
     GpuInfo,
     JobSpec,
     JobState,
@@ -120,6 +121,10 @@ class Placer:
                 # a GPU that has since left the host's inventory is not capacity either way
                 cap.used_indices.update(i for i in indices if any(g.index == i for g in cap.gpus))
         # --- issue 17: cordoned hosts take no work; fair-share order; quotas; preemption ---
+        for pid, indices in await policy_store.gang_allocations(svc.uow.session):
+            if pid in caps:  # a gang's other ranks hold GPUs too
+                caps[pid].running_tasks += 1
+                caps[pid].used_indices.update(indices)
         for pid in await policy_store.cordoned_ids(svc.uow.session):
             caps.pop(pid, None)
         rules = self.rules = await policy_store.RoundPolicies.load(
@@ -138,6 +143,12 @@ class Placer:
             demand = demand_of(job, spec)
             if over := rules.over_quota(job):
                 await self._wait(job, over)
+                continue
+            if (spec.resources.nodes or 1) > 1:  # a gang: all ranks or none
+                if await gang_dispatch.place_gang(self, job, spec, demand, matcher, caps, now):
+                    rules.placed(job)
+                    used.update(r["provider_id"] for r in job.gang or [])
+                    placed += 1
                 continue
             choice = matcher.choose(demand)
             plan = rules.plan(job, demand, list(caps.values())) if choice is None else None
@@ -233,16 +244,22 @@ class Placer:
         job: Job,
         spec: JobSpec,
         io: tuple[list[TaskObject], list[TaskObject], TaskObject | None],
+        *,
+        rank: GangRank | None = None,
+        provider_id: str | None = None,
+        gpu_indices: list[int] | None = None,
     ) -> None:
+        """The task for the job's host (or, for a gang, for one ``rank`` on its host)."""
         inputs, outputs, log_upload = io
         task = TaskDispatch(
             job_id=job.id,
             attempt=job.attempt,
-            provider_id=job.provider_id or "",
+            provider_id=provider_id or job.provider_id or "",
             type=spec.type,
             name=job.name,
             spec=spec,
-            gpu_indices=list(job.gpu_indices),
+            gang=rank,
+            gpu_indices=list(job.gpu_indices if gpu_indices is None else gpu_indices),
             timeout_seconds=job.timeout_seconds,
             correlation_id=job.correlation_id,
             start_deadline=job.start_deadline,
@@ -251,6 +268,7 @@ class Placer:
             log_upload=log_upload,
         )
         js = self.svc.js
+        suffix = f":r{rank.rank}" if rank is not None and rank.rank else ""
 
         async def send() -> None:
             # Lost if the process dies here or NATS is down: the job is dispatched in the
@@ -260,7 +278,7 @@ class Placer:
                     js,
                     task_subject(task.provider_id),
                     task,
-                    msg_id=f"{task.job_id}:{task.attempt}",
+                    msg_id=f"{task.job_id}:{task.attempt}{suffix}",
                     correlation_id=task.correlation_id,
                 )
             except Exception as exc:

@@ -14,9 +14,8 @@ Each rank gets :func:`rank_env`: ``DANTE_RANK``, ``DANTE_WORLD_SIZE``, and for
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from scheduler import placement
+from shared.contracts import GangRank
 
 DEFAULT_MASTER_PORT = 29500  # torchrun's default
 
@@ -45,29 +44,14 @@ def place(
     return chosen
 
 
-@dataclass(frozen=True)
-class Rank:
-    rank: int
-    world_size: int
-    master_addr: str
-    master_port: int = DEFAULT_MASTER_PORT
-
-
-def rank_env(r: Rank) -> dict[str, str]:
-    return {
-        "DANTE_RANK": str(r.rank),
-        "DANTE_WORLD_SIZE": str(r.world_size),
-        "NODE_RANK": str(r.rank),
-        "NNODES": str(r.world_size),
-        "MASTER_ADDR": r.master_addr,
-        "MASTER_PORT": str(r.master_port),
-    }
+def rank_env(r: GangRank) -> dict[str, str]:
+    return r.env()
 
 
 def gang_outcome(rank_states: list[str]) -> str | None:
     """What the whole gang does given its ranks' states: ``"requeue"`` when any rank failed,
     timed out or was lost, ``"completed"`` when every rank completed, else None (running)."""
-    if any(s in ("failed", "timed_out", "lost", "queued") for s in rank_states):
+    if any(s in ("failed", "timed_out", "lost", "queued", "cancelled") for s in rank_states):
         return "requeue"
     if rank_states and all(s == "completed" for s in rank_states):
         return "completed"

@@ -66,6 +66,9 @@ class Job(SchedulerBase):
     effective_priority: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
     # attempts that ended by preemption: they do not count against ``max_retries``
     preemptions: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    # a placed gang job's ranks: [{rank, provider_id, gpu_indices, state, exit_code}]; rank 0
+    # is also ``provider_id``/``gpu_indices`` (scheduler/gang_dispatch.py)
+    gang: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON, nullable=True)
 
     @property
     def job_spec(self) -> JobSpec:

@@ -110,6 +110,33 @@ async def queued_per_owner(session: AsyncSession, per_owner: int, exclude: set[s
     return [j for j in (await session.execute(stmt)).scalars() if j.id not in exclude]
 
 
+async def _active_gangs(session: AsyncSession) -> list[Job]:
+    stmt = sa.select(Job).where(Job.state.in_(ACTIVE), Job.gang.is_not(None))
+    return [j for j in (await session.execute(stmt)).scalars() if j.gang]
+
+
+async def gang_allocations(session: AsyncSession) -> list[tuple[str, list[int]]]:
+    """GPUs held by gang ranks other than rank 0 (rank 0 is the job's own provider/GPUs)."""
+    return [
+        (r["provider_id"], list(r["gpu_indices"]))
+        for j in await _active_gangs(session)
+        for r in (j.gang or [])[1:]
+    ]
+
+
+async def gangs_on(session: AsyncSession, provider_id: str) -> list[Job]:
+    """Active gang jobs with a rank other than rank 0 on this provider, locked."""
+    ids = [
+        j.id
+        for j in await _active_gangs(session)
+        if any(r["provider_id"] == provider_id for r in (j.gang or [])[1:])
+    ]
+    if not ids:
+        return []
+    stmt = sa.select(Job).where(Job.id.in_(ids), Job.state.in_(ACTIVE)).with_for_update()
+    return list((await session.execute(stmt)).scalars())
+
+
 async def _active(session: AsyncSession) -> Sequence[Any]:
     stmt = sa.select(
         Job.id,

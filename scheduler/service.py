@@ -12,7 +12,7 @@ import structlog
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
-from scheduler import billing, metrics, policy_store, states
+from scheduler import billing, gang_dispatch, metrics, policy_store, states
 from scheduler.models import Job, JobEvent, JobTag, ProviderView
 from scheduler.repository import JobRepository, ProviderViewRepository
 from scheduler.schemas import UsageRead, UsageRecordRead, UsageScope
@@ -129,6 +129,7 @@ class SchedulerService:
         job.start_deadline = None
         job.price_per_hour = None
         job.gpu_name = None
+        job.gang = None
 
     async def preempt(self, job: Job, by: Job) -> None:
         """Issue 17: stop this attempt for a higher-priority job (the daemon gets a cancel:
@@ -161,7 +162,7 @@ class SchedulerService:
             priority=spec.priority,
             attempt=1,
             max_retries=spec.max_retries,
-            gpu_count=res.gpu_count,
+            gpu_count=res.gpu_count * (res.nodes or 1),  # a gang's GPUs in all (issue 17)
             requested_gpu_model=res.gpu_model,
             min_vram_mb=res.min_vram_mb,
             min_compute_capability=res.min_compute_capability,
@@ -240,6 +241,9 @@ class SchedulerService:
             status_rejected.labels("unknown_job").inc()
             log.warning("status.rejected", job_id=st.job_id, reason="unknown job")
             return
+        if job.gang:  # issue 17: a gang's ranks report from several providers
+            await gang_dispatch.apply_rank_status(self, job, st)
+            return
         if st.provider_id != job.provider_id or st.attempt != job.attempt:
             # Only the provider the current attempt was placed on may move the job; anything
             # else is a stale attempt (requeued away from it) or a provider speaking out of turn.
@@ -312,6 +316,12 @@ class SchedulerService:
         return job
 
     def _cancel_after_commit(self, job: Job, provider_id: str, attempt: int) -> None:
+        if job.gang:  # issue 17: every rank of a gang is stopped
+            for r in job.gang[1:]:
+                self._send_cancel(job, r["provider_id"], attempt, f":r{r['rank']}")
+        self._send_cancel(job, provider_id, attempt, "")
+
+    def _send_cancel(self, job: Job, provider_id: str, attempt: int, rank: str) -> None:
         cancel = TaskCancel(job_id=job.id, attempt=attempt, provider_id=provider_id)
         js, correlation_id = self.js, job.correlation_id
 
@@ -321,7 +331,7 @@ class SchedulerService:
                     js,
                     task_subject(provider_id),
                     cancel,
-                    msg_id=f"{cancel.job_id}:{attempt}:cancel",
+                    msg_id=f"{cancel.job_id}:{attempt}{rank}:cancel",
                     correlation_id=correlation_id,
                 )
             except Exception as exc:  # the stale attempt's reports are refused anyway
@@ -389,4 +399,9 @@ class SchedulerService:
             for job in await self.jobs.active_on(ev.provider_id):
                 await self._requeue_or_fail(
                     job, f"provider {ev.provider_id} {view.status}", cancel_old=True
+                )
+            # issue 17: a gang with any rank there is requeued whole
+            for job in await policy_store.gangs_on(self.uow.session, ev.provider_id):
+                await self._requeue_or_fail(
+                    job, f"gang rank's provider {ev.provider_id} {view.status}", cancel_old=True
                 )

@@ -144,3 +144,68 @@ async def test_priority_9_preempts_priority_1_which_completes_as_attempt_2(
         await h.report(task2, JobState.COMPLETED, exit_code=0)
         done = await job_in(client, as_alice, low, "completed")
         assert done["attempt"] == 2 and done["exit_code"] == 0 and done["preemptions"] == 1
+
+
+async def test_gang_placed_whole_and_requeued_whole(
+    scheduler_factory: Any, own_nats: str, mint_token: Callable[..., str]
+) -> None:
+    owner = str(uuid.uuid4())
+    me = auth(mint_token, owner)
+    async with (
+        scheduler_factory(dispatch_timeout_seconds=600) as (_, client),
+        Harness(own_nats, mint_token, auto_answer=False) as h,
+    ):
+        await h.announce("g-0", gpus(True, True), labels={"address": "10.0.0.7"})
+        await h.announce("g-1", gpus(True))
+        # three ranks cannot fit two hosts: nothing is placed, nothing held
+        big = await h.submit(owner, 1, resources={"gpu_count": 1, "nodes": 3})
+
+        async def gang_waits() -> dict | None:
+            j = (await client.get(f"/api/v1/jobs/{big}", headers=me)).json()
+            return j if "gang of 3" in (j.get("waiting_reason") or "") else None
+
+        await eventually_async(gang_waits)
+        assert not [t for t in h.tasks if t.job_id == big]
+
+        job = await h.submit(owner, 1, resources={"gpu_count": 1, "nodes": 2})
+        await job_in(client, me, job, "dispatched")
+        ranks = sorted((t for t in h.tasks if t.job_id == job), key=lambda t: t.gang.rank)
+        assert [t.provider_id for t in ranks] in (["g-0", "g-1"], ["g-1", "g-0"])
+        assert [t.gang.rank for t in ranks] == [0, 1]
+        env = ranks[1].gang.env()
+        assert env["DANTE_WORLD_SIZE"] == "2" and env["DANTE_RANK"] == "1"
+        master = "10.0.0.7" if ranks[0].provider_id == "g-0" else "127.0.0.1"
+        assert env["MASTER_ADDR"] == master and env["MASTER_PORT"] == "29500"
+        for t in ranks:
+            await h.report(t, JobState.RUNNING)
+        await job_in(client, me, job, "running")
+
+        # rank 1 fails: every rank is told to stop and the gang goes back as attempt 2
+        await h.report(ranks[1], JobState.FAILED, exit_code=3)
+        again = await job_in(client, me, job, "queued", "dispatched")
+        assert again["attempt"] == 2
+        assert {(job, 1)} <= set(h.cancels) and h.cancels.count((job, 1)) == 2
+
+        async def second_attempt() -> list | None:
+            got = [t for t in h.tasks if t.job_id == job and t.attempt == 2]
+            return got if len(got) == 2 else None
+
+        ranks2 = sorted(await eventually_async(second_attempt), key=lambda t: t.gang.rank)
+        for t in ranks2:
+            await h.report(t, JobState.RUNNING)
+        await job_in(client, me, job, "running")
+        # rank 1's provider is lost: the whole gang is requeued (attempt 3)
+        lost = ranks2[1].provider_id
+        from shared.contracts import ProviderEvent
+        from shared.db import utcnow
+        from shared.nats import publish
+
+        await publish(
+            h.js,
+            "providers.events.offline",
+            ProviderEvent(kind="offline", provider_id=lost, status="offline", at=utcnow()),
+        )
+        third = await job_in(client, me, job, "queued")
+        assert third["attempt"] == 3 and (job, 2) in h.cancels
+        causes = [e["cause"] for e in await events(client, me, job)]
+        assert any(lost in c and "offline" in c for c in causes)

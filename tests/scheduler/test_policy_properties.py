@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler import fairshare, gang, placement, preemption, quotas
+from shared.contracts import GangRank
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 MODELS = ["H100", "A100", "T4"]
@@ -92,7 +93,7 @@ def test_gang_is_placed_whole_or_not_at_all(
 
 
 def test_rank_env_has_what_torchrun_needs() -> None:
-    env = gang.rank_env(gang.Rank(rank=1, world_size=2, master_addr="10.0.0.5"))
+    env = gang.rank_env(GangRank(rank=1, world_size=2, master_addr="10.0.0.5"))
     assert env["DANTE_RANK"] == "1" and env["DANTE_WORLD_SIZE"] == "2"
     assert env["MASTER_ADDR"] == "10.0.0.5" and env["MASTER_PORT"] == "29500"
     assert env["NODE_RANK"] == "1" and env["NNODES"] == "2"

@@ -52,6 +52,7 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("preemptions", sa.Integer(), server_default="0", nullable=False)
         )
+        batch_op.add_column(sa.Column("gang", sa.JSON(), nullable=True))
     with op.batch_alter_table("provider_views", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("cordoned", sa.Boolean(), server_default=sa.false(), nullable=False)
@@ -64,6 +65,7 @@ def downgrade() -> None:
         batch_op.drop_column("cordon_reason")
         batch_op.drop_column("cordoned")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("gang")
         batch_op.drop_column("preemptions")
         batch_op.drop_column("effective_priority")
     with op.batch_alter_table("attempt_usage", schema=None) as batch_op:
