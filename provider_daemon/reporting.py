@@ -52,6 +52,8 @@ class Reporter:
         )
         subject = status_subject(task.job_id)
         msg_id = f"{task.job_id}:{task.attempt}:{state}"  # the stream drops a resent duplicate
+        if task.gang is not None and task.gang.rank:  # a gang's ranks each report (issue 17)
+            msg_id += f":r{task.gang.rank}"
 
         async def send() -> None:
             await publish(
