@@ -209,3 +209,37 @@ async def test_gang_placed_whole_and_requeued_whole(
         assert third["attempt"] == 3 and (job, 2) in h.cancels
         causes = [e["cause"] for e in await events(client, me, job)]
         assert any(lost in c and "offline" in c for c in causes)
+
+
+async def test_fair_share_puts_the_owner_below_their_share_first(
+    scheduler_factory: Any, own_nats: str, mint_token: Callable[..., str]
+) -> None:
+    alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
+    as_alice, as_bob = auth(mint_token, alice), auth(mint_token, bob)
+    async with (
+        scheduler_factory(dispatch_timeout_seconds=600) as (_, client),
+        Harness(own_nats, mint_token, auto_answer=False) as h,
+    ):
+        await h.announce("p-fair", gpus(True))
+        used = await h.submit(alice, 1)  # alice has used the GPU; bob never has
+        await job_in(client, as_alice, used, "dispatched")
+        t = next(t for t in h.tasks if t.job_id == used)
+        await h.report(t, JobState.RUNNING)
+        await job_in(client, as_alice, used, "running")
+        first = await h.submit(alice, 1)  # submitted first, same priority
+        later = await h.submit(bob, 1)
+
+        async def both_wait() -> list | None:
+            got = [
+                (await client.get(f"/api/v1/jobs/{j}", headers=hd)).json()
+                for j, hd in ((first, as_alice), (later, as_bob))
+            ]
+            return got if all(g.get("effective_priority") for g in got) else None
+
+        a, b = await eventually_async(both_wait)
+        assert b["effective_priority"] > a["effective_priority"]
+        assert "fair-share 1.00" in b["waiting_reason"]
+        await h.report(t, JobState.COMPLETED, exit_code=0)
+        await job_in(client, as_bob, later, "dispatched")
+        still = await job_in(client, as_alice, first, "queued")
+        assert "none free now" in still["waiting_reason"]
