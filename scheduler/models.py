@@ -68,7 +68,9 @@ class Job(SchedulerBase):
     preemptions: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     # a placed gang job's ranks: [{rank, provider_id, gpu_indices, state, exit_code}]; rank 0
     # is also ``provider_id``/``gpu_indices`` (scheduler/gang_dispatch.py)
-    gang: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON, nullable=True)
+    gang: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        sa.JSON(none_as_null=True), nullable=True
+    )
 
     @property
     def job_spec(self) -> JobSpec:

@@ -28,14 +28,8 @@ async def account_attempt(
     """An attempt ended: its GPU-seconds go to the owner's decayed usage and quota window."""
     if job.started_at is None or not job.gpu_count:
         return
+    # once per attempt: only a transition ends one, and the state machine never repeats it
     gpu_seconds = max((now - job.started_at).total_seconds(), 0.0) * job.gpu_count
-    exists = await session.execute(
-        sa.select(AttemptUsage.id).where(
-            AttemptUsage.job_id == job.id, AttemptUsage.attempt == job.attempt
-        )
-    )
-    if exists.first() is not None:
-        return
     session.add(
         AttemptUsage(
             owner_id=job.owner_id,
