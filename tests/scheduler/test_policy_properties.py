@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from itertools import combinations
 
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from scheduler import fairshare, gang, placement, preemption, quotas
@@ -251,7 +251,7 @@ def jobs(draw: st.DrawFn) -> list[tuple[str, int, placement.Demand, int]]:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(fleet(), jobs(), st.dictionaries(st.sampled_from(["alice", "bob"]), quota))
 def test_a_round_with_gangs_and_quotas_never_over_allocates(
     caps: list[placement.Capacity],
@@ -328,3 +328,101 @@ def test_fairshare_reference_values() -> None:
     assert abs(f["c"] - 2**-0.5) < 1e-9  # 25% used of a 50% share
     assert fairshare.fairshare_factors({}, {"a"}, cfg)["a"] == 1.0
     assert fairshare.decay(100.0, 7 * 86400, 7 * 86400) == 50.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    busy_fleet(),
+    jobs(),
+    st.dictionaries(st.sampled_from(["alice", "bob"]), quota),
+    st.sampled_from(preemption.POLICIES),
+)
+def test_rounds_with_preemption_gangs_and_quotas_hand_out_each_gpu_once(
+    fleet_and_jobs: tuple[list[placement.Capacity], list[preemption.Running]],
+    queue: list[tuple[str, int, placement.Demand, int]],
+    owner_quotas: dict[str, quotas.Quota],
+    policy: preemption.Policy,
+) -> None:
+    """A busy fleet, then a round as dispatch.py runs it with every policy on: whoever holds a
+    GPU index at any moment holds it alone, evicted victims give back exactly their GPUs, the
+    capacity's accounting matches the holders, and no owner passes their GPU quota."""
+    caps, running = fleet_and_jobs
+    by_id = {c.provider_id: c for c in caps}
+    holders: dict[tuple[str, int], str] = {
+        (r.provider_id, i): r.job_id for r in running for i in r.gpu_indices
+    }
+    tasks = {c.provider_id: c.running_tasks for c in caps}
+    use = {o: quotas.OwnerUse() for o in ("alice", "bob", "carol")}
+    for r in running:
+        use.setdefault(r.owner_id, quotas.OwnerUse()).gpus_in_use += len(r.gpu_indices)
+    matcher = placement.Matcher(caps)
+    placed: set[tuple[str, int]] = set()
+    # owners the generated fleet already put over a GPU quota (admission cannot undo that)
+    started_over = {
+        o
+        for o, q in owner_quotas.items()
+        if q.max_gpus is not None and use[o].gpus_in_use > q.max_gpus
+    }
+
+    def hold(pid: str, idx: list[int], who: str) -> None:
+        for i in idx:
+            assert (pid, i) not in holders, f"GPU {pid}/{i} handed to {who} while held"
+            holders[(pid, i)] = who
+            placed.add((pid, i))
+        tasks[pid] += 1
+
+    ranked = [
+        fairshare.Ranked(str(n), owner, prio, NOW - timedelta(seconds=n))
+        for n, (owner, prio, _, _) in enumerate(queue)
+    ]
+    for item, _, _ in fairshare.order(ranked, {"alice": 50.0}, NOW, fairshare.FairShareConfig()):
+        owner, prio, d, nodes = queue[int(item.key)]
+        ask = quotas.Ask(d.gpu_count * nodes)
+        if quotas.over_quota(owner_quotas.get(owner), use[owner], ask):
+            continue
+        who = f"q{item.key}"
+        if nodes > 1:
+            got = gang.place(matcher, d, nodes)
+            if got is None:
+                continue
+            for p in got:
+                hold(p.provider_id, p.gpu_indices, who)
+                placement.allocate(by_id[p.provider_id], p, NOW)
+        else:
+            choice = matcher.choose(d)
+            if choice is None:
+                plan = preemption.plan(
+                    preemption.Preemptor(owner, prio, d),
+                    caps,
+                    running,
+                    policy=policy,
+                    now=NOW,
+                    min_run_seconds=0,
+                )
+                if plan is None or not plan.victims:
+                    continue
+                cap = by_id[plan.placement.provider_id]
+                event("a job preempted others")
+                for v in plan.victims:  # evict: exactly the victim's GPUs come back
+                    mine = {k for k, w in holders.items() if w == v.job_id}
+                    assert mine == {(v.provider_id, i) for i in v.gpu_indices}
+                    for k in mine:
+                        del holders[k]
+                    tasks[v.provider_id] -= 1
+                    cap.running_tasks -= 1
+                    cap.used_indices.difference_update(v.gpu_indices)
+                    running.remove(v)
+                    use[v.owner_id].gpus_in_use -= len(v.gpu_indices)
+                choice = plan.placement
+            hold(choice.provider_id, choice.gpu_indices, who)
+            placement.allocate(by_id[choice.provider_id], choice, NOW)
+        quotas.take(use[owner], ask)
+    for c in caps:
+        held = {i for (pid, i), _ in holders.items() if pid == c.provider_id}
+        assert c.used_indices == held
+        assert c.running_tasks == tasks[c.provider_id] <= c.max_tasks
+    healthy = {(c.provider_id, g.index) for c in caps for g in c.gpus if g.healthy}
+    assert placed <= healthy  # nothing new on an unhealthy GPU
+    for owner, q in owner_quotas.items():
+        if q.max_gpus is not None and owner not in started_over:
+            assert use[owner].gpus_in_use <= q.max_gpus
