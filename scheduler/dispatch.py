@@ -131,7 +131,7 @@ class Placer:
             svc.uow.session, svc.settings, now
         )
         queued += await policy_store.queued_per_owner(
-            svc.uow.session, svc.settings.fairshare_per_owner, {j.id for j in queued}
+            svc.uow.session, svc.settings.fairshare_per_owner, {j.id for j in queued}, limit
         )
         queued = rules.order(queued)
         known: list[placement.Capacity] | None = None

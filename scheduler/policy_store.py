@@ -82,26 +82,41 @@ async def cordoned_ids(session: AsyncSession) -> set[str]:
     return set((await session.execute(stmt)).scalars())
 
 
-async def queued_per_owner(session: AsyncSession, per_owner: int, exclude: set[str]) -> list[Job]:
-    """Each owner's first ``per_owner`` queued jobs (priority, then FIFO), locked, besides
+async def queued_per_owner(
+    session: AsyncSession, per_owner: int, exclude: set[str], limit: int
+) -> list[Job]:
+    """Up to ``limit`` more queued jobs, locked: every waiting owner's first, then every
+    owner's second, … up to ``per_owner`` each (priority, then FIFO within an owner), besides
     ``exclude`` (the round's batch). The batch is the first N in priority/FIFO order, so one
     owner's flood could fill it and fair share could then only reorder that owner's jobs;
-    with these every owner that waits is in the round."""
-    if per_owner <= 0:
+    with these every owner that waits is in the round, and a round stays bounded."""
+    if per_owner <= 0 or limit <= 0:
         return []
     rn = (
         sa.func.row_number()
         .over(partition_by=Job.owner_id, order_by=(Job.priority.desc(), Job.created_at, Job.id))
         .label("rn")
     )
-    ranked = sa.select(Job.id, rn).where(Job.state == JobState.QUEUED).subquery()
-    ids = sa.select(ranked.c.id).where(ranked.c.rn <= per_owner)
+    ranked = (
+        sa.select(Job.id, rn, Job.priority, Job.created_at)
+        .where(Job.state == JobState.QUEUED)
+        .subquery()
+    )
+    ids = (
+        sa.select(ranked.c.id)
+        .where(ranked.c.rn <= per_owner)
+        .order_by(ranked.c.rn, ranked.c.priority.desc(), ranked.c.created_at, ranked.c.id)
+        .limit(limit + len(exclude))
+    )
+    wanted = [i for i in (await session.execute(ids)).scalars() if i not in exclude][:limit]
+    if not wanted:
+        return []
     stmt = (
         sa.select(Job)
-        .where(Job.id.in_(ids), Job.state == JobState.QUEUED)
+        .where(Job.id.in_(wanted), Job.state == JobState.QUEUED)
         .with_for_update(skip_locked=True)
     )
-    return [j for j in (await session.execute(stmt)).scalars() if j.id not in exclude]
+    return list((await session.execute(stmt)).scalars())
 
 
 async def _active_gangs(session: AsyncSession) -> list[Job]:
@@ -176,6 +191,7 @@ class RoundPolicies:
         }
         use: dict[str, quotas.OwnerUse] = {}
         running: list[preemption.Running] = []
+        preempting = settings.preemption != "off"
         for r in await _active(session):
             u = use.setdefault(r.owner_id, quotas.OwnerUse())
             u.gpus_in_use += r.gpu_count
@@ -186,7 +202,7 @@ class RoundPolicies:
                 if q is not None:
                     since = max(r.started_at, now - timedelta(seconds=q.period_seconds))
                     u.gpu_seconds_in_period += max((now - since).total_seconds(), 0) * r.gpu_count
-            if r.provider_id:
+            if r.provider_id and preempting:  # victims are only needed with preemption on
                 running.append(
                     preemption.Running(
                         r.id,
