@@ -27,6 +27,9 @@ class DaemonSettings(ServiceSettings):
     # Tries to publish one log chunk before it is dropped (logged and counted; the whole log
     # is still uploaded at the end): six take about 10 s, during which output waits.
     log_publish_attempts: int = 6
+    # What one attempt may put on the shared LOGS stream; past it the live log says
+    # "[log truncated …]" and stops (the uploaded log keeps everything). docs/nats.md.
+    log_live_max_bytes: int = 32 << 20
     # Heartbeat failures back off from the interval up to this, then resume the interval.
     heartbeat_max_backoff_seconds: float = 60.0
     # The Docker executor (container jobs): the Engine API socket (None: DOCKER_HOST or the

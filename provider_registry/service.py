@@ -10,9 +10,9 @@ from nats.js import JetStreamContext
 from provider_registry import metrics
 from provider_registry.models import Gpu, Provider
 from provider_registry.repository import ProviderRepository
-from provider_registry.schemas import HeartbeatIn, ProviderIn, ProviderStatus
+from provider_registry.schemas import AttemptIn, HeartbeatIn, ProviderIn, ProviderStatus
 from shared.auth import Principal
-from shared.contracts import GpuInfo, ProviderEvent, provider_event_subject
+from shared.contracts import AttemptRef, GpuInfo, ProviderEvent, provider_event_subject
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Forbidden, NotFound
 from shared.nats import publish
@@ -20,7 +20,12 @@ from shared.nats import publish
 log = structlog.get_logger(__name__)
 
 
-def provider_event(kind: str, p: Provider) -> ProviderEvent:
+def provider_event(
+    kind: str, p: Provider, attempts: list[AttemptIn] | None = None
+) -> ProviderEvent:
+    """``attempts``: what the daemon's beat or registration said it holds, passed on as is for
+    the scheduler to reconcile its jobs against (None: this event says nothing about them)."""
+    held = None if attempts is None else [AttemptRef(**a.model_dump()) for a in attempts]
     return ProviderEvent(
         kind=kind,  # type: ignore[arg-type]
         provider_id=p.id,
@@ -31,6 +36,7 @@ def provider_event(kind: str, p: Provider) -> ProviderEvent:
         price_per_hour=p.price_per_hour,
         labels=p.labels or {},
         gpus=[GpuInfo.model_validate(g, from_attributes=True) for g in p.gpus],
+        attempts=held,
     )
 
 
@@ -63,8 +69,8 @@ class RegistryService:
         self.js = js
         self.providers = ProviderRepository(uow.session)
 
-    def _emit(self, kind: str, provider: Provider) -> None:
-        event = provider_event(kind, provider)
+    def _emit(self, kind: str, provider: Provider, attempts: list[AttemptIn] | None = None) -> None:
+        event = provider_event(kind, provider, attempts)
 
         async def send() -> None:
             try:
@@ -115,7 +121,7 @@ class RegistryService:
             await self.providers.add(provider)
         await self.uow.session.flush()
         log.info("provider.registered", provider_id=provider.id, gpus=len(data.gpus), new=created)
-        self._emit("registered", provider)
+        self._emit("registered", provider, data.attempts)
         return provider, created
 
     async def heartbeat(self, principal: Principal, provider_id: str, hb: HeartbeatIn) -> Provider:
@@ -138,7 +144,8 @@ class RegistryService:
         if came_back:
             provider.status = ProviderStatus.ONLINE
             log.info("provider.back_online", provider_id=provider_id)
-        self._emit("status" if came_back or health_changed else "heartbeat", provider)
+        kind = "status" if came_back or health_changed else "heartbeat"
+        self._emit(kind, provider, hb.attempts)
         return provider
 
     async def set_status(

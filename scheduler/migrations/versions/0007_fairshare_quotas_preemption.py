@@ -1,7 +1,7 @@
 """fair share, quotas, preemption, cordon (issue 17)
 
 Revision ID: 0007a17sched
-Revises: 7b111e007b0x
+Revises: 0005_job_leases
 Create Date: 2026-11-30 00:10:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007a17sched"
-down_revision: str | None = "7b111e007b0x"
+down_revision: str | None = "0005_job_leases"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
