@@ -16,6 +16,15 @@ from tests.support.wait import eventually_async
 A100 = "NVIDIA A100-SXM4-40GB"
 
 
+async def task_of(h: Harness, job_id: str, attempt: int = 1) -> Any:
+    """The task message of that attempt once it has reached the (simulated) provider."""
+
+    def got() -> Any:
+        return next((t for t in h.tasks if t.job_id == job_id and t.attempt == attempt), None)
+
+    return await eventually_async(got, what=f"task of {job_id} attempt {attempt}")
+
+
 def gpus(*healthy: bool) -> list[dict]:
     return [
         {"index": i, "name": A100, "memory_total_mb": 40960, "healthy": h}
@@ -117,7 +126,7 @@ async def test_priority_9_preempts_priority_1_which_completes_as_attempt_2(
         await h.announce("p-one", gpus(True))
         low = await h.submit(alice, 1, priority=1)
         await job_in(client, as_alice, low, "dispatched")
-        low_task = next(t for t in h.tasks if t.job_id == low)
+        low_task = await task_of(h, low)
         await h.report(low_task, JobState.RUNNING)
         await job_in(client, as_alice, low, "running")
 
@@ -132,14 +141,14 @@ async def test_priority_9_preempts_priority_1_which_completes_as_attempt_2(
         # the preempted attempt's late "failed" (killed) report changes nothing
         await h.report(low_task, JobState.FAILED, exit_code=143)
 
-        high_task = next(t for t in h.tasks if t.job_id == high)
+        high_task = await task_of(h, high)
         await h.report(high_task, JobState.RUNNING)
         await h.report(high_task, JobState.COMPLETED, exit_code=0)
         await job_in(client, as_bob, high, "completed")
 
         redo = await job_in(client, as_alice, low, "dispatched")
         assert redo["attempt"] == 2
-        task2 = next(t for t in h.tasks if t.job_id == low and t.attempt == 2)
+        task2 = await task_of(h, low, 2)
         await h.report(task2, JobState.RUNNING)
         await h.report(task2, JobState.COMPLETED, exit_code=0)
         done = await job_in(client, as_alice, low, "completed")
@@ -169,7 +178,12 @@ async def test_gang_placed_whole_and_requeued_whole(
 
         job = await h.submit(owner, 1, resources={"gpu_count": 1, "nodes": 2})
         await job_in(client, me, job, "dispatched")
-        ranks = sorted((t for t in h.tasks if t.job_id == job), key=lambda t: t.gang.rank)
+
+        async def first_attempt() -> list | None:
+            got = [t for t in h.tasks if t.job_id == job and t.attempt == 1]
+            return got if len(got) == 2 else None
+
+        ranks = sorted(await eventually_async(first_attempt), key=lambda t: t.gang.rank)
         assert [t.provider_id for t in ranks] in (["g-0", "g-1"], ["g-1", "g-0"])
         assert [t.gang.rank for t in ranks] == [0, 1]
         env = ranks[1].gang.env()
@@ -223,7 +237,7 @@ async def test_fair_share_puts_the_owner_below_their_share_first(
         await h.announce("p-fair", gpus(True))
         used = await h.submit(alice, 1)  # alice has used the GPU; bob never has
         await job_in(client, as_alice, used, "dispatched")
-        t = next(t for t in h.tasks if t.job_id == used)
+        t = await task_of(h, used)
         await h.report(t, JobState.RUNNING)
         await job_in(client, as_alice, used, "running")
         first = await h.submit(alice, 1)  # submitted first, same priority
