@@ -30,6 +30,7 @@ ROUTES = (
     ("/api/v1/providers", "registry"),
     ("/api/v1/jobs", "scheduler"),
     ("/api/v1/usage", "scheduler"),
+    ("/api/v1/scheduler", "scheduler"),  # policies and cordons (issue 17)
     ("/api/v1/storage", "storage"),
     ("/api/v1/billing", "billing"),
 )

@@ -19,7 +19,17 @@ SERVICES = {
     "provider_registry": ("alembic_version_registry", {"providers", "gpus"}),
     "scheduler": (
         "alembic_version_scheduler",
-        {"jobs", "job_events", "provider_views", "job_tags", "usage_records", "usage_outbox"},
+        {
+            "jobs",
+            "job_events",
+            "provider_views",
+            "job_tags",
+            "usage_records",
+            "usage_outbox",
+            "owner_policies",
+            "owner_usage",
+            "attempt_usage",
+        },
     ),
     "billing_service": (
         "alembic_version_billing",
