@@ -179,11 +179,13 @@ async def connect(
 
 
 async def close_nats(nc: NATS) -> None:
-    """Drain on the way out; a connection already lost just closes."""
+    """Drain on the way out; a connection already lost just closes (and a close that trips
+    over the lost socket does not fail the shutdown)."""
     try:
         await nc.drain()
     except Exception:
-        await nc.close()
+        with contextlib.suppress(Exception):
+            await nc.close()
 
 
 @dataclass
