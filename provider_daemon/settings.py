@@ -27,7 +27,10 @@ class DaemonSettings(ServiceSettings):
     # Tries to publish one log chunk before it is dropped (logged and counted; the whole log
     # is still uploaded at the end): six take about 10 s, during which output waits.
     log_publish_attempts: int = 6
-    # Heartbeat failures back off from the interval up to this, then resume the interval.
+    # The registry's heartbeat TTL (DANTE_REGISTRY_HEARTBEAT_TTL_SECONDS): after a failed beat
+    # the daemon tries again before ``ttl - interval`` since its last stored one.
+    heartbeat_ttl_seconds: float = 30.0
+    # Failures past the TTL back off from the interval up to this (held to ttl - interval).
     heartbeat_max_backoff_seconds: float = 60.0
     # The Docker executor (container jobs): the Engine API socket (None: DOCKER_HOST or the
     # default socket), how long an image pull may take, and whether to pull present images.
