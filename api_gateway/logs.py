@@ -1,18 +1,22 @@
-"""Job logs from the LOGS stream: the log so far, or a live follow as server-sent events."""
+"""Job logs: the log so far from the LOGS stream (live, bounded), or the archived per-attempt
+log objects once the live one has expired or was cut; or a live follow as server-sent events."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import structlog
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
-from shared.contracts import TERMINAL_STATES, LogChunk, log_subject
+from shared.contracts import LOG_TRUNCATED, TERMINAL_STATES, LogChunk, log_key, log_subject
 
 log = structlog.get_logger(__name__)
 
@@ -51,25 +55,98 @@ def _decode(data: bytes) -> LogChunk | None:
         return None
 
 
-async def read_all(js: JetStreamContext, job_id: str) -> str:
-    """Every line stored for the job so far, all attempts in order."""
+@dataclass
+class LiveLog:
+    text: str
+    chunks: int  # chunks read (0: the stream holds nothing for this job, or attempt)
+    complete: bool  # False: chunks were evicted or the daemon cut the live log at its cap
+
+
+async def live_chunks(js: JetStreamContext, job_id: str) -> int:
+    """How many chunks the LOGS stream holds for the job (0: none, or they all expired)."""
     info = await js.stream_info("LOGS", subjects_filter=log_subject(job_id))
-    count = (info.state.subjects or {}).get(log_subject(job_id), 0)
+    return int((info.state.subjects or {}).get(log_subject(job_id), 0))
+
+
+async def read_all(js: JetStreamContext, job_id: str, attempt: int | None = None) -> LiveLog:
+    """Every line the LOGS stream still holds for the job, all attempts in order (or one)."""
+    count = await live_chunks(js, job_id)
     if count == 0:
-        return ""
+        return LiveLog("", 0, True)
     sub = await _subscribe(js, job_id)
     lines: list[str] = []
+    chunks, complete = 0, True
+    expected: dict[int, int] = {}  # attempt → the next chunk seq (the daemon counts from 1)
     try:
         for _ in range(count):
             msg = await sub.next_msg(timeout=5)
             chunk = _decode(msg.data)
-            if chunk:
-                lines.extend(chunk.lines)
+            if chunk is None or (attempt is not None and chunk.attempt != attempt):
+                continue
+            chunks += 1
+            if chunk.seq != expected.get(chunk.attempt, 1):
+                complete = False  # the oldest chunks went (per-job bound) or were dropped
+            expected[chunk.attempt] = chunk.seq + 1
+            if any(line.startswith(LOG_TRUNCATED) for line in chunk.lines):
+                complete = False
+            lines.extend(chunk.lines)
     except TimeoutError:
         log.warning("logs.short_read", job_id=job_id)
+        complete = False
     finally:
         await sub.unsubscribe()
-    return "".join(line + "\n" for line in lines)
+    return LiveLog("".join(line + "\n" for line in lines), chunks, complete)
+
+
+async def archived(
+    http: httpx.AsyncClient,
+    storage: str,
+    job_id: str,
+    attempts: list[int],
+    owner: str | None,
+    headers: dict[str, str],
+) -> list[str]:
+    """The object URLs of the attempts' logs the daemon uploaded (``jobs/<id>/attempt-N.log``
+    in the owner's storage), asked for with the caller's own token (an admin names the owner)."""
+    params = {"owner": owner} if owner else {}
+    found = []
+    for n in attempts:
+        url = f"{storage}/api/v1/storage/objects/{quote(log_key(job_id, n))}"
+        resp = await http.head(url, params=params, headers=headers)
+        if resp.status_code == 200:
+            found.append(str(httpx.URL(url, params=params)))
+        elif resp.status_code != 404:
+            resp.raise_for_status()
+    return found
+
+
+async def archive_events(
+    http: httpx.AsyncClient, urls: list[str], headers: dict[str, str]
+) -> AsyncIterator[str]:
+    """An ended job's archived log as the same server-sent events a live follow sends (ids
+    ``archive-<n>``: a resume from one starts over), then ``end``."""
+    n = 0
+    for url in urls:
+        async with http.stream("GET", url, headers=headers) as resp:
+            if resp.status_code != 200:
+                log.warning("logs.archive_gone", url=url, status=resp.status_code)
+                continue
+            async for line in resp.aiter_lines():
+                yield f"id: archive-{n}\ndata: {json.dumps(line)}\n\n"
+                n += 1
+    yield "event: end\ndata: {}\n\n"
+
+
+async def stream_objects(
+    http: httpx.AsyncClient, urls: list[str], headers: dict[str, str]
+) -> AsyncIterator[bytes]:
+    for url in urls:
+        async with http.stream("GET", url, headers=headers) as resp:
+            if resp.status_code != 200:  # went between the HEAD and now
+                log.warning("logs.archive_gone", url=url, status=resp.status_code)
+                continue
+            async for data in resp.aiter_bytes():
+                yield data
 
 
 async def follow(
@@ -78,6 +155,7 @@ async def follow(
     job_status: JobStatusFn,
     poll: float = 2.0,
     after: tuple[int, int] | None = None,
+    attempt: int | None = None,
 ) -> AsyncIterator[str]:
     """SSE events, one per line, until the job has ended and its output is drained.
 
@@ -98,6 +176,8 @@ async def follow(
                 continue
             chunk = _decode(msg.data)
             if chunk is None:
+                continue
+            if attempt is not None and chunk.attempt != attempt:
                 continue
             seq = msg.metadata.sequence.stream
             skip = after[1] + 1 if after and seq == after[0] else 0

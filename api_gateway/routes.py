@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import httpx
 import structlog
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import BaseModel
 
 from api_gateway import logs
 from api_gateway.auth import is_public
@@ -13,9 +15,9 @@ from api_gateway.state import GatewayState, State
 from api_gateway.submit import IDEMPOTENCY_HEADER, job_id_for
 from shared.app import correlation_id
 from shared.auth import CurrentPrincipal, current_principal
-from shared.contracts import JobSubmitted
+from shared.contracts import TERMINAL_STATES, JobSubmitted
 from shared.db import utcnow
-from shared.errors import Forbidden, NotFound
+from shared.errors import Forbidden, NotFound, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -77,7 +79,15 @@ async def submit_job(
     return JobAccepted(job_id=job_id, timestamp=now.isoformat())
 
 
-async def _job_status(request: Request, state: State, job_id: str) -> str | None:
+class JobView(BaseModel):
+    """What the gateway needs of the scheduler's job to serve its log."""
+
+    status: str
+    owner_id: str
+    attempt: int
+
+
+async def _job(request: Request, state: State, job_id: str) -> JobView | None:
     """Ask the scheduler, with the caller's own token, whether the job exists and its state."""
     bases = await state.upstreams.candidates("scheduler")
     resp = await state.http.get(
@@ -90,8 +100,12 @@ async def _job_status(request: Request, state: State, job_id: str) -> str | None
     if resp.status_code == 404:
         return None
     resp.raise_for_status()
-    status: str = resp.json()["status"]
-    return status
+    return JobView.model_validate_json(resp.content)
+
+
+async def _job_status(request: Request, state: State, job_id: str) -> str | None:
+    job = await _job(request, state, job_id)
+    return job.status if job else None
 
 
 LOG_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -102,7 +116,11 @@ LOG_RESPONSES: dict[int | str, dict[str, Any]] = {
             "text/plain": {"schema": {"type": "string"}},
             "text/event-stream": {"schema": {"type": "string"}},
         },
-    }
+    },
+    404: {
+        "description": "no such job, or an ended job whose live log expired and which has no "
+        "archived log (`log_not_found`, the detail says why)",
+    },
 }
 
 
@@ -119,24 +137,110 @@ async def job_logs(
     request: Request,
     state: GatewayState,
     follow: bool = False,
+    attempt: int | None = Query(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="only this attempt's lines (default: all, "
+        "each later attempt after a `=== attempt N ===` line)",
+    ),
 ) -> Response:
-    status = await _job_status(request, state, job_id)
-    if status is None:
+    job = await _job(request, state, job_id)
+    if job is None:
         raise NotFound("job not found")
+    if attempt is not None and attempt > job.attempt:
+        raise NotFound(
+            f"the job has no attempt {attempt} (it is at attempt {job.attempt})",
+            code="attempt_not_found",
+        )
     js = state.js
     if not follow:
-        return PlainTextResponse(await logs.read_all(js, job_id))
+        return await _log_so_far(request, state, principal.user_id, job_id, job, attempt)
+    if job.status in TERMINAL_STATES and not await logs.live_chunks(js, job_id):
+        # nothing live to follow any more: the archived log, as the same events
+        urls = await _archived(request, state, principal.user_id, job_id, job, attempt)
+        if not urls:
+            raise _no_log()
+        return StreamingResponse(
+            logs.archive_events(state.http, urls, _forwarded(request)),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-dante-log-source": "archive"},
+        )
 
     async def current() -> str | None:
         return await _job_status(request, state, job_id)
 
     return StreamingResponse(
         logs.follow(
-            js, job_id, current, after=logs.parse_event_id(request.headers.get("last-event-id"))
+            js,
+            job_id,
+            current,
+            after=logs.parse_event_id(request.headers.get("last-event-id")),
+            attempt=attempt,
         ),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+async def _log_so_far(
+    request: Request,
+    state: State,
+    caller: str,
+    job_id: str,
+    job: JobView,
+    attempt: int | None,
+) -> Response:
+    """The live log while the LOGS stream holds all of it; once it has expired (a day) or
+    was cut (the per-job bounds, docs/nats.md), the archived attempt logs of an ended job."""
+    live = await logs.read_all(state.js, job_id, attempt)
+    ended = job.status in TERMINAL_STATES
+    if live.chunks and (live.complete or not ended):
+        return PlainTextResponse(live.text)
+    urls = await _archived(request, state, caller, job_id, job, attempt)
+    if urls:
+        return StreamingResponse(
+            logs.stream_objects(state.http, urls, _forwarded(request)),
+            media_type="text/plain; charset=utf-8",
+            headers={"x-dante-log-source": "archive"},
+        )
+    if live.chunks or not ended:
+        return PlainTextResponse(live.text)  # a job still running may not have printed yet
+    raise _no_log()
+
+
+def _forwarded(request: Request) -> dict[str, str]:
+    return {
+        "authorization": request.headers.get("authorization", ""),
+        "x-request-id": correlation_id(request),
+    }
+
+
+def _no_log() -> NotFound:
+    return NotFound(
+        "the job has ended, its live log is no longer kept (the LOGS stream holds a day, "
+        "bounded per job) and no archived log exists: the job never ran, or its daemon "
+        "could not upload the log",
+        code="log_not_found",
+    )
+
+
+async def _archived(
+    request: Request, state: State, caller: str, job_id: str, job: JobView, attempt: int | None
+) -> list[str]:
+    """The URLs of the job's archived attempt logs that exist (all attempts, or one)."""
+    storage = (await state.upstreams.candidates("storage"))[0]
+    wanted = [attempt] if attempt else list(range(1, job.attempt + 1))
+    owner = job.owner_id if job.owner_id != caller else None
+    try:
+        return await logs.archived(state.http, storage, job_id, wanted, owner, _forwarded(request))
+    except httpx.HTTPError as exc:
+        log.warning("logs.archive_unavailable", job_id=job_id, error=str(exc))
+        raise ServiceUnavailable(
+            "the job's live log is gone and storage, which holds its archived log, did not "
+            "answer; try again shortly",
+            headers={"Retry-After": "5"},
+        ) from exc
 
 
 @router.api_route(

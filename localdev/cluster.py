@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import hashlib
 import json
 import os
@@ -40,7 +41,10 @@ NATS_DEV_PORT = 14222  # 4222 is often taken by a system NATS; ours lives next t
 
 
 def _port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now. SO_REUSEADDR, as uvicorn and nats-server
+    set it: a port whose last connections are in TIME-WAIT (right after a restart) is free."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -58,6 +62,44 @@ def _die_with_parent() -> None:
     """Children get SIGTERM if the launcher dies, so nothing is left behind (Linux)."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class DataDirInUse(RuntimeError):
+    """Another launcher holds this data dir (its SQLite files, JetStream store, provider ids)."""
+
+
+class DataDirLock:
+    """``<data>/dev.lock``: an exclusive ``flock`` held while a cluster runs, with the holder's
+    pid in the file. The kernel drops the lock when the holder exits, however it exits."""
+
+    def __init__(self, data: Path) -> None:
+        self.path = data / "dev.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirInUse(
+                f"{self.path.parent} is already in use by another `make dev` (pid {holder}): "
+                "stop that one first (Ctrl-C in its terminal), or give this one its own "
+                "data dir (python -m localdev up --data-dir DIR)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
+
+
+DAEMON_DRAIN_GRACE = 30.0  # provider_daemon's drain_grace_seconds default
 
 
 @dataclass
@@ -100,6 +142,7 @@ class LocalCluster:
         self.service_secret = secrets.token_urlsafe(32)
         self.billing_secret = secrets.token_urlsafe(32)  # billing lists storage to meter it
         self.nats_creds: Path | None = None  # the services' .creds file when nats_auth is on
+        self.lock = DataDirLock(self.data)
 
     # --- ports and environment ----------------------------------------------------------------
 
@@ -144,6 +187,7 @@ class LocalCluster:
     # --- start ---------------------------------------------------------------------------------
 
     def start(self, timeout: float = 60.0) -> None:
+        self.lock.acquire()  # DataDirInUse: a second launcher on the same data starts nothing
         (self.data / "nats").mkdir(parents=True, exist_ok=True)
         try:
             self._start_nats()
@@ -324,17 +368,28 @@ class LocalCluster:
 
     # --- stop ----------------------------------------------------------------------------------
 
+    @property
+    def daemon_grace(self) -> float:
+        """How long a stopping daemon may take: its drain grace (running jobs finish and
+        report), plus time to upload their logs and say goodbye."""
+        env = {**os.environ, **self.config.extra_env}
+        drain = float(env.get("DANTE_DAEMON_DRAIN_GRACE_SECONDS", DAEMON_DRAIN_GRACE))
+        return drain + 10.0
+
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM every service (the daemon drains), wait, SIGKILL stragglers; NATS goes last
-        so everyone can still report and drain on the way out."""
-        services = [p for p in self.procs if p.name != "nats"]
+        """Stop in dependency order: the daemons first (they drain: running jobs get the drain
+        grace, then report and upload their logs through the gateway, which is still up), then
+        the services, NATS last so everyone can still report on the way out. SIGTERM, wait,
+        SIGKILL stragglers."""
+        daemons = [p for p in self.procs if "daemon" in p.name]
         nats = [p for p in self.procs if p.name == "nats"]
-        for group in (services, nats):
+        services = [p for p in self.procs if p not in daemons and p not in nats]
+        for group, wait in ((daemons, self.daemon_grace), (services, grace), (nats, grace)):
             for proc in group:
                 if proc.popen.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
                         proc.popen.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + grace
+            deadline = time.monotonic() + wait
             for proc in group:
                 try:
                     proc.popen.wait(max(0.1, deadline - time.monotonic()))
@@ -344,6 +399,7 @@ class LocalCluster:
                 if proc.log:
                     proc.log.close()
         self.procs.clear()
+        self.lock.release()
 
     def process(self, name: str) -> subprocess.Popen[bytes]:
         return next(p.popen for p in self.procs if p.name == name)

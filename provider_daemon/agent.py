@@ -16,7 +16,7 @@ import structlog
 from provider_daemon.client import GatewayClient
 from provider_daemon.docker_executor import DockerExecutor
 from provider_daemon.executor import Executor, ProcessExecutor
-from provider_daemon.fence import Fence
+from provider_daemon.fence import Fence, Unreported
 from provider_daemon.health import health_app, health_server
 from provider_daemon.heartbeat import STARTUP, Registration, refused
 from provider_daemon.inventory import Nvml, collect
@@ -26,7 +26,7 @@ from provider_daemon.reporting import Reporter
 from provider_daemon.settings import DaemonSettings
 from provider_daemon.tasks import TaskRunner
 from shared.app import service_state
-from shared.contracts import task_subject
+from shared.contracts import AttemptRef, task_subject
 from shared.loops import retry
 from shared.nats import PullConsumer, UserCredentials, close_nats, connect
 from shared.nats_auth import KeyPair
@@ -45,13 +45,19 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
     s = settings
     fence = Fence(s.state_dir / "seen-tasks.jsonl", s.fence_keep)
     fence.load()
+    unreported = Unreported(s.state_dir / "unreported-statuses.jsonl")
+    unreported.load()
     nvml = nvml or Nvml()
     async with (
         httpx.AsyncClient(timeout=10) as http,
         httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10)) as io_http,
     ):
         client = GatewayClient(s.gateway_url, s.api_key, http)
-        registration = Registration(s, client, collect(nvml))
+        # Registration lists the attempts whose final status a previous run still owes, so the
+        # scheduler waits for those reports instead of requeueing the attempts.
+        registration = Registration(
+            s, client, collect(nvml), held=lambda: [_ref(k) for k in unreported.attempts()]
+        )
         provider_id = await registration.register_until_done(stop)
         # The nkey is made here and its seed never leaves this process; the platform signs
         # a JWT for its public half that allows this provider's own tasks only.
@@ -73,7 +79,9 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
             await retry("streams", lambda: js.stream_info("TASKS"), stop=stop, backoff=STARTUP)
             app = health_app(s, nc, lambda: client.provider_id is not None)
             ready = service_state(app).ready_checks
-            runner = TaskRunner(s, js, Transfers(io_http), executors(s), fence, Reporter(js))
+            reporter = Reporter(js, unreported)
+            runner = TaskRunner(s, js, Transfers(io_http), executors(s), fence, reporter)
+            registration.held = runner.held
             consumer = PullConsumer(
                 js,
                 "TASKS",
@@ -93,6 +101,7 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
                     registration.heartbeats(nvml, lambda: len(runner.running), stop, ready)
                 )
                 tg.create_task(runner.serve(consumer, taking))
+                tg.create_task(reporter.resend())
                 tg.create_task(runner.resend_logs(stop))
                 if creds is not None and issued is not None:
                     tg.create_task(renew_nats_jwt(client, creds, issued["expires_at"], stop, ready))
@@ -105,3 +114,7 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
             await close_nats(nc)
             nvml.close()
     log.info("daemon.stopped")
+
+
+def _ref(key: tuple[str, int]) -> AttemptRef:
+    return AttemptRef(job_id=key[0], attempt=key[1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import structlog
@@ -14,6 +14,7 @@ from provider_daemon.client import CredentialsRejected, GatewayClient
 from provider_daemon.fence import save_identity
 from provider_daemon.inventory import Inventory, Nvml
 from provider_daemon.settings import DaemonSettings
+from shared.contracts import AttemptRef
 from shared.loops import Backoff, LeaseBackoff, ReadyChecks, every, retry
 
 log = structlog.get_logger(__name__)
@@ -40,11 +41,21 @@ def refused(exc: BaseException) -> bool:
     return isinstance(exc, CredentialsRejected)
 
 
+def _no_attempts() -> list[AttemptRef]:
+    return []
+
+
 @dataclass
 class Registration:
     settings: DaemonSettings
     client: GatewayClient
     inventory: Inventory
+    # the attempts this host holds (``TaskRunner.held``), sent with every registration and
+    # heartbeat so the scheduler can reconcile its jobs with what really runs here
+    held: Callable[[], list[AttemptRef]] = field(default=_no_attempts)
+
+    def _attempts(self) -> list[dict[str, object]]:
+        return [a.model_dump() for a in self.held()]
 
     async def register(self) -> str:
         s = self.settings
@@ -55,6 +66,7 @@ class Registration:
             "price_per_hour": s.price_per_hour,
             "labels": s.labels,
             **self.inventory.registration(),
+            "attempts": self._attempts(),
         }
         provider = await self.client.register(body)
         save_identity(self.settings.state_dir, provider["id"])
@@ -82,7 +94,7 @@ class Registration:
         async def beat() -> None:
             gpus = nvml.metrics()
             metrics.record_gpus(self.client.provider_id, gpus, self.inventory)
-            body = {"gpus": gpus, "running_tasks": running()}
+            body = {"gpus": gpus, "running_tasks": running(), "attempts": self._attempts()}
             try:
                 await self.client.heartbeat(body)
             except httpx.HTTPStatusError as exc:

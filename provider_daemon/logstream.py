@@ -19,7 +19,7 @@ import structlog
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
-from shared.contracts import LogChunk, log_subject
+from shared.contracts import LOG_TRUNCATED, LogChunk, log_key, log_subject
 from shared.loops import Backoff, retry
 from shared.nats import publish
 
@@ -27,6 +27,9 @@ log = structlog.get_logger(__name__)
 
 MAX_LINES = 200
 MAX_BYTES = 64 * 1024
+LIVE_MAX_BYTES = 32 << 20
+"""What one attempt may put on the LOGS stream (shared by every job, docs/nats.md); past it the
+live log says so and stops, the log file (uploaded at the end) keeps everything."""
 # Between tries: 0.5 s doubling to 5 s (six tries take about 10 s; longer holds the job's pipe).
 SEND_BACKOFF = Backoff(base=0.25, cap=5.0, jitter=0.5)
 
@@ -97,10 +100,13 @@ class LogStream:
         flush: float = 0.1,
         correlation_id: str | None = None,
         attempts: int = 6,
+        live_max_bytes: int = LIVE_MAX_BYTES,
         spool: Path | None = None,
         busy: set[Path] | None = None,
     ) -> None:
         self.js = js
+        self.live_left = live_max_bytes
+        self.live_max_bytes = live_max_bytes
         self.attempts = attempts
         self.job_id = job_id
         self.attempt = attempt
@@ -118,6 +124,8 @@ class LogStream:
     async def __aenter__(self) -> LogStream:
         self._busy.add(self.spool)
         self._task = asyncio.create_task(self._publisher())
+        if self.attempt > 1:  # a rerun's lines must not read as more of the earlier attempt's
+            await self.line(f"=== attempt {self.attempt} ===")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -131,6 +139,17 @@ class LogStream:
 
     async def line(self, text: str) -> None:
         self._file.write(text + "\n")
+        if self.live_left <= 0:
+            return  # past the live cap: the file keeps it
+        self.live_left -= len(text.encode()) + 1
+        if self.live_left <= 0:
+            text = (
+                f"{LOG_TRUNCATED}: the live log of attempt {self.attempt} stops here, at "
+                f"{self.live_max_bytes >> 20} MiB; the whole log is archived as "
+                f"{log_key(self.job_id, self.attempt)} when the attempt ends and served "
+                "by GET /api/v1/jobs/{id}/logs then]"
+            )
+            log.info("log.live_truncated", job_id=self.job_id, attempt=self.attempt)
         await self.queue.put(text)
 
     async def _send(self, lines: list[str], eof: bool = False) -> None:

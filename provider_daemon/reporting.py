@@ -9,6 +9,7 @@ import structlog
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
+from provider_daemon.fence import Unreported
 from shared.contracts import JobState, TaskDispatch, TaskStatus, status_subject
 from shared.db import utcnow
 from shared.loops import Backoff, Stopped, retry
@@ -25,9 +26,21 @@ statuses_abandoned = Counter(
 
 
 class Reporter:
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, unreported: Unreported | None = None) -> None:
         self.js = js
         self.give_up = asyncio.Event()  # set by the drain once its grace period is spent
+        # an attempt's last status (terminal, or "queued" when handed back) is journalled
+        # before it is published, and re-sent by the next start if it never was
+        self.unreported = unreported
+
+    async def resend(self) -> None:
+        """Publish the final statuses a previous run of this daemon owed (killed, or NATS away
+        past its drain); the scheduler settles those attempts from them."""
+        for status in self.unreported or ():
+            log.info(
+                "status.resend", job_id=status.job_id, attempt=status.attempt, state=status.state
+            )
+            await self._publish(status, None)
 
     async def report(
         self,
@@ -50,13 +63,17 @@ class Reporter:
             artifacts=artifacts or [],
             at=utcnow(),
         )
-        subject = status_subject(task.job_id)
-        msg_id = f"{task.job_id}:{task.attempt}:{state}"  # the stream drops a resent duplicate
+        if self.unreported is not None and (state.terminal or state == JobState.QUEUED):
+            self.unreported.add(status)
+        return await self._publish(status, task.correlation_id)
+
+    async def _publish(self, status: TaskStatus, correlation_id: str | None) -> bool:
+        subject = status_subject(status.job_id)
+        # the stream drops a resent duplicate
+        msg_id = f"{status.job_id}:{status.attempt}:{status.state}"
 
         async def send() -> None:
-            await publish(
-                self.js, subject, status, msg_id=msg_id, correlation_id=task.correlation_id
-            )
+            await publish(self.js, subject, status, msg_id=msg_id, correlation_id=correlation_id)
 
         try:
             await retry(
@@ -65,7 +82,12 @@ class Reporter:
         except Stopped:
             statuses_abandoned.inc()
             log.error(
-                "status.abandoned", job_id=task.job_id, attempt=task.attempt, state=str(state)
+                "status.abandoned",
+                job_id=status.job_id,
+                attempt=status.attempt,
+                state=str(status.state),
             )
             return False
+        if self.unreported is not None:
+            self.unreported.done((status.job_id, status.attempt))
         return True

@@ -27,6 +27,9 @@ class DaemonSettings(ServiceSettings):
     # Tries to publish one log chunk before it goes to the spool on disk (logged, counted and
     # sent again later; provider_daemon/logstream.py): six take about 10 s, output waiting.
     log_publish_attempts: int = 6
+    # What one attempt may put on the shared LOGS stream; past it the live log says
+    # "[log truncated …]" and stops (the uploaded log keeps everything). docs/nats.md.
+    log_live_max_bytes: int = 32 << 20
     # How often spooled log chunks are sent again (failures back off to four times this).
     log_spool_interval_seconds: float = 15.0
     # The registry's heartbeat TTL (DANTE_REGISTRY_HEARTBEAT_TTL_SECONDS): after a failed beat

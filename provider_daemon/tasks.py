@@ -22,7 +22,7 @@ from provider_daemon.jobio import TransferFailed, Transfers
 from provider_daemon.logstream import LogStream, resend_spooled
 from provider_daemon.reporting import Reporter
 from provider_daemon.settings import DaemonSettings
-from shared.contracts import JobState, TaskCancel, TaskDispatch
+from shared.contracts import AttemptRef, JobState, TaskCancel, TaskDispatch
 from shared.db import utcnow
 from shared.logging import correlation
 from shared.loops import Backoff, every, retry
@@ -115,15 +115,31 @@ class TaskRunner:
             return
         self._group.create_task(self._run(entry))
 
+    def held(self) -> list[AttemptRef]:
+        """What the heartbeat says this host holds: attempts running now, and attempts finished
+        whose final status is not yet published. The scheduler requeues any attempt it believes
+        runs here that is not in this list (docs/daemon.md, "Reconciliation")."""
+        keys = {
+            *self.running,
+            *(self.reporter.unreported.attempts() if self.reporter.unreported else ()),
+        }
+        return [AttemptRef(job_id=j, attempt=a) for j, a in sorted(keys)]
+
     def _cancel(self, data: dict[str, object]) -> None:
         try:
             cancel = TaskCancel.model_validate(data)
         except ValidationError as exc:
             raise Poison("invalid cancel") from exc
-        running = self.running.get((cancel.job_id, cancel.attempt))
+        key = (cancel.job_id, cancel.attempt)
+        running = self.running.get(key)
         if running:
             log.info("task.cancel", job_id=cancel.job_id)
             running.cancel.set()
+        elif key not in self.fence:
+            # Not started yet: its task may still come (redelivered after a nak or a restart).
+            # Fenced now, it is dropped as a duplicate when it does, on this run or the next.
+            log.info("task.cancelled_before_start", job_id=cancel.job_id, attempt=cancel.attempt)
+            self.fence.remember(key)
 
     def _finished(self, entry: Running) -> None:
         self.running.pop((entry.task.job_id, entry.task.attempt), None)
@@ -206,6 +222,7 @@ class TaskRunner:
             self.settings.log_flush_seconds,
             task.correlation_id,
             self.settings.log_publish_attempts,
+            self.settings.log_live_max_bytes,
             busy=self.spooling,
         ) as stream:
             try:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts import MAX_PRICE_PER_HOUR
+from shared.contracts import MAX_HELD_ATTEMPTS, MAX_PRICE_PER_HOUR
 
 
 class ProviderStatus(StrEnum):
@@ -31,6 +31,17 @@ class GpuIn(Strict):
     healthy: bool = True
 
 
+class AttemptIn(Strict):
+    """An attempt the daemon holds: running, or finished with its status not yet published."""
+
+    job_id: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(ge=1)
+
+
+# None: the daemon said nothing (older daemons); a list, even empty, is all it holds now.
+HeldAttempts = list[AttemptIn] | None
+
+
 class ProviderIn(Strict):
     name: str = Field(min_length=1, max_length=128)
     hostname: str = Field(default="", max_length=255)
@@ -42,6 +53,7 @@ class ProviderIn(Strict):
     driver_version: str | None = Field(default=None, max_length=64)
     cuda_version: str | None = Field(default=None, max_length=32)
     gpus: list[GpuIn] = Field(default_factory=list, max_length=64)
+    attempts: HeldAttempts = Field(default=None, max_length=MAX_HELD_ATTEMPTS)
 
 
 class GpuMetrics(Strict):
@@ -58,6 +70,7 @@ class GpuMetrics(Strict):
 class HeartbeatIn(Strict):
     gpus: list[GpuMetrics] = Field(default_factory=list, max_length=64)
     running_tasks: int = Field(default=0, ge=0)
+    attempts: HeldAttempts = Field(default=None, max_length=MAX_HELD_ATTEMPTS)
 
 
 class StatusIn(Strict):

@@ -11,16 +11,21 @@ import structlog
 from provider_registry import metrics
 from provider_registry.models import Gpu, Provider, ProviderEventOutbox
 from provider_registry.repository import ProviderRepository
-from provider_registry.schemas import HeartbeatIn, ProviderIn, ProviderStatus
+from provider_registry.schemas import AttemptIn, HeartbeatIn, ProviderIn, ProviderStatus
 from shared.auth import Principal
-from shared.contracts import GpuInfo, ProviderEvent, provider_event_subject
+from shared.contracts import AttemptRef, GpuInfo, ProviderEvent, provider_event_subject
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Forbidden, NotFound
 
 log = structlog.get_logger(__name__)
 
 
-def provider_event(kind: str, p: Provider) -> ProviderEvent:
+def provider_event(
+    kind: str, p: Provider, attempts: list[AttemptIn] | None = None
+) -> ProviderEvent:
+    """``attempts``: what the daemon's beat or registration said it holds, passed on as is for
+    the scheduler to reconcile its jobs against (None: this event says nothing about them)."""
+    held = None if attempts is None else [AttemptRef(**a.model_dump()) for a in attempts]
     return ProviderEvent(
         kind=kind,  # type: ignore[arg-type]
         provider_id=p.id,
@@ -31,6 +36,7 @@ def provider_event(kind: str, p: Provider) -> ProviderEvent:
         price_per_hour=p.price_per_hour,
         labels=p.labels or {},
         gpus=[GpuInfo.model_validate(g, from_attributes=True) for g in p.gpus],
+        attempts=held,
     )
 
 
@@ -63,11 +69,11 @@ class RegistryService:
         self.outbox_wake = outbox_wake
         self.providers = ProviderRepository(uow.session)
 
-    def _emit(self, kind: str, provider: Provider) -> None:
+    def _emit(self, kind: str, provider: Provider, attempts: list[AttemptIn] | None = None) -> None:
         """Write the event to the outbox in this transaction (provider_registry/outbox.py
         publishes it): a request never waits on NATS, and a crash after the commit loses no
         event."""
-        event = provider_event(kind, provider)
+        event = provider_event(kind, provider, attempts)
         self.uow.session.add(
             ProviderEventOutbox(
                 msg_id=str(uuid.uuid4()),
@@ -125,7 +131,7 @@ class RegistryService:
             await self.providers.add(provider)
         await self.uow.session.flush()
         log.info("provider.registered", provider_id=provider.id, gpus=len(data.gpus), new=created)
-        self._emit("registered", provider)
+        self._emit("registered", provider, data.attempts)
         return provider, created
 
     async def heartbeat(self, principal: Principal, provider_id: str, hb: HeartbeatIn) -> Provider:
@@ -148,7 +154,8 @@ class RegistryService:
         if came_back:
             provider.status = ProviderStatus.ONLINE
             log.info("provider.back_online", provider_id=provider_id)
-        self._emit("status" if came_back or health_changed else "heartbeat", provider)
+        kind = "status" if came_back or health_changed else "heartbeat"
+        self._emit(kind, provider, hb.attempts)
         return provider
 
     async def set_status(

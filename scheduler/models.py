@@ -55,6 +55,10 @@ class Job(SchedulerBase):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # dispatched but not reported running by then: the attempt is presumed lost and requeued
     start_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # running: requeued unless its provider confirms the attempt (lists it in a heartbeat) by
+    # then; and ended ``timed_out`` by the scheduler itself past its timeout + grace
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    run_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # what the current attempt costs, fixed at placement (the provider may change its price)
     price_per_hour: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
     gpu_name: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)
@@ -107,6 +111,9 @@ class ProviderView(SchedulerBase):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     owner_id: Mapped[str | None] = mapped_column(sa.String(36), nullable=True, index=True)
+    # the newest heartbeat (registry time) that listed the attempts its daemon holds: a running
+    # attempt whose lease ran out before it was not among them (scheduler/leases.py)
+    attempts_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class UsageRecord(SchedulerBase):

@@ -56,6 +56,43 @@ class JobRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
+    async def running_past(
+        self, column: sa.orm.InstrumentedAttribute[datetime | None], now: datetime, limit: int
+    ) -> list[Job]:
+        """Running attempts whose ``column`` (lease or run deadline) is before ``now``, locked;
+        other replicas skip them."""
+        stmt = (
+            sa.select(Job)
+            .where(Job.state == JobState.RUNNING, column < now)
+            .order_by(column)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def lease_lapsed(self, limit: int) -> list[Job]:
+        """Running attempts whose provider listed what it holds after their lease ran out (so
+        none of those listings confirmed them), locked; other replicas skip them."""
+        stmt = (
+            sa.select(Job)
+            .join(ProviderView, ProviderView.id == Job.provider_id)
+            .where(
+                Job.state == JobState.RUNNING,
+                Job.lease_expires_at < ProviderView.attempts_seen_at,
+            )
+            .order_by(Job.lease_expires_at)
+            .limit(limit)
+            .with_for_update(of=Job, skip_locked=True)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def many(self, job_ids: list[str]) -> list[Job]:
+        if not job_ids:
+            return []
+        return list(
+            (await self.session.execute(sa.select(Job).where(Job.id.in_(job_ids)))).scalars()
+        )
+
     async def active_allocations(self) -> list[tuple[str, list[int]]]:
         stmt = sa.select(Job.provider_id, Job.gpu_indices).where(Job.state.in_(ACTIVE))
         rows = (await self.session.execute(stmt)).all()
@@ -65,6 +102,7 @@ class JobRepository:
         stmt = (
             sa.select(Job)
             .where(Job.provider_id == provider_id, Job.state.in_(ACTIVE))
+            .order_by(Job.id)  # one lock order: two replicas reconciling one host never deadlock
             .with_for_update()
         )
         return list((await self.session.execute(stmt)).scalars())

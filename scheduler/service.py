@@ -12,7 +12,7 @@ import structlog
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
-from scheduler import billing, metrics, states
+from scheduler import billing, leases, metrics, states
 from scheduler.models import Job, JobEvent, JobTag, ProviderView
 from scheduler.repository import JobRepository, ProviderViewRepository
 from scheduler.schemas import UsageRead, UsageRecordRead, UsageScope
@@ -86,6 +86,7 @@ class SchedulerService:
         metrics.on_transition(self.uow, job, to, now, cause)
         job.state = to
         job.updated_at = now
+        job.lease_expires_at = job.run_deadline = None  # set again below if it runs now
         if to == JobState.DISPATCHED:
             job.dispatched_at = now
             job.wait_reason = None
@@ -93,6 +94,10 @@ class SchedulerService:
         elif to == JobState.RUNNING:
             job.started_at = now
             job.start_deadline = None
+            job.lease_expires_at = now + timedelta(seconds=self.settings.lease_seconds)
+            if job.timeout_seconds:
+                grace = self.settings.timeout_grace_seconds
+                job.run_deadline = now + timedelta(seconds=job.timeout_seconds + grace)
         elif to.terminal:
             job.finished_at = now
             job.start_deadline = None
@@ -107,7 +112,8 @@ class SchedulerService:
         """Retry as attempt + 1, or fail when retries are spent. ``cancel_old`` tells the
         provider to drop the old attempt (it may still start it late, or be running it)."""
         if cancel_old and job.provider_id:
-            self._cancel_after_commit(job, job.provider_id, job.attempt)
+            unstarted = job.state == JobState.DISPATCHED
+            self._cancel_after_commit(job, job.provider_id, job.attempt, unstarted=unstarted)
         if job.attempt <= job.max_retries:
             await self.transition(job, JobState.QUEUED, cause)
             job.attempt += 1
@@ -231,6 +237,8 @@ class SchedulerService:
                 attempt=st.attempt,
                 current_attempt=job.attempt,
             )
+            if st.state == JobState.RUNNING:  # it started an attempt no longer its own: stop it
+                self._cancel_after_commit(job, st.provider_id, st.attempt)
             return
         if job.state == st.state or JobState(job.state).terminal:
             return  # a redelivery, or news about a job that has already ended
@@ -283,16 +291,27 @@ class SchedulerService:
         if JobState(job.state).terminal:
             return job
         provider_id, attempt = job.provider_id, job.attempt
+        unstarted = job.state == JobState.DISPATCHED
         await self.transition(job, JobState.CANCELLED, f"cancelled by {principal.user_id}")
         if provider_id:
-            self._cancel_after_commit(job, provider_id, attempt)
+            self._cancel_after_commit(job, provider_id, attempt, unstarted=unstarted)
         return job
 
-    def _cancel_after_commit(self, job: Job, provider_id: str, attempt: int) -> None:
+    def _cancel_after_commit(
+        self, job: Job, provider_id: str, attempt: int, *, unstarted: bool = False
+    ) -> None:
+        """Tell the provider to stop ``attempt``. ``unstarted``: its task may still wait in
+        TASKS, so it is deleted there first; the cancel alone would queue behind it, and a
+        daemon (re)starting meanwhile would start the old attempt before seeing the cancel."""
         cancel = TaskCancel(job_id=job.id, attempt=attempt, provider_id=provider_id)
         js, correlation_id = self.js, job.correlation_id
 
         async def send() -> None:
+            if unstarted:
+                try:
+                    await leases.remove_dispatch(js, provider_id, cancel.job_id, attempt)
+                except Exception as exc:  # the daemon's fence and the stale-report cancel remain
+                    log.warning("job.task_remove_failed", job_id=cancel.job_id, error=str(exc))
             try:
                 await publish(
                     js,
@@ -367,3 +386,6 @@ class SchedulerService:
                 await self._requeue_or_fail(
                     job, f"provider {ev.provider_id} {view.status}", cancel_old=True
                 )
+        elif ev.attempts is not None:  # the daemon said what it holds: believe it
+            view.attempts_seen_at = max(view.attempts_seen_at or ev.at, ev.at)
+            await leases.reconcile(self, ev)

@@ -16,6 +16,16 @@ class SchedulerSettings(ServiceSettings):
     # dispatched but not reported running within this → the attempt is presumed lost (a daemon
     # that died before taking it, or a publish lost in a crash) and the job is requeued
     dispatch_timeout_seconds: float = 60.0
+    # A running attempt's lease: renewed each time its provider's heartbeat lists it; not
+    # renewed for this long (provider online but silent about it, or its events lost) → the
+    # job is requeued. Keep it at the registry's heartbeat TTL (≥ 2 heartbeat intervals).
+    lease_seconds: float = 30.0
+    # A heartbeat that does not list a running attempt requeues it at once, unless the attempt
+    # started less than this before the beat (its "running" report may have overtaken the beat).
+    reconcile_grace_seconds: float = 5.0
+    # The scheduler ends a running job ``timed_out`` this long after its ``timeout_seconds``
+    # (the daemon enforces the timeout itself; this catches a daemon that never reports).
+    timeout_grace_seconds: float = 30.0
     # the service-token client the scheduler presents to storage when presigning job I/O
     service_client_id: str = "scheduler"
     service_client_secret: str = ""

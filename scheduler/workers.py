@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -13,7 +14,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from scheduler import metrics
+from scheduler import leases, metrics
 from scheduler.billing import HttpBilling, outbox_loop
 from scheduler.dispatch import Placer, Presigner
 from scheduler.service import SchedulerService
@@ -67,6 +68,7 @@ class Workers:
         self.presigner = presigner
         self.billing = billing
         self.wake = asyncio.Event()
+        self._next_expiry = 0.0  # monotonic: when timeouts and leases are next looked at
 
     def _service(self, uow: UnitOfWork) -> SchedulerService:
         return SchedulerService(uow, self.js, self.settings)
@@ -127,6 +129,11 @@ class Workers:
             service = self._service(uow)
             pending = await self._reports_pending()
             await service.expire_dispatches(self.settings.placement_batch, reports_pending=pending)
+            if time.monotonic() >= self._next_expiry:
+                # each scans the running jobs: once per interval, not once per burst round
+                self._next_expiry = time.monotonic() + self.settings.placement_interval_seconds
+                await leases.expire_timeouts(service, self.settings.placement_batch, pending)
+                await leases.expire_leases(service, self.settings.placement_batch)
             placer = Placer(service, self.presigner, self.billing)
             return await placer.place(self.settings.placement_batch)
 

@@ -300,6 +300,11 @@ class TaskStatus(Message):
     artifacts: list[str] = Field(default_factory=list)
 
 
+LOG_TRUNCATED = "[log truncated"
+"""How the line starts that a daemon publishes where it stops an attempt's live log at its cap
+(the whole log is still uploaded at the end; the gateway serves that one instead)."""
+
+
 class LogChunk(Message):
     """``jobs.logs.<job_id>``: consecutive output lines; ``eof`` marks the attempt's end."""
 
@@ -320,8 +325,25 @@ class GpuInfo(Message):
     healthy: bool = True
 
 
+class AttemptRef(Message):
+    """One attempt of a job, as a daemon names what it holds (docs/scheduler.md, "Reconciling")."""
+
+    job_id: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(ge=1)
+
+
+MAX_HELD_ATTEMPTS = 1024
+"""The most attempts one heartbeat may list (a host runs at most ``max_concurrent_tasks``)."""
+
+
 class ProviderEvent(Message):
-    """``providers.events.<kind>``: registry facts the scheduler keeps its provider view from."""
+    """``providers.events.<kind>``: registry facts the scheduler keeps its provider view from.
+
+    ``attempts`` is what the daemon said it holds in the heartbeat or registration behind this
+    event: the attempts it runs now and those it finished whose status is not yet on the STATUS
+    stream. ``None`` when the event says nothing about it (the sweep, an admin's status change),
+    so only an event that carries a list is reconciled against.
+    """
 
     kind: Literal["registered", "heartbeat", "status", "offline", "deleted"]
     provider_id: str
@@ -332,6 +354,7 @@ class ProviderEvent(Message):
     labels: dict[str, str] = Field(default_factory=dict)
     gpus: list[GpuInfo] = Field(default_factory=list)
     owner_id: str | None = None  # the provider account (for its earnings); None if not sent
+    attempts: list[AttemptRef] | None = None
 
 
 class UsageRecorded(Message):

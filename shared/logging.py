@@ -46,6 +46,13 @@ def short_exc_info(_: object, __: str, event: EventDict) -> EventDict:
     return event
 
 
+def _not_bind_banner(record: logging.LogRecord) -> bool:
+    """Drop uvicorn's "Uvicorn running on http://…:<port>": our ``service.started`` line says
+    the same with fields, and in ``make dev`` six of them pointed newcomers at internal ports
+    instead of the gateway."""
+    return not str(record.msg).startswith("Uvicorn running on")
+
+
 def configure_logging(
     service: str, *, json: bool, level: str = "INFO", short_tracebacks: bool | None = None
 ) -> None:
@@ -97,6 +104,12 @@ def configure_logging(
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # httpx logs every request it sends at INFO ("HTTP Request: …"): our own lines say what
+    # matters, and the idle cluster's heartbeats and polls repeated it every few seconds.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    if _not_bind_banner not in uvicorn_error.filters:
+        uvicorn_error.addFilter(_not_bind_banner)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
 

@@ -71,12 +71,20 @@ def _bounded(name: str, subjects: list[str], max_age: float) -> StreamConfig:
     )
 
 
+LOG_CHUNKS_PER_JOB = 20_000
+"""LOGS keeps at most this many chunks per job (``max_msgs_per_subject``, the oldest of that
+job go first), so one chatty job cannot evict everyone's live logs; with the daemon's per-attempt
+byte cap (``DANTE_DAEMON_LOG_LIVE_MAX_BYTES``, 32 MiB) a job's share is bounded both ways."""
+
 STREAMS: dict[str, StreamConfig] = {
     "JOBS": _work_queue("JOBS", [JOBS_SUBMITTED], 7 * DAY),
     "TASKS": _work_queue("TASKS", [task_subject(ANY)], 7 * DAY),
     "STATUS": _work_queue("STATUS", [status_subject(ANY)], 7 * DAY),
-    # Logs are read live and are bounded: a day or 1 GiB, oldest dropped first.
-    "LOGS": _bounded("LOGS", [log_subject(ANY)], DAY),
+    # Logs are read live and are bounded: a day or 1 GiB, oldest dropped first; per job at
+    # most LOG_CHUNKS_PER_JOB chunks. The whole log of each attempt is archived in storage.
+    "LOGS": dataclasses.replace(
+        _bounded("LOGS", [log_subject(ANY)], DAY), max_msgs_per_subject=LOG_CHUNKS_PER_JOB
+    ),
     "EVENTS": _bounded("EVENTS", [provider_event_subject(ANY), "jobs.events.*"], 7 * DAY),
     # Messages a consumer gave up on after its redelivery bound, kept for replay: nothing the
     # platform accepted is dropped silently (issue 18). ``dead.<consumer>``; 30 days.

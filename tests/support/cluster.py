@@ -81,3 +81,21 @@ def daemon_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
     # the daemon tests read and publish on NATS as a plain client
     with running_cluster(cluster_config(data, nats_auth=False)) as c:
         yield c
+
+
+def kill_daemon(cluster: LocalCluster, n: int = 1) -> None:
+    """SIGKILL daemon ``n`` (no drain, no last report) and reap it."""
+    popen = cluster.process(cluster.daemon_name(n))
+    popen.kill()
+    popen.wait(30)
+
+
+def restart_daemon(cluster: LocalCluster, n: int = 1) -> None:
+    """Start daemon ``n`` again on its state directory and API key (as systemd would after a
+    crash); its exited process is forgotten first."""
+    name = cluster.daemon_name(n)
+    for proc in [p for p in cluster.procs if p.name == name and p.popen.poll() is not None]:
+        if proc.log:
+            proc.log.close()
+        cluster.procs.remove(proc)
+    cluster.start_daemon(n)
