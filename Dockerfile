@@ -13,6 +13,7 @@ COPY auth_service/ auth_service/
 COPY provider_registry/ provider_registry/
 COPY scheduler/ scheduler/
 COPY storage_service/ storage_service/
+COPY billing_service/ billing_service/
 COPY api_gateway/ api_gateway/
 COPY provider_daemon/ provider_daemon/
 COPY localdev/ localdev/

@@ -10,9 +10,10 @@ from starlette.middleware.cors import CORSMiddleware
 from api_gateway import console, console_session
 from api_gateway.auth import Authenticate
 from api_gateway.limits import BodyLimit
+from api_gateway.openapi import docs_router
 from api_gateway.proxy import Upstreams
 from api_gateway.ratelimit import RateLimit
-from api_gateway.routes import router
+from api_gateway.routes import ROUTES, router
 from api_gateway.settings import GatewaySettings
 from api_gateway.state import State
 from api_gateway.submit import Submissions
@@ -47,7 +48,9 @@ def create_app(
                 await upstreams.aclose()
                 await close_nats(submit_nc)
 
-    app = create_service_app(settings, title="Dante API gateway", lifespan=lifespan)
+    app = create_service_app(
+        settings, title="Dante API gateway", lifespan=lifespan, openapi_url=None
+    )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, exempt=("/api/v1/storage/",))
     app.add_middleware(
         RateLimit,
@@ -72,5 +75,6 @@ def create_app(
     app.add_middleware(console.SecurityHeaders)
     app.include_router(console_session.router)
     app.include_router(console.console_router(settings.console_dir or console.CONSOLE_DIR))
+    app.include_router(docs_router(ROUTES))  # /openapi.json and /docs: the merged public API
     app.include_router(router)
     return app

@@ -108,12 +108,17 @@ class Upstreams:
                         allow_redirects=False,
                         timeout=aiohttp.ClientTimeout(connect=3.0, sock_read=self.timeout),
                     )
+            except aiohttp.ConnectionTimeoutError as exc:  # never connected: like refused
+                log.warning("upstream.unreachable", service=service, url=base, error=str(exc))
+                if attempt == len(bases) - 1:
+                    raise ServiceUnavailable(f"{service} is unavailable; retry shortly") from exc
+                continue
             except TimeoutError as exc:
                 raise GatewayTimeout(f"{service} did not answer in time") from exc
-            except aiohttp.ClientError as exc:
+            except (aiohttp.ClientError, OSError) as exc:
                 log.warning("upstream.unreachable", service=service, url=base, error=str(exc))
                 if has_body or attempt == len(bases) - 1:
-                    raise ServiceUnavailable(f"{service} is unavailable") from exc
+                    raise ServiceUnavailable(f"{service} is unavailable; retry shortly") from exc
                 continue
             response = StreamingResponse(
                 self._body(resp, bounded=not has_body),
@@ -125,7 +130,7 @@ class Upstreams:
                 (k.lower(), v) for k, v in resp.raw_headers if k.lower() not in _NOT_RETURNED
             ]
             return response
-        raise ServiceUnavailable(f"{service} is unavailable")
+        raise ServiceUnavailable(f"{service} is unavailable; retry shortly")
 
     async def _send_with_body(
         self, request: Request, url: str, headers: list[tuple[str, str]]

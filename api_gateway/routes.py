@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import structlog
@@ -64,7 +65,9 @@ async def submit_job(
         raise Forbidden("only requesters submit jobs")
     job_id = job_id_for(principal.user_id, idempotency_key)
     now = utcnow()
-    message = JobSubmitted(
+    # every field is validated already (the body, our own id, owner and clock): constructed,
+    # not validated again, which cost a fifth of the gateway's CPU per submission (issue 12)
+    message = JobSubmitted.model_construct(
         job_id=job_id,
         owner_id=principal.user_id,
         type=body.type,
@@ -91,7 +94,7 @@ async def _job(request: Request, state: State, job_id: str) -> JobView | None:
     """Ask the scheduler, with the caller's own token, whether the job exists and its state."""
     bases = await state.upstreams.candidates("scheduler")
     resp = await state.http.get(
-        f"{bases[0]}/api/v1/jobs/{job_id}",
+        f"{bases[0]}/api/v1/jobs/{quote(job_id, safe='')}",
         headers={
             "authorization": request.headers.get("authorization", ""),
             "x-request-id": correlation_id(request),

@@ -7,6 +7,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts import (
+    INT32_MAX,
     PARAMS,
     ComputeCapability,
     ContainerParams,
@@ -72,7 +73,7 @@ class JobSubmission(JobOptions):
     gpu_count: GpuCount | None = None
     # flat aliases of native fields, for clients that keep everything at the top level
     gpu_model: GpuGlob | None = None
-    min_vram_mb: int | None = Field(default=None, ge=0)
+    min_vram_mb: int | None = Field(default=None, ge=0, le=INT32_MAX)
     min_compute_capability: ComputeCapability | None = None
     max_price: Price | None = None
 

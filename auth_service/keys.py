@@ -64,14 +64,18 @@ class KeyRing:
             paths = [generate_key(key_dir)]
         self.keys = [_load(p) for p in paths]
         self.active = self.keys[-1]
+        self._signer: tuple[SigningKey, Any] | None = None
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [k.public_jwk for k in self.keys]}
 
     def sign(self, claims: dict[str, Any]) -> str:
+        # the parsed key, kept: parsing the PEM costs more than the signature (issue 12)
+        if self._signer is None or self._signer[0] is not self.active:
+            self._signer = (self.active, jwk.construct(self.active.private_pem, "RS256"))
         return jwt.encode(
             claims,
-            self.active.private_pem.decode(),
+            self._signer[1],  # jose takes a constructed Key as well as a PEM
             algorithm="RS256",
             headers={"kid": self.active.kid},
         )

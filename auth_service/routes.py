@@ -37,7 +37,9 @@ from shared.auth import (
     ProviderPrincipal,
     require_role,
 )
+from shared.contracts import INT32_MAX
 from shared.db import UoW
+from shared.openapi import errors
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 jwks_router = APIRouter(tags=["auth"])
@@ -86,7 +88,7 @@ async def register(body: RegisterIn, service: Service) -> UserOut:
     return UserOut(user_id=user.id, username=user.username, role=user.role)
 
 
-@router.post("/login", response_model=TokenOut)
+@router.post("/login", response_model=TokenOut, responses=errors(401))
 async def login(body: LoginIn, request: Request, service: Service) -> TokenOut:
     agent = request.headers.get("user-agent", "")
     return await service.login(
@@ -94,7 +96,7 @@ async def login(body: LoginIn, request: Request, service: Service) -> TokenOut:
     )
 
 
-@router.post("/refresh", response_model=TokenOut)
+@router.post("/refresh", response_model=TokenOut, responses=errors(401))
 async def refresh(body: RefreshIn, service: Service) -> TokenOut:
     return await service.refresh(body.refresh_token)
 
@@ -143,7 +145,7 @@ async def list_users(
     role: str | None = Query(default=None, max_length=16),
     q: str | None = Query(default=None, max_length=64),
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=INT32_MAX),
 ) -> UserList:
     rows, total = await service.users.search(role=role, query=q, limit=limit, offset=offset)
     return UserList(
@@ -203,7 +205,7 @@ async def revoke_api_key(key_id: str, principal: KeyOwner, service: Service) -> 
     return Response(status_code=204)
 
 
-@router.post("/token", response_model=ProviderTokenOut | ServiceTokenOut)
+@router.post("/token", response_model=ProviderTokenOut | ServiceTokenOut, responses=errors(401))
 async def token(body: TokenIn, service: Service) -> ProviderTokenOut | ServiceTokenOut:
     """A provider daemon exchanges its API key for a short-lived token bound to its provider;
     a service exchanges its client credentials for a short-lived ``service`` token."""

@@ -33,7 +33,9 @@ class InvalidAmount(BadRequest):
 
 
 class PaymentsNotConfigured(DanteError):
-    status_code = 501
+    # 503, not 501: no input may make a service answer 5xx other than "unavailable" (issue 11),
+    # and an unconfigured payment provider is that, for this deployment
+    status_code = 503
     code = "payments_not_configured"
 
 

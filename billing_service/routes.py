@@ -35,6 +35,7 @@ from billing_service.state import BillingState
 from shared.auth import AdminPrincipal, CurrentPrincipal, Principal
 from shared.db import UoW, utcnow
 from shared.errors import Forbidden
+from shared.openapi import errors
 
 router = APIRouter(tags=["billing"])
 internal = APIRouter(tags=["internal"])
@@ -143,7 +144,12 @@ async def credit_limit(
     return await service.set_credit_limit(user_id, body.credit_limit_minor)
 
 
-@router.post("/admin/payouts/{provider_id}", status_code=201, response_model=PayoutOut)
+@router.post(
+    "/admin/payouts/{provider_id}",
+    status_code=201,
+    response_model=PayoutOut,
+    responses=errors(402),
+)
 async def payout(
     provider_id: str, body: PayoutIn, _: AdminPrincipal, service: Service
 ) -> PayoutOut:
@@ -194,7 +200,7 @@ async def reconciliation(_: AdminPrincipal, service: Service) -> ReconciliationO
 # --- internal: the scheduler --------------------------------------------------------------------
 
 
-@internal.post("/holds", response_model=HoldOut)
+@internal.post("/holds", response_model=HoldOut, responses=errors(402))
 async def place_hold(
     body: HoldIn,
     principal: CurrentPrincipal,

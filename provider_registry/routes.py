@@ -15,20 +15,26 @@ from provider_registry.schemas import (
 from provider_registry.service import RegistryService
 from provider_registry.state import RegistryState
 from shared.auth import CurrentPrincipal, ProviderPrincipal
+from shared.contracts import INT32_MAX
 from shared.db import UoW
 from shared.errors import NotFound
 
 router = APIRouter(tags=["providers"])
 
 
-def _service(state: RegistryState, uow: UoW) -> RegistryService:
+async def _service(state: RegistryState, uow: UoW) -> RegistryService:
     return RegistryService(uow, state.outbox_wake)
 
 
 Service = Annotated[RegistryService, Depends(_service)]
 
 
-@router.post("", status_code=201, response_model=ProviderOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=ProviderOut,
+    responses={200: {"model": ProviderOut, "description": "re-registered: hardware updated"}},
+)
 async def register(
     body: ProviderIn, principal: ProviderPrincipal, service: Service, response: Response
 ) -> ProviderOut:
@@ -44,9 +50,9 @@ async def list_providers(
     service: Service,
     status: ProviderStatus | None = None,
     gpu_model: str | None = Query(default=None, max_length=128),
-    min_vram: int | None = Query(default=None, ge=0, description="MiB"),
+    min_vram: int | None = Query(default=None, ge=0, le=INT32_MAX, description="MiB"),
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=INT32_MAX),
 ) -> ProviderList:
     rows, total = await service.providers.search(
         status=status, gpu_model=gpu_model, min_vram_mb=min_vram, limit=limit, offset=offset

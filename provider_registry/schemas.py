@@ -4,9 +4,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.contracts import MAX_HELD_ATTEMPTS, MAX_PRICE_PER_HOUR
+from shared.contracts import INT32_MAX, MAX_HELD_ATTEMPTS, MAX_PRICE_PER_HOUR, ONE_LINE, LabelKey
 
 
 class ProviderStatus(StrEnum):
@@ -24,8 +24,8 @@ class Strict(BaseModel):
 class GpuIn(Strict):
     index: int = Field(ge=0, le=255)
     uuid: str = Field(default="", max_length=64)
-    name: str = Field(max_length=128)
-    memory_total_mb: int = Field(ge=0)
+    name: str = Field(max_length=128, pattern=ONE_LINE)
+    memory_total_mb: int = Field(ge=0, le=INT32_MAX)
     compute_capability: str | None = Field(default=None, max_length=8)
     power_limit_w: float | None = Field(default=None, ge=0, le=100_000)
     healthy: bool = True
@@ -35,7 +35,7 @@ class AttemptIn(Strict):
     """An attempt the daemon holds: running, or finished with its status not yet published."""
 
     job_id: str = Field(min_length=1, max_length=64)
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=INT32_MAX)
 
 
 # None: the daemon said nothing (older daemons); a list, even empty, is all it holds now.
@@ -43,17 +43,25 @@ HeldAttempts = list[AttemptIn] | None
 
 
 class ProviderIn(Strict):
-    name: str = Field(min_length=1, max_length=128)
-    hostname: str = Field(default="", max_length=255)
-    cpu_count: int = Field(default=0, ge=0)
-    memory_mb: int = Field(default=0, ge=0)
+    name: str = Field(min_length=1, max_length=128, pattern=ONE_LINE)
+    hostname: str = Field(default="", max_length=255, pattern=ONE_LINE)
+    cpu_count: int = Field(default=0, ge=0, le=INT32_MAX)
+    memory_mb: int = Field(default=0, ge=0, le=INT32_MAX)
     max_concurrent_tasks: int = Field(default=1, ge=1, le=1024)
     price_per_hour: float = Field(default=0.0, ge=0, le=MAX_PRICE_PER_HOUR)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[LabelKey, str] = Field(default_factory=dict)
     driver_version: str | None = Field(default=None, max_length=64)
     cuda_version: str | None = Field(default=None, max_length=32)
     gpus: list[GpuIn] = Field(default_factory=list, max_length=64)
     attempts: HeldAttempts = Field(default=None, max_length=MAX_HELD_ATTEMPTS)
+
+    @field_validator("gpus")
+    @classmethod
+    def _one_gpu_per_index(cls, gpus: list[GpuIn]) -> list[GpuIn]:
+        indices = [g.index for g in gpus]
+        if len(set(indices)) != len(indices):
+            raise ValueError("two GPUs with the same index: each index names one GPU")
+        return gpus
 
 
 class GpuMetrics(Strict):
@@ -69,7 +77,7 @@ class GpuMetrics(Strict):
 
 class HeartbeatIn(Strict):
     gpus: list[GpuMetrics] = Field(default_factory=list, max_length=64)
-    running_tasks: int = Field(default=0, ge=0)
+    running_tasks: int = Field(default=0, ge=0, le=INT32_MAX)
     attempts: HeldAttempts = Field(default=None, max_length=MAX_HELD_ATTEMPTS)
 
 

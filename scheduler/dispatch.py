@@ -6,6 +6,7 @@ Runs inside one transaction. On PostgreSQL the caller holds the placement adviso
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 import structlog
@@ -28,6 +29,10 @@ from shared.db import utcnow
 from shared.nats import publish
 
 log = structlog.get_logger(__name__)
+SPEC_CACHE = 50_000
+"""Validated job specs a scheduler keeps between rounds (oldest dropped first)."""
+PUBLISH_WINDOW = 256
+"""Dispatch publishes awaiting their JetStream ack at once after a round's commit."""
 
 
 class Presigned(Protocol):
@@ -78,18 +83,70 @@ def capacity_of(view: ProviderView | Any) -> placement.Capacity:
     )
 
 
+class HardwareCache:
+    """Each live provider's parsed hardware (price, task slots, labels, GPUs) kept between
+    rounds, keyed by its row's ``version`` (bumped on every applied provider event, by any
+    replica). A round reads only ``(id, version, last_placed_at)`` of the live providers and
+    the full rows of those whose version moved, so its fixed cost no longer parses every
+    host's GPU list. What is *taken* is never cached: it is read from the jobs every round."""
+
+    def __init__(self) -> None:
+        self._static: dict[str, tuple[int, placement.Capacity]] = {}
+        # job id → its validated spec (a spec never changes): a job waiting through many
+        # rounds is validated once, not once per round
+        self._specs: dict[str, JobSpec] = {}
+
+    def spec_of(self, job: Job) -> JobSpec:
+        spec = self._specs.get(job.id)
+        if spec is None:
+            spec = job.job_spec
+            if len(self._specs) >= SPEC_CACHE:
+                self._specs.pop(next(iter(self._specs)))
+            self._specs[job.id] = spec
+        return spec
+
+    async def live(self, svc: SchedulerService) -> dict[str, placement.Capacity]:
+        rows = await svc.providers.live_versions()
+        stale = [r.id for r in rows if self._static.get(r.id, (None,))[0] != r.version]
+        for start in range(0, len(stale), 1000):
+            for full in await svc.providers.rows_of(stale[start : start + 1000]):
+                self._static[full.id] = (full.version, capacity_of(full))
+        if len(self._static) > len(rows):  # forget providers that are no longer live
+            live = {r.id for r in rows}
+            for pid in [p for p in self._static if p not in live]:
+                del self._static[pid]
+        caps: dict[str, placement.Capacity] = {}
+        for r in rows:
+            entry = self._static.get(r.id)
+            if entry is None:
+                continue  # deleted between the two reads
+            t = entry[1]
+            caps[r.id] = placement.Capacity(
+                provider_id=t.provider_id,
+                price_per_hour=t.price_per_hour,
+                max_tasks=t.max_tasks,
+                gpus=t.gpus,  # shared, never mutated
+                labels=t.labels,
+                last_placed_at=r.last_placed_at,
+            )
+        return caps
+
+
 class Placer:
     def __init__(
         self,
         service: SchedulerService,
         presigner: Presigner | None = None,
         billing: HttpBilling | None = None,
+        hardware: HardwareCache | None = None,
     ) -> None:
         self.svc = service
+        self.hardware = hardware
         self.presigner = presigner
         self.billing = billing
         self._storage_down: str | None = None
         self._billing_down: str | None = None
+        self._outgoing: list[TaskDispatch] = []
 
     async def _wait(self, job: Job, reason: str) -> None:
         """Say why the job waits, once per distinct reason (not once per round)."""
@@ -104,8 +161,10 @@ class Placer:
         queued = await svc.jobs.queued(limit)
         if not queued:
             return 0
-        # plain rows, not ORM objects: with 1,000 hosts this is most of a small round's cost
-        caps = {r.id: capacity_of(r) for r in await svc.providers.live_rows()}
+        if self.hardware is not None:
+            caps = await self.hardware.live(svc)
+        else:  # plain rows, not ORM objects: with 1,000 hosts a small round's main cost
+            caps = {r.id: capacity_of(r) for r in await svc.providers.live_rows()}
         for pid, indices in await svc.jobs.active_allocations():
             if pid in caps:
                 cap = caps[pid]
@@ -116,18 +175,29 @@ class Placer:
         matcher = placement.Matcher(list(caps.values()))
         placed = 0
         used: set[str] = set()
+        # Shapes that found no host this round, and why: capacity only shrinks within a
+        # round, so a later job of the same shape cannot fit either (no O(hosts) scan each).
+        full: dict[tuple, str | None] = {}
         for job in queued:
-            spec = job.job_spec
+            spec = self.hardware.spec_of(job) if self.hardware is not None else job.job_spec
             demand = demand_of(job, spec)
-            choice = matcher.choose(demand)
+            shape = placement.shape_of(demand)
+            choice = None if shape in full else matcher.choose(demand)
             if choice is None:
-                if known is None:  # only needed when something does not fit now
-                    known = [capacity_of(v) for v in await svc.providers.all_known()]
-                if known and not placement.ever_fits(demand, known):
+                if shape not in full:
+                    if known is None:  # only needed when something does not fit now
+                        known = [capacity_of(v) for v in await svc.providers.all_known()]
+                    full[shape] = (
+                        None
+                        if known and not placement.ever_fits(demand, known)
+                        else placement.wait_reason(demand, list(caps.values()))
+                    )
+                reason = full[shape]
+                if reason is None:
                     job.error = "no provider can ever satisfy this job's resources"
                     await svc.transition(job, JobState.FAILED, job.error)
                 else:
-                    await self._wait(job, placement.wait_reason(demand, list(caps.values())))
+                    await self._wait(job, reason)
                 continue
             if not await self._hold(job, caps[choice.provider_id].price_per_hour):
                 continue
@@ -223,28 +293,34 @@ class Placer:
             outputs=outputs,
             log_upload=log_upload,
         )
-        js = self.svc.js
+        if not self._outgoing:
+            self.svc.uow.after_commit(self._send_all)
+        self._outgoing.append(task)
 
-        async def send() -> None:
-            # Lost if the process dies here or NATS is down: the job is dispatched in the
-            # database, and its start deadline requeues it (attempt + 1), so nothing is stranded.
-            try:
-                await publish(
-                    js,
-                    task_subject(task.provider_id),
-                    task,
-                    msg_id=f"{task.job_id}:{task.attempt}",
-                    correlation_id=task.correlation_id,
-                )
-            except Exception as exc:
-                log.warning("job.dispatch_publish_failed", job_id=task.job_id, error=str(exc))
-                return
-            log.info(
-                "job.dispatched",
-                job_id=task.job_id,
-                provider_id=task.provider_id,
-                attempt=task.attempt,
+    async def _send_all(self) -> None:
+        """Publish the round's dispatches pipelined (a window of acks in flight at once)."""
+        tasks, self._outgoing = self._outgoing, []
+        for start in range(0, len(tasks), PUBLISH_WINDOW):
+            await asyncio.gather(*(self._send(t) for t in tasks[start : start + PUBLISH_WINDOW]))
+
+    async def _send(self, task: TaskDispatch) -> None:
+        # Lost if the process dies here or NATS is down: the job is dispatched in the
+        # database, and its start deadline requeues it (attempt + 1), so nothing is stranded.
+        try:
+            await publish(
+                self.svc.js,
+                task_subject(task.provider_id),
+                task,
+                msg_id=f"{task.job_id}:{task.attempt}",
                 correlation_id=task.correlation_id,
             )
-
-        self.svc.uow.after_commit(send)
+        except Exception as exc:
+            log.warning("job.dispatch_publish_failed", job_id=task.job_id, error=str(exc))
+            return
+        log.info(
+            "job.dispatched",
+            job_id=task.job_id,
+            provider_id=task.provider_id,
+            attempt=task.attempt,
+            correlation_id=task.correlation_id,
+        )

@@ -64,6 +64,11 @@ retries_exhausted = Counter(
     "Jobs failed because retries ran out, by cause.",
     ["cause"],
 )
+stale_writes = Counter(
+    "dante_scheduler_stale_job_writes_total",
+    "Units of work refused because the job changed after they read it (applied again).",
+    ["where"],
+)
 deadline_expiries = Counter(
     "dante_scheduler_dispatch_deadline_expired_total",
     "Dispatched attempts not reported running by their start deadline.",

@@ -22,6 +22,8 @@ class Job(SchedulerBase):
     __table_args__ = (
         sa.Index("ix_jobs_placement", "state", "priority", "created_at"),
         sa.Index("ix_jobs_owner_created", "owner_id", "created_at"),
+        # the owner's list filtered by state, newest first (issue 12)
+        sa.Index("ix_jobs_owner_state_created", "owner_id", "state", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
@@ -65,6 +67,13 @@ class Job(SchedulerBase):
     # the last reason placement gave for leaving the job queued (an event is written on change)
     wait_reason: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
     artifacts: Mapped[list[dict[str, str]]] = mapped_column(sa.JSON, default=list)
+    # Optimistic concurrency: every ORM UPDATE of a job says ``WHERE version = <as read>`` and
+    # bumps it, so two units of work that read the same state cannot both move the job (on
+    # SQLite ``FOR UPDATE`` locks nothing); the later one fails with ``StaleDataError`` and is
+    # applied again on fresh state (scheduler/workers.py).
+    version: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="1")
+
+    __mapper_args__ = {"version_id_col": version}
 
     @property
     def job_spec(self) -> JobSpec:
@@ -114,6 +123,9 @@ class ProviderView(SchedulerBase):
     # the newest heartbeat (registry time) that listed the attempts its daemon holds: a running
     # attempt whose lease ran out before it was not among them (scheduler/leases.py)
     attempts_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # bumped on every applied event: placement keeps each provider's parsed hardware between
+    # rounds and re-reads a row only when its version moved (scheduler/dispatch.py)
+    version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
 
 class UsageRecord(SchedulerBase):

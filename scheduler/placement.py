@@ -78,6 +78,18 @@ def _static_fit(cap: Capacity, demand: Demand) -> list[GpuSlot] | None:
     return fitting
 
 
+def shape_of(demand: Demand) -> tuple:
+    """What decides which hosts could ever serve a demand: equal shapes, equal candidates."""
+    return (
+        demand.gpu_count,
+        demand.gpu_model,
+        demand.min_vram_mb,
+        demand.min_compute_capability,
+        demand.max_price_per_hour,
+        tuple(sorted(demand.labels.items())),
+    )
+
+
 class Matcher:
     """``choose`` for a whole placement round over one set of capacities.
 
@@ -93,14 +105,7 @@ class Matcher:
         self._static: dict[tuple, list[tuple[Capacity, list[GpuSlot]]]] = {}
 
     def candidates(self, demand: Demand) -> list[tuple[Capacity, list[GpuSlot]]]:
-        key = (
-            demand.gpu_count,
-            demand.gpu_model,
-            demand.min_vram_mb,
-            demand.min_compute_capability,
-            demand.max_price_per_hour,
-            tuple(sorted(demand.labels.items())),
-        )
+        key = shape_of(demand)
         found = self._static.get(key)
         if found is None:
             found = []

@@ -27,6 +27,26 @@ class JobRepository:
         self.session.add(job)
         await self.session.flush()
 
+    async def existing_ids(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs are stored already (one query)."""
+        if not job_ids:
+            return set()
+        stmt = sa.select(Job.id).where(Job.id.in_(job_ids))
+        return set((await self.session.execute(stmt)).scalars())
+
+    async def lock_many(self, job_ids: list[str]) -> dict[str, Job]:
+        """These jobs, read ``FOR UPDATE`` in id order (one query; the order avoids deadlocks
+        between replicas locking overlapping batches)."""
+        if not job_ids:
+            return {}
+        stmt = (
+            sa.select(Job)
+            .where(Job.id.in_(sorted(set(job_ids))))
+            .order_by(Job.id)
+            .with_for_update()
+        )
+        return {j.id: j for j in (await self.session.execute(stmt)).scalars()}
+
     async def add_event(self, event: JobEvent) -> None:
         self.session.add(event)
 
@@ -161,6 +181,27 @@ class ProviderViewRepository:
         ).where(pv.status == "online")
         return (await self.session.execute(stmt)).all()
 
+    async def live_versions(self) -> Sequence[Any]:
+        """Live providers' (id, version, last_placed_at): what a round reads when it already
+        holds the hardware of most of them (no JSON columns)."""
+        pv = ProviderView
+        stmt = sa.select(pv.id, pv.version, pv.last_placed_at).where(pv.status == "online")
+        return (await self.session.execute(stmt)).all()
+
+    async def rows_of(self, provider_ids: list[str]) -> Sequence[Any]:
+        """Full rows (as ``live_rows``) of these providers."""
+        pv = ProviderView
+        stmt = sa.select(
+            pv.id,
+            pv.version,
+            pv.max_concurrent_tasks,
+            pv.price_per_hour,
+            pv.labels,
+            pv.gpus,
+            pv.last_placed_at,
+        ).where(pv.id.in_(provider_ids))
+        return (await self.session.execute(stmt)).all()
+
     async def mark_placed(self, provider_ids: list[str], at: datetime) -> None:
         if provider_ids:
             await self.session.execute(
@@ -168,6 +209,13 @@ class ProviderViewRepository:
                 .where(ProviderView.id.in_(provider_ids))
                 .values(last_placed_at=at)
             )
+
+    async def load_many(self, provider_ids: set[str]) -> None:
+        """Read these views into the session at once, so that ``session.get`` of each later
+        (a batch of status reports metering usage) costs no query and no autoflush."""
+        if provider_ids:
+            stmt = sa.select(ProviderView).where(ProviderView.id.in_(sorted(provider_ids)))
+            (await self.session.execute(stmt)).scalars().all()
 
     async def owned_by(self, owner_id: str) -> list[str]:
         stmt = sa.select(ProviderView.id).where(ProviderView.owner_id == owner_id)

@@ -26,7 +26,7 @@ from shared.errors import BadRequest
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
 
-def _service(state: SchedulerState, uow: UoW) -> SchedulerService:
+async def _service(state: SchedulerState, uow: UoW) -> SchedulerService:
     return SchedulerService(uow, state.js, state.settings)
 
 

@@ -133,8 +133,28 @@ class SchedulerService:
         """Store a submitted job. A redelivered submission changes nothing."""
         if await self.jobs.get(sub.job_id) is not None:
             return False
+        self._store(sub, correlation_id)
+        await self.uow.session.flush()
+        return True
+
+    async def intake_many(self, batch: list[tuple[JobSubmitted, str | None]]) -> int:
+        """Store a batch of submissions (one query for the ones already stored, one flush);
+        redelivered or repeated submissions change nothing. Returns how many were new."""
+        seen = await self.jobs.existing_ids([sub.job_id for sub, _ in batch])
+        stored = 0
+        for sub, cid in batch:
+            if sub.job_id in seen:
+                continue
+            seen.add(sub.job_id)
+            self._store(sub, cid)
+            stored += 1
+        await self.uow.session.flush()
+        return stored
+
+    def _store(self, sub: JobSubmitted, correlation_id: str | None) -> None:
         spec = sub.spec
         res = spec.resources
+        now = utcnow()
         job = Job(
             id=sub.job_id,
             owner_id=sub.owner_id,
@@ -156,15 +176,16 @@ class SchedulerService:
             artifacts=[],
             correlation_id=correlation_id,
             created_at=sub.submitted_at,
-            updated_at=utcnow(),
+            updated_at=now,
         )
-        await self.jobs.add(job)
+        session = self.uow.session
+        session.add(job)
         for tag in sorted(set(spec.tags)):
-            self.uow.session.add(JobTag(job_id=job.id, tag=tag))
-        await self.jobs.add_event(
+            session.add(JobTag(job_id=job.id, tag=tag))
+        session.add(
             JobEvent(
                 job_id=job.id,
-                at=utcnow(),
+                at=now,
                 from_state=None,
                 to_state=JobState.QUEUED,
                 attempt=1,
@@ -172,7 +193,6 @@ class SchedulerService:
             )
         )
         log.info("job.stored", job_id=job.id, owner_id=job.owner_id)
-        return True
 
     async def intake_failed(self, sub: JobSubmitted, reason: str) -> bool:
         """Store a submission that intake keeps failing on as a ``failed`` job with the reason,
@@ -217,8 +237,11 @@ class SchedulerService:
 
     # --- status from daemons ----------------------------------------------------------------
 
-    async def apply_status(self, st: TaskStatus) -> None:
-        job = await self.jobs.get(st.job_id, for_update=True)
+    async def apply_status(self, st: TaskStatus, locked: dict[str, Job] | None = None) -> None:
+        """Apply one report. ``locked``: the batch's jobs, already read ``FOR UPDATE``."""
+        job = locked.get(st.job_id) if locked is not None else None
+        if job is None:
+            job = await self.jobs.get(st.job_id, for_update=True)
         if job is None:
             status_rejected.labels("unknown_job").inc()
             log.warning("status.rejected", job_id=st.job_id, reason="unknown job")
@@ -372,11 +395,16 @@ class SchedulerService:
             await self.providers.add(view)
         elif ev.at < view.last_seen_at and ev.kind != "offline":
             return  # out of order: a newer event already spoke for this provider
+        before = (view.status, view.max_concurrent_tasks, view.price_per_hour, view.labels)
+        gpus_before = view.gpus
         view.status = "offline" if ev.kind == "deleted" else ev.status
         view.max_concurrent_tasks = ev.max_concurrent_tasks
         view.price_per_hour = ev.price_per_hour
         view.labels = dict(ev.labels)
         view.gpus = [g.model_dump() for g in ev.gpus]
+        after = (view.status, view.max_concurrent_tasks, view.price_per_hour, view.labels)
+        if before != after or gpus_before != view.gpus:  # what placement caches moved
+            view.version = (view.version or 0) + 1
         if ev.owner_id:
             view.owner_id = ev.owner_id
         if ev.kind != "offline":

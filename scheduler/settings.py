@@ -12,7 +12,10 @@ class SchedulerSettings(ServiceSettings):
     port: int = DEFAULT_PORTS["scheduler"]
     database_url: str = "sqlite+aiosqlite:///.dev/db/scheduler.sqlite"
     placement_interval_seconds: float = 1.0
-    placement_batch: int = 200
+    placement_batch: int = 1000
+    # messages fetched at once from JOBS, STATUS and EVENTS and applied in one transaction
+    # (acked after its commit); a failing batch is redone one message at a time
+    consume_batch: int = 256
     # dispatched but not reported running within this → the attempt is presumed lost (a daemon
     # that died before taking it, or a publish lost in a crash) and the job is requeued
     dispatch_timeout_seconds: float = 60.0
@@ -36,7 +39,7 @@ class SchedulerSettings(ServiceSettings):
     # an unacked message is redelivered, a rolled-back round is redone)
     shutdown_grace_seconds: float = 10.0
     # after a wake-up hint, wait this long so a burst of submissions is placed in one round
-    placement_coalesce_seconds: float = 0.05
+    placement_coalesce_seconds: float = 0.01
     # A message whose handling keeps failing (database away) is retried with exponential
     # back-off up to this cap; after ``max_deliver`` tries a submission is stored as failed
     # with the reason, anything else goes to the DEAD stream and is replayed once this old.

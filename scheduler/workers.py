@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import structlog
@@ -13,10 +14,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from scheduler import leases, metrics
 from scheduler.billing import HttpBilling, outbox_loop
-from scheduler.dispatch import Placer, Presigner
+from scheduler.dispatch import HardwareCache, Placer, Presigner
+from scheduler.metrics import stale_writes
 from scheduler.service import SchedulerService
 from scheduler.settings import SchedulerSettings
 from shared.contracts import (
@@ -30,7 +33,7 @@ from shared.contracts import (
 )
 from shared.db import UnitOfWork, is_sqlite, unit_of_work
 from shared.loops import ReadyChecks, every
-from shared.nats import Poison, PullConsumer, correlation_of
+from shared.nats import Poison, PullConsumer, Retry, correlation_of
 
 log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -49,6 +52,8 @@ status handling run on every replica in parallel.
 
 
 STATUS_CONSUMER = "scheduler-status"
+STALE_TRIES = 3
+"""A message whose job changed under it is applied again at once this often, then naked."""
 
 
 class Workers:
@@ -69,6 +74,20 @@ class Workers:
         self.billing = billing
         self.wake = asyncio.Event()
         self._next_expiry = 0.0  # monotonic: when timeouts and leases are next looked at
+        self.hardware = HardwareCache()
+        self._write_lock = asyncio.Lock() if is_sqlite(settings.database_url) else None
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        """On SQLite, one writing transaction of these loops at a time: SQLite has one writer,
+        and a transaction that finds the file locked waits in its busy handler's sleeps
+        (up to 100 ms each), which made rounds and batches queue behind each other for
+        hundreds of ms. An asyncio lock hands the writer over at once. PostgreSQL: no-op."""
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
 
     def _service(self, uow: UnitOfWork) -> SchedulerService:
         return SchedulerService(uow, self.js, self.settings)
@@ -82,9 +101,58 @@ class Workers:
             message = model.model_validate_json(msg.data)
         except ValidationError as exc:
             raise Poison(f"invalid {model.__name__}: {exc.error_count()} errors") from exc
-        async with unit_of_work(self.sessions) as uow:
-            await apply(self._service(uow), message)
-        return message
+        for _ in range(STALE_TRIES):
+            try:
+                async with self._writing(), unit_of_work(self.sessions) as uow:
+                    await apply(self._service(uow), message)
+                return message
+            except StaleDataError:
+                # Another unit of work moved the job after we read it (compare-and-set on
+                # ``jobs.version``): nothing of ours was written; apply again on fresh state.
+                stale_writes.labels("consumer").inc()
+                log.info("job.changed_concurrently", message=model.__name__)
+        raise Retry(f"the job kept changing concurrently ({STALE_TRIES} tries)", delay=0.5)
+
+    async def _consume_batch(
+        self,
+        msgs: list[Msg],
+        model: type[M],
+        apply: Callable[[SchedulerService, list[tuple[M, str | None]]], Awaitable[object]],
+    ) -> list[M]:
+        """Several messages in one unit of work, committed before the consumer acks any of
+        them. An invalid one raises, and the consumer handles the batch one by one instead
+        (so the invalid one is settled alone, and the others are stored all the same)."""
+        batch = [(model.model_validate_json(m.data), correlation_of(m)) for m in msgs]
+        async with self._writing(), unit_of_work(self.sessions) as uow:
+            await apply(self._service(uow), batch)
+        return [m for m, _ in batch]
+
+    async def on_submitted_batch(self, msgs: list[Msg]) -> None:
+        """A fetched batch of submissions stored in one transaction (acked after its commit)."""
+        await self._consume_batch(msgs, JobSubmitted, SchedulerService.intake_many)
+        self.wake.set()
+
+    async def on_status_batch(self, msgs: list[Msg]) -> None:
+        async def apply(svc: SchedulerService, batch: list[tuple[TaskStatus, str | None]]) -> None:
+            locked = await svc.jobs.lock_many([st.job_id for st, _ in batch])
+            await svc.providers.load_many({j.provider_id for j in locked.values() if j.provider_id})
+            for st, _ in batch:
+                await svc.apply_status(st, locked)
+
+        got = await self._consume_batch(msgs, TaskStatus, apply)
+        if any(st.state != "running" for st in got):
+            self.wake.set()
+
+    async def on_provider_event_batch(self, msgs: list[Msg]) -> None:
+        async def apply(
+            svc: SchedulerService, batch: list[tuple[ProviderEvent, str | None]]
+        ) -> None:
+            for ev, _ in batch:
+                await svc.on_provider_event(ev)
+
+        got = await self._consume_batch(msgs, ProviderEvent, apply)
+        if any(ev.kind != "heartbeat" for ev in got):
+            self.wake.set()
 
     async def on_submitted(self, msg: Msg) -> None:
         cid = correlation_of(msg)
@@ -101,7 +169,7 @@ class Workers:
             return True
         except Exception as again:
             exc = again
-        async with unit_of_work(self.sessions) as uow:
+        async with self._writing(), unit_of_work(self.sessions) as uow:
             await self._service(uow).intake_failed(sub, str(exc) or type(exc).__name__)
         return True
 
@@ -116,7 +184,11 @@ class Workers:
             self.wake.set()
 
     async def place_once(self) -> int:
-        async with metrics.timed_round() as round_, unit_of_work(self.sessions) as uow:
+        async with (
+            self._writing(),
+            metrics.timed_round() as round_,
+            unit_of_work(self.sessions) as uow,
+        ):
             if not is_sqlite(self.settings.database_url):
                 import sqlalchemy as sa
 
@@ -134,7 +206,7 @@ class Workers:
                 self._next_expiry = time.monotonic() + self.settings.placement_interval_seconds
                 await leases.expire_timeouts(service, self.settings.placement_batch, pending)
                 await leases.expire_leases(service, self.settings.placement_batch)
-            placer = Placer(service, self.presigner, self.billing)
+            placer = Placer(service, self.presigner, self.billing, self.hardware)
             return await placer.place(self.settings.placement_batch)
 
     async def _reports_pending(self) -> bool:
@@ -155,7 +227,12 @@ class Workers:
         """
 
         async def place() -> float | None:
-            placed = await self.place_once()
+            try:
+                placed = await self.place_once()
+            except StaleDataError:
+                # a job placed this round changed meanwhile: the round was rolled back whole
+                stale_writes.labels("placement").inc()
+                return 0.0
             return 0.0 if placed >= self.settings.placement_batch else None
 
         await every(
@@ -189,10 +266,24 @@ class Workers:
                 JOBS_SUBMITTED,
                 self.on_submitted,
                 on_exhausted=self.on_submission_exhausted,
+                batch=s.consume_batch,
+                batch_handler=self.on_submitted_batch,
             ),
-            consumer("STATUS", STATUS_CONSUMER, status_subject(ANY), self.on_status),
             consumer(
-                "EVENTS", "scheduler-providers", provider_event_subject(ANY), self.on_provider_event
+                "STATUS",
+                STATUS_CONSUMER,
+                status_subject(ANY),
+                self.on_status,
+                batch=s.consume_batch,
+                batch_handler=self.on_status_batch,
+            ),
+            consumer(
+                "EVENTS",
+                "scheduler-providers",
+                provider_event_subject(ANY),
+                self.on_provider_event,
+                batch=s.consume_batch,
+                batch_handler=self.on_provider_event_batch,
             ),
         ]
         async with asyncio.TaskGroup() as tg:

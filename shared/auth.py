@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Depends, Request
 from jose import jwt
-from jose.exceptions import JOSEError
+from jose.exceptions import ExpiredSignatureError, JOSEError
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
@@ -36,6 +36,8 @@ ROLES = ("requester", "provider", "admin", "service")
 
 JWKSFetcher = Callable[[], Awaitable[dict[str, Any]]]
 RevocationFetcher = Callable[[], Awaitable[dict[str, Any]]]
+VERIFIED_CACHE = 10_000
+"""Verified tokens a verifier remembers (until each expires; the oldest goes first)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,8 @@ class TokenVerifier:
         self._keys: dict[str, dict[str, Any]] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
+        # token → its verified claims, until the token expires (see ``verify``)
+        self._verified: dict[str, dict[str, Any]] = {}
 
     async def _refresh(self) -> None:
         async with self._lock:
@@ -151,7 +155,7 @@ class TokenVerifier:
             await self._refresh()
         return self._keys.get(kid)
 
-    async def verify(self, token: str) -> Principal:
+    async def _verify_signature(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except JOSEError as exc:
@@ -165,7 +169,7 @@ class TokenVerifier:
         if key.get("alg", alg) != alg:
             raise Unauthorized("token algorithm does not match its key")
         try:
-            claims = jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
                 algorithms=[alg],
@@ -173,12 +177,33 @@ class TokenVerifier:
                 issuer=self._issuer,
                 options={"require_exp": True, "require_iat": True, "require_sub": True},
             )
+        except ExpiredSignatureError as exc:
+            # only a token whose signature verified gets here: the client should refresh it
+            raise Unauthorized(
+                "token expired: refresh it (POST /api/v1/auth/refresh) or log in again",
+                code="token_expired",
+            ) from exc
         except JOSEError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
         if claims.get("typ") != "access" or claims.get("role") not in ROLES:
             raise Unauthorized("not an access token")
+        return claims
+
+    async def verify(self, token: str) -> Principal:
+        """The token's principal. A signature, once verified, is remembered until the token
+        expires (at most ``VERIFIED_CACHE`` tokens), so a client's next request costs a dict
+        lookup instead of an RSA verification; expiry and the revocation list are still
+        checked on every call, so a revoked token is refused within the revocation bound."""
+        claims = self._verified.get(token)
+        if claims is None or claims["exp"] <= time.time():
+            if claims is not None:
+                self._verified.pop(token, None)
+            claims = await self._verify_signature(token)
+            if len(self._verified) >= VERIFIED_CACHE:
+                self._verified.pop(next(iter(self._verified)))  # the oldest entry
+            self._verified[token] = claims
         if (await self.revocations()).refuses(claims):
-            raise Unauthorized("token revoked", code="token_revoked")
+            raise Unauthorized("token revoked: log in again", code="token_revoked")
         return Principal(
             user_id=str(claims["sub"]),
             role=claims["role"],

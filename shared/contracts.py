@@ -79,6 +79,14 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_INTERPRETER = "bash"
 MAX_SCRIPT_BYTES = 256 * 1024
 
+INT32_MAX = 2**31 - 1
+"""The largest value an ``Integer`` column holds on PostgreSQL: every stored integer field is
+bounded by it (or narrower), so an accepted value is always a storable one."""
+INT64_MAX = 2**63 - 1
+Offset = Annotated[int, Field(ge=0, le=INT32_MAX)]
+"""A paging offset (query parameter)."""
+Mebibytes = Annotated[int, Field(ge=0, le=INT32_MAX, description="MiB")]
+
 JobType = Literal["script", "container"]
 Priority = Annotated[int, Field(ge=0, le=10)]
 MaxRetries = Annotated[int, Field(ge=0, le=10)]
@@ -90,7 +98,11 @@ MAX_PRICE_PER_HOUR = 100_000.0
 """The highest price per GPU-hour a provider may ask or a job may name as its cap
 (docs/scheduler.md, "Prices"). Infinity, NaN and absurd values are refused with 422."""
 Price = Annotated[float, Field(ge=0, le=MAX_PRICE_PER_HOUR, allow_inf_nan=False)]
-Tag = Annotated[str, Field(min_length=1, max_length=128)]
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+"""No control character: names, tags, label and variable names are one line of text."""
+Tag = Annotated[str, Field(min_length=1, max_length=128, pattern=ONE_LINE)]
+LabelKey = Annotated[str, Field(min_length=1, max_length=128, pattern=ONE_LINE)]
+EnvName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f=]+$")]
 
 
 def _object_key(key: str) -> str:
@@ -109,10 +121,10 @@ class Resources(Message):
 
     gpu_count: GpuCount = 0
     gpu_model: GpuGlob | None = None
-    min_vram_mb: int = Field(default=0, ge=0)
+    min_vram_mb: int = Field(default=0, ge=0, le=INT32_MAX)
     min_compute_capability: ComputeCapability | None = None
     cpu: float | None = Field(default=None, gt=0, le=1024)
-    memory_mb: int | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, gt=0, le=INT32_MAX)
 
 
 class ScriptParams(Message):
@@ -162,15 +174,15 @@ class JobOptions(Message):
     submission alike (the gateway's request model extends this class)."""
 
     type: JobType
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=128, pattern=ONE_LINE)
     description: str | None = Field(default=None, max_length=2000)
     priority: Priority = DEFAULT_PRIORITY
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     timeout_seconds: TimeoutSeconds | None = None
     max_retries: MaxRetries = DEFAULT_MAX_RETRIES
     max_price_per_hour: Price | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
+    labels: dict[LabelKey, str] = Field(default_factory=dict)
+    env: dict[EnvName, str] = Field(default_factory=dict)
     # storage keys in the owner's namespace: downloaded before the job, uploaded after it
     inputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
     outputs: list[ObjectKey] = Field(default_factory=list, max_length=100)

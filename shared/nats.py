@@ -266,6 +266,9 @@ class Retry(Exception):
 
 
 Handler = Callable[[Msg], Awaitable[None]]
+BatchHandler = Callable[[list[Msg]], Awaitable[None]]
+"""Applies several messages at once (one transaction); raising sends each message through the
+one-at-a-time handler instead, so a bad message is settled on its own as always."""
 Exhausted = Callable[[Msg, Exception], Awaitable[bool]]
 """Last chance for a message past its redelivery bound: True if it was settled (e.g. the job
 was stored as failed with the reason); False sends it to the dead letters."""
@@ -321,6 +324,9 @@ class PullConsumer:
     replay_after: float | None = None
     max_replays: int = 5
     ready: ReadyChecks | None = None  # the app's ready checks: a failing fetch loop shows there
+    # Optional: a fetched batch of first deliveries applied at once, then acked (after the
+    # handler returned, i.e. after its commit). Redeliveries always go one at a time.
+    batch_handler: BatchHandler | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.replay_after is None:
@@ -366,6 +372,8 @@ class PullConsumer:
                 busy = False
                 return 0.0
             busy = bool(msgs)
+            if self.batch_handler is not None and len(msgs) > 1:
+                msgs = await self._handle_batch(msgs)
             for msg in msgs:
                 await self._handle(msg)
             return 0.0
@@ -382,6 +390,28 @@ class PullConsumer:
         finally:
             with contextlib.suppress(Exception):  # best effort on shutdown
                 await sub.unsubscribe()
+
+    async def _handle_batch(self, msgs: list[Msg]) -> list[Msg]:
+        """Apply first deliveries in one call and ack them; return what is left to handle
+        one at a time (redeliveries, or the whole batch when the batch call failed)."""
+        assert self.batch_handler is not None
+        first: list[Msg] = []
+        rest: list[Msg] = []
+        for m in msgs:  # (``metadata`` parses the reply subject on every access)
+            (first if m.metadata.num_delivered <= 1 else rest).append(m)
+        if len(first) < 2:
+            return msgs
+        try:
+            await self.batch_handler(first)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("consumer.batch_fallback", consumer=self.durable, error=str(exc)[:200])
+            return msgs
+        for msg in first:
+            messages_handled.labels(self.durable, "ack").inc()
+            await msg.ack()
+        return rest
 
     async def _handle(self, msg: Msg) -> None:
         with correlation(correlation_of(msg), subject=msg.subject):

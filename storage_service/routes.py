@@ -12,6 +12,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from shared.auth import AdminPrincipal, CurrentPrincipal
 from shared.errors import BadRequest
+from shared.openapi import errors
 from storage_service.backends import ObjectInfo
 from storage_service.schemas import (
     BucketIn,
@@ -207,7 +208,14 @@ async def presign_batch(
     )
 
 
-@presigned_router.get("/{bucket}/{key:objkey}", include_in_schema=False)
+PRESIGNED_ERRORS = errors(403, 416)  # a signature that does not match or has expired
+
+
+@presigned_router.get(
+    "/{bucket}/{key:objkey}",
+    response_class=StreamingResponse,
+    responses={**OBJECT_BYTES, **PRESIGNED_ERRORS},
+)
 async def presigned_get(
     bucket: str,
     key: str,
@@ -223,7 +231,17 @@ async def presigned_get(
     )
 
 
-@presigned_router.put("/{bucket}/{key:objkey}", include_in_schema=False)
+@presigned_router.put(
+    "/{bucket}/{key:objkey}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "stored; the ETag header names the content",
+            "content": {"text/plain": {"schema": {"type": "string", "maxLength": 0}}},
+        },
+        **PRESIGNED_ERRORS,
+    },
+)
 async def presigned_put(
     bucket: str,
     key: str,
@@ -241,7 +259,7 @@ async def presigned_put(
         content_length=_content_length(request),
         checksums=ExpectedChecksums.from_headers(request.headers),
     )
-    return Response(status_code=200, headers={"ETag": f'"{info.etag}"'})
+    return Response(status_code=200, headers={"ETag": f'"{info.etag}"'}, media_type="text/plain")
 
 
 # --- buckets (admin) --------------------------------------------------------------------------

@@ -170,7 +170,7 @@ def test_no_credit_waits_then_runs_and_is_charged_exactly(cluster: LocalCluster)
     # The Stripe webhook passes the gateway without a token (the signature is the check;
     # none is configured here, so billing says so rather than the gateway asking for a token).
     r = httpx.post(f"{gw}/api/v1/billing/stripe/webhook", content=b"{}")
-    assert r.status_code == 501 and r.json()["error"] == "payments_not_configured", r.text
+    assert r.status_code == 503 and r.json()["error"] == "payments_not_configured", r.text
 
     # Another user sees neither this invoice nor the admin views.
     other = new_user(gw)

@@ -65,3 +65,35 @@ async def test_a_bad_token_is_a_401_where_a_caller_is_needed_and_nowhere_else(
     assert r.status_code == 401 and r.json()["error"] == "unauthorized"
     assert (await client.get("/api/v1/nowhere", headers=bad)).status_code == 404
     assert (await client.get("/health", headers=bad)).status_code == 200
+
+
+async def test_expired_and_revoked_tokens_are_told_apart_from_garbage(
+    gateway: tuple[httpx.AsyncClient, CountingVerifier],
+    mint_token: Callable[..., str],
+    local_jwks: Callable[[], Any],
+) -> None:
+    client, verifier = gateway
+    revoked_user = "revoked-user"
+
+    async def feed() -> dict[str, Any]:
+        return {"users": {revoked_user: 4102444800.0}}  # every token issued before 2100
+
+    verifier.inner = TokenVerifier(
+        local_jwks, issuer="dante-auth", audience="dante", fetch_revocations=feed
+    )
+    cases = {
+        mint_token("requester", ttl=-60): "token_expired",
+        mint_token("requester", revoked_user): "token_revoked",
+        "not.a.token": "unauthorized",
+    }
+    for token, code in cases.items():
+        headers = {"authorization": f"Bearer {token}"}
+        for method, path in (("GET", "/api/v1/jobs/x"), ("GET", "/api/v1/jobs/x/logs")):
+            r = await client.request(method, path, headers=headers)
+            assert r.status_code == 401, (path, r.text)
+            assert r.json()["error"] == code, (path, r.text)
+    job = {"type": "script", "name": "late", "params": {"script_content": "true"}}
+    r = await client.post(
+        "/api/v1/jobs", json=job, headers={"authorization": f"Bearer {mint_token(ttl=-60)}"}
+    )
+    assert r.status_code == 401 and r.json()["error"] == "token_expired"

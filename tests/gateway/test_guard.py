@@ -1,5 +1,6 @@
 """The gateway's guard, in-process over real NATS and real sockets: token-bucket rate limits
-per user and per address (429 + Retry-After), upstream timeout (504), no upstream (503)."""
+per user and per address (429 + Retry-After), upstream timeout (504), no upstream (503 +
+Retry-After)."""
 
 from __future__ import annotations
 
@@ -106,11 +107,16 @@ async def test_silent_upstream_is_a_504_and_a_dead_one_a_503(
             r = await gw.get("/api/v1/jobs/some-job", headers=token)
             assert r.status_code == 504
             assert r.json()["error"] == "upstream_timeout" and accepted
+            # refused connections: 503 with Retry-After, also for a request with a body
             r = await gw.get("/api/v1/providers", headers=token)
             assert r.status_code == 503 and r.json()["error"] == "service_unavailable"
+            assert int(r.headers["retry-after"]) >= 1
+            r = await gw.post("/api/v1/providers/register", headers=token, json={})
+            assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
             # a service discovery knows no instance of at all
             r = await gw.get("/api/v1/storage/objects/x", headers=token)
             assert r.status_code == 503 and r.json()["error"] == "service_unavailable"
+            assert int(r.headers["retry-after"]) >= 1
     finally:
         silent.close()
         for w in accepted:

@@ -111,6 +111,32 @@ async def test_bad_tokens_are_refused(
         await _verifier(local_jwks).verify(tokens[case]())
 
 
+async def test_an_expired_token_says_so_and_garbage_does_not(
+    local_jwks: Callable[[], Any], keyring: Any
+) -> None:
+    now = int(time.time())
+    verifier = _verifier(local_jwks)
+    expired = keyring.sign(_claims(iat=now - 1000, nbf=now - 1000, exp=now - 10))
+    with pytest.raises(Unauthorized) as caught:
+        await verifier.verify(expired)
+    assert caught.value.code == "token_expired" and caught.value.status_code == 401
+    # an expired token whose signature does not verify is not "expired": it is not ours
+    head, body, sig = expired.split(".")
+    forged = f"{head}.{body}.{sig[:-4]}AAAA"
+    for bad in (forged, "not.a.token", "garbage"):
+        with pytest.raises(Unauthorized) as caught:
+            await verifier.verify(bad)
+        assert caught.value.code == "unauthorized"
+    revoked = keyring.sign(_claims(jti="gone"))
+
+    async def feed() -> dict[str, Any]:
+        return {"tokens": ["gone"]}
+
+    with pytest.raises(Unauthorized) as caught:
+        await _verifier(local_jwks, fetch_revocations=feed).verify(revoked)
+    assert caught.value.code == "token_revoked"
+
+
 async def test_revocation_feed_refuses_users_providers_and_single_tokens(
     local_jwks: Callable[[], Any], keyring: Any
 ) -> None:
@@ -164,3 +190,20 @@ async def test_revocations_are_polled_at_most_once_per_interval_and_survive_a_fe
     with pytest.raises(Unauthorized):  # the last known list still holds
         await verifier.verify(token)
     assert calls == 2
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(
+    local_jwks: Callable[[], Any], keyring: Any
+) -> None:
+    """Verified signatures are cached (shared/auth.py), but never past the token's expiry."""
+    import asyncio
+
+    verifier = _verifier(local_jwks)
+    now = int(time.time())
+    token = keyring.sign(_claims(iat=now - 10, nbf=now - 10, exp=now + 1))
+    assert (await verifier.verify(token)).user_id == "user-1"
+    assert (await verifier.verify(token)).user_id == "user-1"  # from the cache
+    # past its exp, by the whole second the JWT library compares in
+    await asyncio.sleep(max(0.0, now + 2.1 - time.time()))
+    with pytest.raises(Unauthorized):
+        await verifier.verify(token)

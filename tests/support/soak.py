@@ -150,11 +150,20 @@ class SoakCluster(LocalCluster):
         return super()._spawn(name, argv, env, port)
 
     def start(self, timeout: float = 120.0) -> None:
+        """localdev's start, but the daemons (and a second scheduler) are spawned together and
+        then waited for, instead of one after another: each takes seconds to be ready on a
+        loaded machine, and the soak boots three."""
         if self.schedulers > 1:
             self.ports["scheduler-2"] = servers.free_port()
-        super().start(timeout)
-        if self.schedulers > 1:
-            try:
+        daemons, self.config.daemons = self.config.daemons, 0
+        try:
+            super().start(timeout)
+        finally:
+            self.config.daemons = daemons
+        try:
+            deadline = time.monotonic() + timeout
+            started: list[Proc] = []
+            if self.schedulers > 1:
                 env = self._env(
                     "DANTE_SCHEDULER_",
                     "scheduler-2",
@@ -164,11 +173,18 @@ class SoakCluster(LocalCluster):
                 if self.nats_creds:
                     env["DANTE_NATS_CREDS"] = str(self.nats_creds)
                 argv = [sys.executable, "-m", "scheduler", "serve"]
-                proc = self._spawn("scheduler-2", argv, env, self.ports["scheduler-2"])
-                self._wait_ready(proc, time.monotonic() + timeout)
-            except BaseException:
-                self.stop()
-                raise
+                started.append(self._spawn("scheduler-2", argv, env, self.ports["scheduler-2"]))
+            for n in range(1, daemons + 1):  # what ``start_daemon`` does, without its wait
+                name = self.daemon_name(n)
+                self.providers[name] = creds = self._provision_provider(name)
+                if n == 1:
+                    self.provider = creds
+                started.append(self._start_daemon(name, creds))
+            for proc in started:
+                self._wait_ready(proc, deadline)
+        except BaseException:
+            self.stop()
+            raise
 
     def names(self, kind: str) -> list[str]:
         return [p.name for p in self.procs if p.name.split("-")[0] == kind]
