@@ -16,7 +16,10 @@ SERVICES = {
         "alembic_version_auth",
         {"users", "refresh_tokens", "api_keys", "revocations", "login_attempts"},
     ),
-    "provider_registry": ("alembic_version_registry", {"providers", "gpus"}),
+    "provider_registry": (
+        "alembic_version_registry",
+        {"providers", "gpus", "provider_event_outbox"},
+    ),
     "scheduler": (
         "alembic_version_scheduler",
         {
