@@ -16,8 +16,9 @@ from api_gateway.ratelimit import RateLimit
 from api_gateway.routes import ROUTES, router
 from api_gateway.settings import GatewaySettings
 from api_gateway.state import State
+from api_gateway.submit import Submissions
 from shared.app import create_service_app, service_runtime, set_own_state
-from shared.nats import nats_runtime
+from shared.nats import close_nats, connect, nats_runtime
 
 
 def create_app(
@@ -34,11 +35,18 @@ def create_app(
             service_runtime(app, settings, jwks=jwks) as rt,
         ):
             upstreams = Upstreams(rt.discovery, settings.upstream_timeout_seconds)
-            set_own_state(app, State(nats.js, upstreams, rt.http))
+            # submissions on a connection of their own, without a reconnect buffer
+            # (api_gateway/submit.py): a 503 then says truly whether the job can exist
+            submit_nc = await connect(
+                settings.nats_url, "gateway-submit", buffer_while_disconnected=False
+            )
+            submissions = Submissions(submit_nc, submit_nc.jetstream())
+            set_own_state(app, State(nats.js, upstreams, rt.http, submissions))
             try:
                 yield
             finally:
                 await upstreams.aclose()
+                await close_nats(submit_nc)
 
     app = create_service_app(
         settings, title="Dante API gateway", lifespan=lifespan, openapi_url=None

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import uuid
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import httpx
 import structlog
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
@@ -14,12 +13,12 @@ from api_gateway import logs
 from api_gateway.auth import is_public
 from api_gateway.schemas import JobAccepted, JobSubmission
 from api_gateway.state import GatewayState, State
+from api_gateway.submit import IDEMPOTENCY_HEADER, job_id_for
 from shared.app import correlation_id
 from shared.auth import CurrentPrincipal, current_principal
-from shared.contracts import JOBS_SUBMITTED, TERMINAL_STATES, JobSubmitted
+from shared.contracts import TERMINAL_STATES, JobSubmitted
 from shared.db import utcnow
 from shared.errors import Forbidden, NotFound, ServiceUnavailable
-from shared.nats import publish
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -30,21 +29,43 @@ ROUTES = (
     ("/api/v1/providers", "registry"),
     ("/api/v1/jobs", "scheduler"),
     ("/api/v1/usage", "scheduler"),
+    ("/api/v1/scheduler", "scheduler"),  # policies and cordons (issue 17)
     ("/api/v1/storage", "storage"),
     ("/api/v1/billing", "billing"),
 )
 
 
-@router.post("/api/v1/jobs", status_code=202, tags=["jobs"])
+@router.post(
+    "/api/v1/jobs",
+    status_code=202,
+    tags=["jobs"],
+    responses={
+        503: {
+            "description": "``service_unavailable``: nothing was submitted. "
+            "``submission_unknown``: the queue did not confirm; retry with the same "
+            "Idempotency-Key (the job id is in the detail and the Dante-Job-Id header)."
+        }
+    },
+)
 async def submit_job(
-    body: JobSubmission, principal: CurrentPrincipal, request: Request, state: GatewayState
+    body: JobSubmission,
+    principal: CurrentPrincipal,
+    request: Request,
+    state: GatewayState,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=IDEMPOTENCY_HEADER,
+            description="Names this submission for its retries: the same key (per user) "
+            "answers the same job id and never makes a second job.",
+        ),
+    ] = None,
 ) -> JobAccepted:
     """Validate and publish; the scheduler stores it (a read may 404 for a few ms)."""
     if principal.role not in ("requester", "admin"):
         raise Forbidden("only requesters submit jobs")
-    job_id = str(uuid.uuid4())
+    job_id = job_id_for(principal.user_id, idempotency_key)
     now = utcnow()
-    cid = correlation_id(request)
     # every field is validated already (the body, our own id, owner and clock): constructed,
     # not validated again, which cost a fifth of the gateway's CPU per submission (issue 12)
     message = JobSubmitted.model_construct(
@@ -55,12 +76,10 @@ async def submit_job(
         spec=body.to_spec(),
         submitted_at=now,
     )
-    try:
-        await publish(state.js, JOBS_SUBMITTED, message, msg_id=job_id, correlation_id=cid)
-    except Exception as exc:
-        log.error("job.publish_failed", error=str(exc))
-        raise ServiceUnavailable("the job queue is unavailable; nothing was submitted") from exc
-    log.info("job.submitted", job_id=job_id, type=body.type)
+    await state.submissions.submit(
+        message, correlation_id(request), keyed=idempotency_key is not None
+    )
+    log.info("job.submitted", job_id=job_id, type=body.type, keyed=idempotency_key is not None)
     return JobAccepted(job_id=job_id, timestamp=now.isoformat())
 
 

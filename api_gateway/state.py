@@ -10,6 +10,7 @@ from fastapi import Depends
 from nats.js import JetStreamContext
 
 from api_gateway.proxy import Upstreams
+from api_gateway.submit import Submissions
 from shared.app import own_state_dependency
 
 
@@ -18,6 +19,7 @@ class State:
     js: JetStreamContext
     upstreams: Upstreams
     http: httpx.AsyncClient
+    submissions: Submissions
 
 
 GatewayState = Annotated[State, Depends(own_state_dependency(State))]

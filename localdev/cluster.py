@@ -355,6 +355,12 @@ class LocalCluster:
             STATE_DIR=str(self.data / name),
             NAME=f"local-{name}",
             HEARTBEAT_INTERVAL_SECONDS=str(self.config.heartbeat_interval),
+            # the registry's TTL, so a failed beat is retried inside it (LeaseBackoff)
+            **(
+                {"HEARTBEAT_TTL_SECONDS": str(self.config.heartbeat_ttl)}
+                if self.config.heartbeat_ttl is not None
+                else {}
+            ),
         )
         env.pop("DANTE_NATS_CREDS", None)  # a daemon never holds the services' NATS user
         argv = [sys.executable, "-m", "provider_daemon", "run"]

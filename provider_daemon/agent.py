@@ -108,6 +108,7 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
                 )
                 tg.create_task(runner.serve(consumer, taking))
                 tg.create_task(reporter.resend())
+                tg.create_task(runner.resend_logs(stop))
                 if creds is not None and issued is not None:
                     tg.create_task(renew_nats_jwt(client, creds, issued["expires_at"], stop, ready))
                 log.info("daemon.ready", provider_id=provider_id)

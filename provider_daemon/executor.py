@@ -190,6 +190,7 @@ def job_env(task: TaskDispatch, workspace: Path | str) -> dict[str, str]:
         "DANTE_INPUTS_DIR": f"{workspace}/inputs",
         "DANTE_OUTPUTS_DIR": f"{workspace}/outputs",
         "PYTHONUNBUFFERED": "1",
+        **(task.gang.env() if task.gang else {}),  # a gang job's rank (issue 17)
     }
 
 

@@ -15,7 +15,7 @@ from provider_daemon.fence import save_identity
 from provider_daemon.inventory import Inventory, Nvml
 from provider_daemon.settings import DaemonSettings
 from shared.contracts import AttemptRef
-from shared.loops import Backoff, ReadyChecks, every, retry
+from shared.loops import Backoff, LeaseBackoff, ReadyChecks, every, retry
 
 log = structlog.get_logger(__name__)
 
@@ -24,12 +24,16 @@ log = structlog.get_logger(__name__)
 STARTUP = Backoff(base=0.25, cap=30.0, jitter=0.5)
 
 
-def heartbeat_backoff(settings: DaemonSettings) -> Backoff:
-    """The interval with ±20 % jitter (so a fleet restarted together does not beat in step),
-    doubling per consecutive failure up to ``heartbeat_max_backoff_seconds``."""
-    every_s = settings.heartbeat_interval_seconds
-    return Backoff(
-        base=every_s, cap=settings.heartbeat_max_backoff_seconds, jitter=0.2, floor=every_s
+def heartbeat_backoff(settings: DaemonSettings) -> LeaseBackoff:
+    """The interval with ±20 % jitter (so a fleet restarted together does not beat in step).
+    After a failure the next try comes before ``ttl - interval`` since the last stored beat,
+    then before the TTL, so one lost beat never gets a healthy host swept; a host already past
+    its TTL backs off from the interval up to ``heartbeat_max_backoff_seconds`` (held to
+    ``ttl - interval``: a registry back from an outage hears within its grace of one TTL)."""
+    return LeaseBackoff(
+        interval=settings.heartbeat_interval_seconds,
+        ttl=settings.heartbeat_ttl_seconds,
+        cap=settings.heartbeat_max_backoff_seconds,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import httpx
@@ -20,6 +21,15 @@ CHUNK = 1 << 20
 # to 4 s between them (± half). A 4xx answer will not get better and is not retried.
 ATTEMPTS = 4
 BACKOFF = Backoff(base=0.5, cap=5.0, jitter=0.5)
+
+
+@dataclass
+class Stored:
+    """What ``store_outputs`` did: keys stored, outputs that failed, the log's failure."""
+
+    keys: list[str]
+    errors: list[str]
+    log_error: str | None = None
 
 
 class TransferFailed(Exception):
@@ -100,9 +110,10 @@ class Transfers:
 
     async def store_outputs(
         self, outputs: list[TaskObject], root: Path, log_upload: TaskObject | None, logfile: Path
-    ) -> tuple[list[str], list[str]]:
-        """Upload each output the job wrote, then the whole log. Returns (stored keys, errors):
-        an output the job did not write is not an error of the daemon's."""
+    ) -> Stored:
+        """Upload each output the job wrote, then the whole log. An output the job did not
+        write is not an error of the daemon's; a log that could not be stored is apart
+        (``log_error``): it does not change the job's outcome."""
         stored: list[str] = []
         errors: list[str] = []
         for obj in outputs:
@@ -115,10 +126,11 @@ class Transfers:
                 stored.append(obj.key)
             except TransferFailed as exc:
                 errors.append(str(exc))
+        log_error = None
         if log_upload is not None and await asyncio.to_thread(logfile.exists):
             try:
                 await self.upload(log_upload, logfile)
                 stored.append(log_upload.key)
             except TransferFailed as exc:
-                errors.append(str(exc))
-        return stored, errors
+                log_error = str(exc)
+        return Stored(stored, errors, log_error)

@@ -69,8 +69,9 @@ class Reporter:
 
     async def _publish(self, status: TaskStatus, correlation_id: str | None) -> bool:
         subject = status_subject(status.job_id)
-        # the stream drops a resent duplicate
-        msg_id = f"{status.job_id}:{status.attempt}:{status.state}"
+        # the stream drops a resent duplicate; the provider is in it because a gang job's
+        # ranks (issue 17) report the same attempt and state from different providers
+        msg_id = f"{status.job_id}:{status.attempt}:{status.state}:{status.provider_id}"
 
         async def send() -> None:
             await publish(self.js, subject, status, msg_id=msg_id, correlation_id=correlation_id)

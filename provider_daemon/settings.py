@@ -24,13 +24,18 @@ class DaemonSettings(ServiceSettings):
     heartbeat_interval_seconds: float = 10.0
     drain_grace_seconds: float = 30.0
     log_flush_seconds: float = 0.1
-    # Tries to publish one log chunk before it is dropped (logged and counted; the whole log
-    # is still uploaded at the end): six take about 10 s, during which output waits.
+    # Tries to publish one log chunk before it goes to the spool on disk (logged, counted and
+    # sent again later; provider_daemon/logstream.py): six take about 10 s, output waiting.
     log_publish_attempts: int = 6
     # What one attempt may put on the shared LOGS stream; past it the live log says
     # "[log truncated …]" and stops (the uploaded log keeps everything). docs/nats.md.
     log_live_max_bytes: int = 32 << 20
-    # Heartbeat failures back off from the interval up to this, then resume the interval.
+    # How often spooled log chunks are sent again (failures back off to four times this).
+    log_spool_interval_seconds: float = 15.0
+    # The registry's heartbeat TTL (DANTE_REGISTRY_HEARTBEAT_TTL_SECONDS): after a failed beat
+    # the daemon tries again before ``ttl - interval`` since its last stored one.
+    heartbeat_ttl_seconds: float = 30.0
+    # Failures past the TTL back off from the interval up to this (held to ttl - interval).
     heartbeat_max_backoff_seconds: float = 60.0
     # The Docker executor (container jobs): the Engine API socket (None: DOCKER_HOST or the
     # default socket), how long an image pull may take, and whether to pull present images.

@@ -19,12 +19,13 @@ from pydantic import ValidationError
 from provider_daemon.executor import Executor, Outcome
 from provider_daemon.fence import Fence
 from provider_daemon.jobio import TransferFailed, Transfers
-from provider_daemon.logstream import LogStream
+from provider_daemon.logstream import LogStream, resend_spooled
 from provider_daemon.reporting import Reporter
 from provider_daemon.settings import DaemonSettings
 from shared.contracts import AttemptRef, JobState, TaskCancel, TaskDispatch
 from shared.db import utcnow
 from shared.logging import correlation
+from shared.loops import Backoff, every, retry
 from shared.nats import Poison, PullConsumer, Retry
 
 log = structlog.get_logger(__name__)
@@ -33,11 +34,23 @@ tasks_total = Counter("dante_daemon_tasks_total", "Tasks finished, by final stat
 tasks_running = Gauge("dante_daemon_tasks_running", "Tasks running now.")
 
 
+# A log that could not be stored at the end is tried again from disk: five more times, from
+# 10 s doubling to a minute (the presigned URL lasts longer), or until the drain gives up.
+ARCHIVE_ATTEMPTS = 5
+ARCHIVE_BACKOFF = Backoff(base=5.0, cap=60.0, jitter=0.5)
+
+log_archives_failed = Counter(
+    "dante_daemon_log_archives_failed_total",
+    "Whole-job logs never stored (every upload failed); the job's outcome is unchanged.",
+)
+
+
 @dataclass
 class Running:
     task: TaskDispatch
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     draining: bool = False
+    log_pending: bool = False  # the whole log is still to be stored (tried again later)
 
 
 @dataclass
@@ -49,6 +62,7 @@ class TaskRunner:
     fence: Fence
     reporter: Reporter
     running: dict[tuple[str, int], Running] = field(default_factory=dict)
+    spooling: set[Path] = field(default_factory=set)  # log spools held by running streams
     stopping: bool = False
     _idle: asyncio.Event = field(default_factory=asyncio.Event)  # set while nothing runs
     _group: asyncio.TaskGroup | None = None
@@ -158,7 +172,42 @@ class TaskRunner:
             # The results are uploaded (or were never asked for): months of jobs must not fill
             # the disk. The log file stays only until it is uploaded or the attempt is reported.
             await asyncio.to_thread(shutil.rmtree, workdir, True)
-            logfile.unlink(missing_ok=True)
+            if entry.log_pending and self._group is not None:
+                self._group.create_task(self._archive_later(task, logfile))
+            else:
+                logfile.unlink(missing_ok=True)
+
+    async def _archive_later(self, task: TaskDispatch, logfile: Path) -> None:
+        """Store a whole log whose upload failed at the end, from the file kept on disk."""
+        upload = task.log_upload
+        assert upload is not None
+        with correlation(task.correlation_id, job_id=task.job_id, attempt=task.attempt):
+            try:
+                await retry(
+                    "log_archive",
+                    lambda: self.transfers.upload(upload, logfile),
+                    attempts=ARCHIVE_ATTEMPTS,
+                    backoff=ARCHIVE_BACKOFF,
+                    stop=self.reporter.give_up,
+                )
+                log.info("log_archive.stored_late", key=upload.key)
+            except Exception as exc:
+                log_archives_failed.inc()
+                log.error("log_archive.failed", key=upload.key, error=str(exc))
+            finally:
+                await asyncio.to_thread(logfile.unlink, missing_ok=True)
+
+    async def resend_logs(self, stop: asyncio.Event) -> None:
+        """The ``log_spool`` loop: log chunks spooled to disk (NATS was away) are sent again,
+        also those a previous run of the daemon left (provider_daemon/logstream.py)."""
+        interval = self.settings.log_spool_interval_seconds
+
+        async def once() -> None:
+            if await asyncio.to_thread(self.work_root.is_dir):
+                await resend_spooled(self.js, self.work_root, self.spooling)
+
+        backoff = Backoff(base=interval, cap=4 * interval, jitter=0.2, floor=interval)
+        await every("log_spool", once, interval, stop=stop, backoff=backoff)
 
     async def _execute(
         self, entry: Running, workdir: Path, logfile: Path
@@ -175,6 +224,7 @@ class TaskRunner:
             task.correlation_id,
             self.settings.log_publish_attempts,
             self.settings.log_live_max_bytes,
+            busy=self.spooling,
         ) as stream:
             try:
                 await self.transfers.fetch_inputs(task.inputs, workdir / "inputs")
@@ -189,12 +239,20 @@ class TaskRunner:
                     outcome = await executor.run(task, workdir, stream.line, entry.cancel)
         if entry.draining:  # a drained attempt runs again elsewhere, from scratch
             return outcome, []
-        artifacts, errors = await self.transfers.store_outputs(
+        stored = await self.transfers.store_outputs(
             task.outputs, workdir / "outputs", task.log_upload, logfile
         )
-        if errors and outcome.state == JobState.COMPLETED:
-            outcome = Outcome(JobState.FAILED, outcome.exit_code, "; ".join(errors))
-        return outcome, artifacts
+        if stored.errors and outcome.state == JobState.COMPLETED:
+            outcome = Outcome(JobState.FAILED, outcome.exit_code, "; ".join(stored.errors))
+        if stored.log_error is not None:
+            # The log is not the job's result: the outcome stands, the job says so, and the
+            # file is kept to be stored later (_archive_later).
+            entry.log_pending = True
+            note = f"log archive failed: {stored.log_error}; retrying from disk"
+            log.warning("log_archive.deferred", error=stored.log_error)
+            error = f"{outcome.error}; {note}" if outcome.error else note
+            outcome = Outcome(outcome.state, outcome.exit_code, error)
+        return outcome, stored.keys
 
     async def drain(self) -> None:
         """Let running tasks finish within the grace period, then hand the rest back; statuses

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from provider_registry import metrics
+from provider_registry.outbox import outbox_loop
 from provider_registry.routes import router
 from provider_registry.service import RegistryService
 from provider_registry.settings import RegistrySettings
@@ -24,19 +26,50 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = structlog.get_logger(__name__)
 
 
+class SweepGrace:
+    """No provider is swept until the registry has reached its database for one TTL without
+    a break: after a start, and after an outage of the database (heartbeats could not be
+    stored meanwhile, so every provider would look stale the moment it is back)."""
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl_seconds
+        self.clock = clock
+        self.since: float | None = None  # when the database was reached again; None: not yet
+
+    def may_sweep(self) -> bool:
+        return self.since is not None and self.clock() - self.since >= self.ttl
+
+    def reached(self) -> None:
+        if self.since is None:
+            self.since = self.clock()
+            log.info("sweep.grace", seconds=self.ttl)
+
+    def lost(self) -> None:
+        self.since = None
+
+
 async def sweep_forever(
     sessions: async_sessionmaker[AsyncSession],
-    js: Any,
     settings: RegistrySettings,
     stop: asyncio.Event,
     ready: ReadyChecks | None = None,
+    wake: asyncio.Event | None = None,
+    grace: SweepGrace | None = None,
 ) -> None:
-    """Every few seconds (jittered), mark providers with a stale heartbeat offline."""
+    """Every few seconds (jittered), mark providers with a stale heartbeat offline, once the
+    database has been reachable for one TTL (:class:`SweepGrace`)."""
+    grace = grace or SweepGrace(settings.heartbeat_ttl_seconds)
 
     async def sweep() -> None:
-        async with unit_of_work(sessions) as uow:
-            await RegistryService(uow, js).sweep(settings.heartbeat_ttl_seconds)
-            await metrics.refresh(uow.session)
+        try:
+            async with unit_of_work(sessions) as uow:
+                if grace.may_sweep():
+                    await RegistryService(uow, wake).sweep(settings.heartbeat_ttl_seconds)
+                await metrics.refresh(uow.session)
+        except Exception:
+            grace.lost()
+            raise
+        grace.reached()
 
     await every("sweep", sweep, settings.sweep_interval_seconds, stop=stop, ready=ready)
 
@@ -54,17 +87,24 @@ def create_app(
             ) as sessions,
             nats_runtime(app, settings.nats_url, "registry", ["EVENTS"]) as nats,
         ):
-            set_own_state(app, State(nats.js))
+            state = State(nats.js)
+            set_own_state(app, state)
             stop = asyncio.Event()
-            sweeper = asyncio.create_task(
-                sweep_forever(sessions, nats.js, settings, stop, service_state(app).ready_checks)
-            )
+            ready = service_state(app).ready_checks
+            loops = [
+                asyncio.create_task(
+                    sweep_forever(sessions, settings, stop, ready, state.outbox_wake)
+                ),
+                asyncio.create_task(
+                    outbox_loop(sessions, nats.js, stop, state.outbox_wake, ready=ready)
+                ),
+            ]
             try:
                 async with service_runtime(app, settings, jwks=jwks):
                     yield
             finally:
                 stop.set()
-                await sweeper
+                await asyncio.gather(*loops)
 
     app = create_service_app(settings, title="Dante provider registry", lifespan=lifespan)
     # The original clients call /providers directly; through the gateway it is /api/v1/providers.

@@ -60,3 +60,16 @@ class Gpu(RegistryBase):
     metrics: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
 
     provider: Mapped[Provider] = relationship(back_populates="gpus")
+
+
+class ProviderEventOutbox(RegistryBase):
+    """A provider event, written in the transaction that made it true, until it is on
+    JetStream (provider_registry/outbox.py): a crash between commit and publish loses none."""
+
+    __tablename__ = "provider_event_outbox"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    msg_id: Mapped[str] = mapped_column(sa.String(36))  # the stream drops a resent duplicate
+    subject: Mapped[str] = mapped_column(sa.String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

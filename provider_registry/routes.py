@@ -23,7 +23,7 @@ router = APIRouter(tags=["providers"])
 
 
 async def _service(state: RegistryState, uow: UoW) -> RegistryService:
-    return RegistryService(uow, state.js)
+    return RegistryService(uow, state.outbox_wake)
 
 
 Service = Annotated[RegistryService, Depends(_service)]

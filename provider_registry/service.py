@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import timedelta
 
 import structlog
-from nats.js import JetStreamContext
 
 from provider_registry import metrics
-from provider_registry.models import Gpu, Provider
+from provider_registry.models import Gpu, Provider, ProviderEventOutbox
 from provider_registry.repository import ProviderRepository
 from provider_registry.schemas import AttemptIn, HeartbeatIn, ProviderIn, ProviderStatus
 from shared.auth import Principal
 from shared.contracts import AttemptRef, GpuInfo, ProviderEvent, provider_event_subject
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Forbidden, NotFound
-from shared.nats import publish
 
 log = structlog.get_logger(__name__)
 
@@ -67,21 +67,31 @@ def _sync_gpus(provider: Provider, data: ProviderIn) -> None:
 
 
 class RegistryService:
-    def __init__(self, uow: UnitOfWork, js: JetStreamContext) -> None:
+    def __init__(self, uow: UnitOfWork, outbox_wake: asyncio.Event | None = None) -> None:
         self.uow = uow
-        self.js = js
+        self.outbox_wake = outbox_wake
         self.providers = ProviderRepository(uow.session)
 
     def _emit(self, kind: str, provider: Provider, attempts: list[AttemptIn] | None = None) -> None:
+        """Write the event to the outbox in this transaction (provider_registry/outbox.py
+        publishes it): a request never waits on NATS, and a crash after the commit loses no
+        event."""
         event = provider_event(kind, provider, attempts)
+        self.uow.session.add(
+            ProviderEventOutbox(
+                msg_id=str(uuid.uuid4()),
+                subject=provider_event_subject(kind),
+                payload=event.model_dump(mode="json"),
+                created_at=event.at,
+            )
+        )
+        wake = self.outbox_wake
+        if wake is not None:
 
-        async def send() -> None:
-            try:
-                await publish(self.js, provider_event_subject(kind), event)
-            except Exception as exc:  # the next heartbeat re-announces; never fail the request
-                log.warning("event.publish_failed", kind=kind, error=str(exc))
+            async def nudge() -> None:
+                wake.set()
 
-        self.uow.after_commit(send)
+            self.uow.after_commit(nudge)
 
     async def _owned(self, provider_id: str, principal: Principal) -> Provider:
         provider = await self.providers.get(provider_id, for_update=True)

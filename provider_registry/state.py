@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends
@@ -14,6 +15,8 @@ from shared.app import own_state_dependency
 @dataclass
 class State:
     js: JetStreamContext
+    # set after a commit that wrote provider events: the outbox loop publishes them at once
+    outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 RegistryState = Annotated[State, Depends(own_state_dependency(State))]

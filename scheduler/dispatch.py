@@ -11,12 +11,13 @@ from typing import Any, Protocol
 
 import structlog
 
-from scheduler import placement
+from scheduler import gang_dispatch, placement, policy_store
 from scheduler.billing import BillingUnavailable, HttpBilling, InsufficientFunds
 from scheduler.errors import MissingInput, StorageUnavailable
 from scheduler.models import Job, ProviderView
 from scheduler.service import SchedulerService
 from shared.contracts import (
+    GangRank,
     GpuInfo,
     JobSpec,
     JobState,
@@ -156,11 +157,18 @@ class Placer:
         self._storage_down: str | None = None
         self._billing_down: str | None = None
         self._outgoing: list[TaskDispatch] = []
+        self.rules: policy_store.RoundPolicies | None = None
 
     async def _wait(self, job: Job, reason: str) -> None:
-        """Say why the job waits, once per distinct reason (not once per round)."""
-        if job.wait_reason != reason[:255]:
-            job.wait_reason = reason[:255]
+        """Say why the job waits, once per distinct reason (not once per round); the shown
+        reason ends with the job's effective priority (issue 17)."""
+        shown = reason
+        if self.rules is not None and (why := self.rules.explain(job)):
+            shown = f"{reason}; {why}"
+        before = (job.wait_reason or "").split("; effective priority")[0]
+        if job.wait_reason != shown[:255]:
+            job.wait_reason = shown[:255]
+        if before != reason[:255].split("; effective priority")[0]:
             await self.svc.note(job, reason)
 
     async def place(self, limit: int = 200) -> int:
@@ -184,6 +192,20 @@ class Placer:
             if pid in caps:
                 caps[pid].used_cpu += cpu
                 caps[pid].used_memory_mb += memory_mb
+        # --- issue 17: cordoned hosts take no work; fair-share order; quotas; preemption ---
+        for pid, indices in await policy_store.gang_allocations(svc.uow.session):
+            if pid in caps:  # a gang's other ranks hold GPUs too
+                caps[pid].running_tasks += 1
+                caps[pid].used_indices.update(indices)
+        for pid in await policy_store.cordoned_ids(svc.uow.session):
+            caps.pop(pid, None)
+        rules = self.rules = await policy_store.RoundPolicies.load(
+            svc.uow.session, svc.settings, now
+        )
+        queued += await policy_store.queued_per_owner(
+            svc.uow.session, svc.settings.fairshare_per_owner, {j.id for j in queued}, limit
+        )
+        queued = rules.order(queued)
         known: list[placement.Capacity] | None = None
         matcher = placement.Matcher(list(caps.values()))
         placed = 0
@@ -194,8 +216,20 @@ class Placer:
         for job in queued:
             spec = self.hardware.spec_of(job) if self.hardware is not None else job.job_spec
             demand = demand_of(job, spec)
+            if over := rules.over_quota(job):
+                await self._wait(job, over)
+                continue
+            if (spec.resources.nodes or 1) > 1:  # a gang: all ranks or none
+                if await gang_dispatch.place_gang(self, job, spec, demand, matcher, caps, now):
+                    rules.placed(job)
+                    used.update(r["provider_id"] for r in job.gang or [])
+                    placed += 1
+                continue
             shape = placement.shape_of(demand)
             choice = None if shape in full else matcher.choose(demand)
+            plan = rules.plan(job, demand, list(caps.values())) if choice is None else None
+            if plan is not None:
+                choice = plan.placement
             if choice is None:
                 if shape not in full:
                     if known is None:  # only needed when something does not fit now
@@ -224,6 +258,10 @@ class Placer:
                 await self._wait(job, f"waiting: storage unavailable for its inputs/outputs: {exc}")
                 continue
             cap = caps[choice.provider_id]
+            if plan is not None and not await rules.evict(svc, plan, job, cap):
+                await self._wait(job, "waiting: a job to preempt ended meanwhile")
+                continue
+            rules.placed(job)
             placement.allocate(cap, choice, now)
             placement.hold_host(cap, demand)
             used.add(cap.provider_id)
@@ -290,16 +328,22 @@ class Placer:
         job: Job,
         spec: JobSpec,
         io: tuple[list[TaskObject], list[TaskObject], TaskObject | None],
+        *,
+        rank: GangRank | None = None,
+        provider_id: str | None = None,
+        gpu_indices: list[int] | None = None,
     ) -> None:
+        """The task for the job's host (or, for a gang, for one ``rank`` on its host)."""
         inputs, outputs, log_upload = io
         task = TaskDispatch(
             job_id=job.id,
             attempt=job.attempt,
-            provider_id=job.provider_id or "",
+            provider_id=provider_id or job.provider_id or "",
             type=spec.type,
             name=job.name,
             spec=spec,
-            gpu_indices=list(job.gpu_indices),
+            gang=rank,
+            gpu_indices=list(job.gpu_indices if gpu_indices is None else gpu_indices),
             timeout_seconds=job.timeout_seconds,
             correlation_id=job.correlation_id,
             start_deadline=job.start_deadline,
@@ -320,12 +364,14 @@ class Placer:
     async def _send(self, task: TaskDispatch) -> None:
         # Lost if the process dies here or NATS is down: the job is dispatched in the
         # database, and its start deadline requeues it (attempt + 1), so nothing is stranded.
+        # A gang's ranks > 0 get their own message id (else JetStream drops them as repeats).
+        suffix = f":r{task.gang.rank}" if task.gang is not None and task.gang.rank else ""
         try:
             await publish(
                 self.svc.js,
                 task_subject(task.provider_id),
                 task,
-                msg_id=f"{task.job_id}:{task.attempt}",
+                msg_id=f"{task.job_id}:{task.attempt}{suffix}",
                 correlation_id=task.correlation_id,
             )
         except Exception as exc:

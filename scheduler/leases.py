@@ -66,8 +66,10 @@ async def reconcile(svc: SchedulerService, ev: ProviderEvent) -> None:
     for job_id, attempt in held:
         by_job.setdefault(job_id, []).append(attempt)
     for job in await svc.jobs.many(sorted(by_job)):  # jobs this scheduler does not know: none
+        # a gang's ranks (issue 17) run the same attempt on other providers than rank 0's
+        ranks = {r["provider_id"] for r in job.gang or []} | {job.provider_id}
         for attempt in by_job[job.id]:
-            if (attempt, ev.provider_id) != (job.attempt, job.provider_id):
+            if attempt != job.attempt or ev.provider_id not in ranks:
                 log.warning("attempt.superseded", job_id=job.id, attempt=attempt)
                 svc._cancel_after_commit(job, ev.provider_id, attempt)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from scheduler.admin_routes import router as policy_router
 from scheduler.billing import HttpBilling
 from scheduler.dispatch import Presigner
 from scheduler.routes import router
@@ -85,4 +86,5 @@ def create_app(
 
     app = create_service_app(settings, title="Dante scheduler", lifespan=lifespan)
     app.include_router(router)
+    app.include_router(policy_router)  # issue 17
     return app

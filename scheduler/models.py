@@ -77,6 +77,16 @@ class Job(SchedulerBase):
     version: Mapped[int] = mapped_column(sa.Integer, nullable=False, server_default="1")
 
     __mapper_args__ = {"version_id_col": version}
+    # --- issue 17: fair share and preemption (scheduler/fairshare.py, preemption.py) ---
+    # the multifactor priority of the last round that saw it queued (higher goes first)
+    effective_priority: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    # attempts that ended by preemption: they do not count against ``max_retries``
+    preemptions: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    # a placed gang job's ranks: [{rank, provider_id, gpu_indices, state, exit_code}]; rank 0
+    # is also ``provider_id``/``gpu_indices`` (scheduler/gang_dispatch.py)
+    gang: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        sa.JSON(none_as_null=True), nullable=True
+    )
 
     @property
     def job_spec(self) -> JobSpec:
@@ -133,6 +143,49 @@ class ProviderView(SchedulerBase):
     # bumped on every applied event: placement keeps each provider's parsed hardware between
     # rounds and re-reads a row only when its version moved (scheduler/dispatch.py)
     version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    # an admin's cordon (issue 17): no new work; ``drain`` also requeues what runs there
+    cordoned: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    cordon_reason: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+
+
+class OwnerPolicy(SchedulerBase):
+    """An owner's fair-share weight and quotas, set by an admin (scheduler/quotas.py)."""
+
+    __tablename__ = "owner_policies"
+
+    owner_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    share: Mapped[float] = mapped_column(sa.Float, default=1.0)
+    max_gpus: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    max_gpu_hours: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    period_seconds: Mapped[int] = mapped_column(sa.Integer, default=30 * 86400)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OwnerUsage(SchedulerBase):
+    """An owner's decayed GPU-seconds (fair share), brought forward at each ended attempt."""
+
+    __tablename__ = "owner_usage"
+
+    owner_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    decayed_gpu_seconds: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AttemptUsage(SchedulerBase):
+    """GPU-seconds of each ended attempt (requeued ones too), for GPU-hour quota windows."""
+
+    __tablename__ = "attempt_usage"
+    __table_args__ = (
+        sa.Index("ix_attempt_usage_owner_ended", "owner_id", "ended_at"),
+        sa.UniqueConstraint("job_id", "attempt", name="uq_attempt_usage_attempt"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    owner_id: Mapped[str] = mapped_column(sa.String(36))
+    job_id: Mapped[str] = mapped_column(sa.String(36))
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    gpu_seconds: Mapped[float] = mapped_column(sa.Float)
 
 
 class UsageRecord(SchedulerBase):

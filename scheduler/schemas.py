@@ -58,6 +58,10 @@ class JobRead(_OlderGpuName):
     outputs: list[str]
     artifacts: list[dict[str, str]]
     waiting_reason: str | None = Field(description="why a queued job still waits")
+    effective_priority: float | None = Field(
+        default=None, description="fair-share multifactor priority (docs/scheduler.md)"
+    )
+    preemptions: int = Field(default=0, description="attempts ended by preemption")
     price_per_hour: float | None
     created_at: datetime
     updated_at: datetime
@@ -83,6 +87,8 @@ class JobRead(_OlderGpuName):
             inputs=spec.inputs,
             outputs=spec.outputs,
             waiting_reason=job.wait_reason if job.state == JobState.QUEUED else None,
+            effective_priority=job.effective_priority,
+            preemptions=job.preemptions or 0,
         )
 
 

@@ -12,7 +12,7 @@ import structlog
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
-from scheduler import billing, leases, metrics, states
+from scheduler import billing, gang_dispatch, leases, metrics, policy_store, states
 from scheduler.models import Job, JobEvent, JobTag, ProviderView
 from scheduler.repository import JobRepository, ProviderViewRepository
 from scheduler.schemas import UsageRead, UsageRecordRead, UsageScope
@@ -107,6 +107,10 @@ class SchedulerService:
                 metrics.on_usage(self.uow, record)
         if ends_attempt:  # billing's copy, in integers, through the outbox (scheduler/billing.py)
             await billing.record_usage(self.uow.session, job, now, final=to.terminal)
+            # issue 17: the owner's fair-share usage and GPU-hour quota window
+            await policy_store.account_attempt(
+                self.uow.session, job, now, self.settings.fairshare_half_life_seconds
+            )
 
     async def _requeue_or_fail(self, job: Job, cause: str, *, cancel_old: bool = False) -> None:
         """Retry as attempt + 1, or fail when retries are spent. ``cancel_old`` tells the
@@ -114,18 +118,38 @@ class SchedulerService:
         if cancel_old and job.provider_id:
             unstarted = job.state == JobState.DISPATCHED
             self._cancel_after_commit(job, job.provider_id, job.attempt, unstarted=unstarted)
-        if job.attempt <= job.max_retries:
+        # preempted attempts (issue 17) are not failures: they do not spend retries
+        if job.attempt - (job.preemptions or 0) <= job.max_retries:
             await self.transition(job, JobState.QUEUED, cause)
-            job.attempt += 1
-            job.provider_id = None
-            job.gpu_indices = []
-            job.started_at = None
-            job.start_deadline = None
-            job.price_per_hour = None
-            job.gpu_name = None
+            self._next_attempt(job)
         else:
             job.error = f"{cause}; retries exhausted"
             await self.transition(job, JobState.FAILED, job.error)
+
+    @staticmethod
+    def _next_attempt(job: Job) -> None:
+        job.attempt += 1
+        job.provider_id = None
+        job.gpu_indices = []
+        job.started_at = None
+        job.start_deadline = None
+        job.price_per_hour = None
+        job.gpu_name = None
+        job.gang = None
+
+    async def preempt(self, job: Job, by: Job) -> None:
+        """Issue 17: stop this attempt for a higher-priority job (the daemon gets a cancel:
+        SIGTERM, its grace, then SIGKILL) and requeue it as attempt + 1, counted as preempted
+        (not against ``max_retries``); billed only for the time it ran (the attempt ends now)."""
+        await self.evict(job, f"preempted by job {by.id} (priority {by.priority})")
+
+    async def evict(self, job: Job, cause: str) -> None:
+        """Stop the running attempt and requeue it, counted as preempted (see ``preempt``)."""
+        if job.provider_id:
+            self._cancel_after_commit(job, job.provider_id, job.attempt)
+        await self.transition(job, JobState.QUEUED, cause)
+        job.preemptions = (job.preemptions or 0) + 1
+        self._next_attempt(job)
 
     # --- intake -----------------------------------------------------------------------------
 
@@ -164,7 +188,7 @@ class SchedulerService:
             priority=spec.priority,
             attempt=1,
             max_retries=spec.max_retries,
-            gpu_count=res.gpu_count,
+            gpu_count=res.gpu_count * (res.nodes or 1),  # a gang's GPUs in all (issue 17)
             requested_gpu_model=res.gpu_model,
             min_vram_mb=res.min_vram_mb,
             min_compute_capability=res.min_compute_capability,
@@ -248,6 +272,9 @@ class SchedulerService:
             status_rejected.labels("unknown_job").inc()
             log.warning("status.rejected", job_id=st.job_id, reason="unknown job")
             return
+        if job.gang:  # issue 17: a gang's ranks report from several providers
+            await gang_dispatch.apply_rank_status(self, job, st)
+            return
         if st.provider_id != job.provider_id or st.attempt != job.attempt:
             # Only the provider the current attempt was placed on may move the job; anything
             # else is a stale attempt (requeued away from it) or a provider speaking out of turn.
@@ -330,7 +357,16 @@ class SchedulerService:
     ) -> None:
         """Tell the provider to stop ``attempt``. ``unstarted``: its task may still wait in
         TASKS, so it is deleted there first; the cancel alone would queue behind it, and a
-        daemon (re)starting meanwhile would start the old attempt before seeing the cancel."""
+        daemon (re)starting meanwhile would start the old attempt before seeing the cancel.
+        A gang's other ranks are told too (issue 17)."""
+        if job.gang and attempt == job.attempt and provider_id == job.provider_id:
+            for r in job.gang[1:]:
+                self._send_cancel(job, r["provider_id"], attempt, f":r{r['rank']}", False)
+        self._send_cancel(job, provider_id, attempt, "", unstarted)
+
+    def _send_cancel(
+        self, job: Job, provider_id: str, attempt: int, rank: str, unstarted: bool
+    ) -> None:
         cancel = TaskCancel(job_id=job.id, attempt=attempt, provider_id=provider_id)
         js, correlation_id = self.js, job.correlation_id
 
@@ -345,7 +381,7 @@ class SchedulerService:
                     js,
                     task_subject(provider_id),
                     cancel,
-                    msg_id=f"{cancel.job_id}:{attempt}:cancel",
+                    msg_id=f"{cancel.job_id}:{attempt}{rank}:cancel",
                     correlation_id=correlation_id,
                 )
             except Exception as exc:  # the stale attempt's reports are refused anyway
@@ -437,6 +473,11 @@ class SchedulerService:
             for job in await self.jobs.active_on(ev.provider_id):
                 await self._requeue_or_fail(
                     job, f"provider {ev.provider_id} {view.status}", cancel_old=True
+                )
+            # issue 17: a gang with any rank there is requeued whole
+            for job in await policy_store.gangs_on(self.uow.session, ev.provider_id):
+                await self._requeue_or_fail(
+                    job, f"gang rank's provider {ev.provider_id} {view.status}", cancel_old=True
                 )
         elif ev.attempts is not None:  # the daemon said what it holds: believe it
             view.attempts_seen_at = max(view.attempts_seen_at or ev.at, ev.at)

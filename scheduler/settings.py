@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Literal
+
 from pydantic_settings import SettingsConfigDict
 
+from scheduler.fairshare import FairShareConfig
 from shared.settings import DEFAULT_PORTS, ServiceSettings
 
 
@@ -49,3 +53,27 @@ class SchedulerSettings(ServiceSettings):
     # ask the billing service for a hold before each dispatch (scheduler/billing.py); needs
     # the service credentials above. Off: jobs run unbilled (usage is still published).
     billing_holds: bool = False
+    # --- issue 17: fair share, preemption (docs/scheduler.md "Policies") ---
+    # multifactor priority (scheduler/fairshare.py): weights of priority, age and fair share
+    fairshare_weight_priority: float = 10_000.0
+    fairshare_weight_age: float = 100.0
+    fairshare_weight_fairshare: float = 10_000.0
+    fairshare_max_age_seconds: float = 7 * 86_400.0
+    fairshare_half_life_seconds: float = 7 * 86_400.0
+    # besides the batch, each waiting owner's first N queued jobs join the round, so one
+    # owner's flood cannot keep the others out of it (fair share then orders them)
+    fairshare_per_owner: int = 20
+    # off | same-owner | lower-priority (scheduler/preemption.py)
+    preemption: Literal["off", "same-owner", "lower-priority"] = "off"
+    # a job runs at least this long before it may be preempted (no thrash)
+    preemption_min_run_seconds: float = 600.0
+
+    def fairshare(self, shares: Mapping[str, float]) -> FairShareConfig:
+        return FairShareConfig(
+            weight_priority=self.fairshare_weight_priority,
+            weight_age=self.fairshare_weight_age,
+            weight_fairshare=self.fairshare_weight_fairshare,
+            max_age_seconds=self.fairshare_max_age_seconds,
+            half_life_seconds=self.fairshare_half_life_seconds,
+            shares=dict(shares),
+        )

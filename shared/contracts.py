@@ -135,6 +135,8 @@ class Resources(Message):
     min_compute_capability: ComputeCapability | None = None
     cpu: float | None = Field(default=None, gt=0, le=1024)
     memory_mb: int | None = Field(default=None, gt=0, le=INT32_MAX)
+    # a gang (multi-node) job: ``gpu_count`` on each of ``nodes`` hosts, all at once (issue 17)
+    nodes: int | None = Field(default=None, ge=1, le=64)
 
 
 class ScriptParams(Message):
@@ -277,6 +279,26 @@ def log_key(job_id: str, attempt: int) -> str:
     return f"jobs/{job_id}/attempt-{attempt}.log"
 
 
+class GangRank(Message):
+    """One rank of a gang job (issue 17): what torchrun and friends need to find each other."""
+
+    rank: int = Field(ge=0)
+    world_size: int = Field(ge=1)
+    master_addr: str
+    master_port: int = 29500
+
+    def env(self) -> dict[str, str]:
+        """``torchrun --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR``."""
+        return {
+            "DANTE_RANK": str(self.rank),
+            "DANTE_WORLD_SIZE": str(self.world_size),
+            "NODE_RANK": str(self.rank),
+            "NNODES": str(self.world_size),
+            "MASTER_ADDR": self.master_addr,
+            "MASTER_PORT": str(self.master_port),
+        }
+
+
 class TaskDispatch(Message):
     """``tasks.dispatch.<provider_id>``: everything the daemon needs to run one attempt."""
 
@@ -294,6 +316,7 @@ class TaskDispatch(Message):
     inputs: list[TaskObject] = Field(default_factory=list)
     outputs: list[TaskObject] = Field(default_factory=list)
     log_upload: TaskObject | None = None
+    gang: GangRank | None = None  # this task is one rank of a gang job
 
     @model_validator(mode="before")
     @classmethod

@@ -25,8 +25,8 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from prometheus_client import Counter, Gauge
@@ -65,6 +65,48 @@ class Backoff:
         return max(self.floor, min(self.cap, raw)) * random.uniform(
             1 - self.jitter, 1 + self.jitter
         )
+
+
+class Delays(Protocol):
+    """What ``every`` asks between runs: ``delay(0)`` after a success, ``delay(n)`` after the
+    n-th failure in a row."""
+
+    def delay(self, failures: int) -> float: ...
+
+
+@dataclass
+class LeaseBackoff:
+    """Back-off for a loop that keeps a lease alive against a TTL (a heartbeat): one failed
+    beat must never let the lease lapse.
+
+    ``delay(0)`` (a success) is the interval ±``jitter`` and marks the lease renewed now.
+    After a failure the next try comes before ``renewed + ttl - interval`` (halving what is
+    left of that window, never closer than ``min_gap``), then before ``renewed + ttl``; only a
+    lease already lapsed backs off further, from the interval doubling up to ``cap``, which is
+    held to ``ttl - interval`` so a registry back from an outage hears within its grace of one
+    TTL.
+    """
+
+    interval: float
+    ttl: float
+    cap: float = 60.0
+    jitter: float = 0.2
+    min_gap: float = 0.5
+    clock: Callable[[], float] = time.monotonic
+    renewed: float = field(default=float("-inf"))
+
+    def delay(self, failures: int) -> float:
+        now = self.clock()
+        spread = random.uniform(1 - self.jitter, 1 + self.jitter)
+        if failures == 0:
+            self.renewed = now
+            return self.interval * spread
+        cap = min(self.cap, max(self.min_gap, self.ttl - self.interval))
+        regular = min(cap, self.interval * 2 ** min(failures, 16)) * spread
+        for edge in (self.renewed + self.ttl - self.interval, self.renewed + self.ttl):
+            if now < edge:
+                return max(self.min_gap, min(regular, (edge - now) / 2))
+        return max(self.min_gap, regular)
 
 
 async def _pause(stop: asyncio.Event | None, seconds: float, wake: asyncio.Event | None) -> None:
@@ -131,7 +173,7 @@ async def every(
     interval: float,
     *,
     stop: asyncio.Event,
-    backoff: Backoff | None = None,
+    backoff: Delays | None = None,
     unhealthy_after: int = 3,
     ready: ReadyChecks | None = None,
     wake: asyncio.Event | None = None,

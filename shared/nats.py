@@ -142,10 +142,19 @@ def auth_options(creds: UserCredentials | None) -> dict[str, object]:
     }
 
 
-async def connect(url: str, name: str, credentials: UserCredentials | None = None) -> NATS:
+async def connect(
+    url: str,
+    name: str,
+    credentials: UserCredentials | None = None,
+    *,
+    buffer_while_disconnected: bool = True,
+) -> NATS:
     """Connect with unbounded reconnects: a NATS restart must not take a service down.
 
     Without ``credentials``, a service uses the creds file named by ``DANTE_NATS_CREDS``, if any.
+    ``buffer_while_disconnected=False`` turns off nats-py's reconnect buffer: a publish while
+    disconnected raises ``OutboundBufferLimitError`` at once instead of being held and sent
+    when the server is back (the gateway's job submissions, docs/nats.md).
     """
     if credentials is None and os.environ.get(CREDS_ENV):
         credentials = UserCredentials.from_file(os.environ[CREDS_ENV])
@@ -171,16 +180,20 @@ async def connect(url: str, name: str, credentials: UserCredentials | None = Non
         disconnected_cb=_disconnected,
         reconnected_cb=_reconnected,
         error_cb=_error,
+        # 0: nothing is buffered while disconnected (nats-py's default holds 2 MiB of publishes)
+        **({} if buffer_while_disconnected else {"pending_size": 0}),
         **auth,
     )
 
 
 async def close_nats(nc: NATS) -> None:
-    """Drain on the way out; a connection already lost just closes."""
+    """Drain on the way out; a connection already lost just closes (and a close that trips
+    over the lost socket does not fail the shutdown)."""
     try:
         await nc.drain()
     except Exception:
-        await nc.close()
+        with contextlib.suppress(Exception):
+            await nc.close()
 
 
 @dataclass

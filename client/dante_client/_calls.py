@@ -3,6 +3,7 @@ and sent by either the sync or the async client."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,8 @@ class Call(Generic[T]):
     params: dict[str, Any] | None = None
     json: Any = None
     auth: bool = True
+    headers: dict[str, str] | None = None
+    idempotent: bool | None = None  # None: by the method (GET, PUT, DELETE ... are)
 
 
 def _model(cls: type[T]) -> Callable[[httpx.Response], T]:
@@ -83,8 +86,22 @@ def whoami() -> Call[models.User]:
 # --- jobs ---------------------------------------------------------------------------------------
 
 
-def submit(spec: dict[str, Any]) -> Call[models.Submitted]:
-    return Call("POST", f"{API}/jobs", _model(models.Submitted), json=spec)
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def submit(spec: dict[str, Any], idempotency_key: str | None = None) -> Call[models.Submitted]:
+    """A submission named by an ``Idempotency-Key`` (a fresh one unless given): the gateway
+    answers a retry with the same key with the same job, so the POST is safe to retry on a
+    dropped connection or a 503 (``submission_unknown`` included)."""
+    key = idempotency_key or str(uuid.uuid4())
+    return Call(
+        "POST",
+        f"{API}/jobs",
+        _model(models.Submitted),
+        json=spec,
+        headers={IDEMPOTENCY_HEADER: key},
+        idempotent=True,
+    )
 
 
 def job(job_id: str) -> Call[models.Job]:

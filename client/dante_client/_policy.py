@@ -4,7 +4,8 @@ Idempotent calls (GET, HEAD, PUT, DELETE) are retried on 502/503/504 and on a dr
 connection, with exponential back-off and jitter. Anything may be retried when the connection
 could not even be opened (nothing was sent) or on 429 (the gateway refused it before any
 upstream saw it), after ``Retry-After``. A POST that may have reached a service is never
-repeated: submitting a job twice would run it twice.
+repeated, except a job submission: it carries an ``Idempotency-Key`` (the same on every try),
+so the gateway answers a retry with the same job instead of a second one.
 """
 
 from __future__ import annotations

@@ -150,7 +150,13 @@ class AsyncClient:
 
     async def _call(self, call: calls.Call[T]) -> T:
         resp = await self._send(
-            call.method, call.path, params=call.params, json=call.json, auth=call.auth
+            call.method,
+            call.path,
+            params=call.params,
+            json=call.json,
+            auth=call.auth,
+            headers=call.headers,
+            idempotent=call.idempotent,
         )
         return call.parse(resp)
 
@@ -175,8 +181,11 @@ class AsyncClient:
 
     # --- jobs -----------------------------------------------------------------------------------
 
-    async def submit(self, spec: dict[str, Any]) -> models.Submitted:
-        return await self._call(calls.submit(spec))
+    async def submit(
+        self, spec: dict[str, Any], idempotency_key: str | None = None
+    ) -> models.Submitted:
+        """Submit a job; see :meth:`dante_client.Client.submit` for ``idempotency_key``."""
+        return await self._call(calls.submit(spec, idempotency_key))
 
     async def job(self, job_id: str) -> models.Job:
         return await self._call(calls.job(job_id))

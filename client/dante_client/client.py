@@ -157,7 +157,13 @@ class Client:
 
     def _call(self, call: calls.Call[T]) -> T:
         resp = self._send(
-            call.method, call.path, params=call.params, json=call.json, auth=call.auth
+            call.method,
+            call.path,
+            params=call.params,
+            json=call.json,
+            auth=call.auth,
+            headers=call.headers,
+            idempotent=call.idempotent,
         )
         return call.parse(resp)
 
@@ -184,9 +190,14 @@ class Client:
 
     # --- jobs -----------------------------------------------------------------------------------
 
-    def submit(self, spec: dict[str, Any]) -> models.Submitted:
-        """Submit a job (the gateway's JSON job spec; see ``jobfile.load`` for YAML files)."""
-        return self._call(calls.submit(spec))
+    def submit(self, spec: dict[str, Any], idempotency_key: str | None = None) -> models.Submitted:
+        """Submit a job (the gateway's JSON job spec; see ``jobfile.load`` for YAML files).
+
+        Every submission carries an ``Idempotency-Key`` (a fresh UUID unless one is given) and
+        is retried with that same key on a dropped connection or a 502/503/504: the gateway
+        answers the same job, never a second one. Pass your own key to make a retry across
+        processes (a re-run script) safe too."""
+        return self._call(calls.submit(spec, idempotency_key))
 
     def job(self, job_id: str) -> models.Job:
         return self._call(calls.job(job_id))

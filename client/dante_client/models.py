@@ -69,6 +69,8 @@ class Job(Model):
     outputs: list[str] = Field(default_factory=list)
     artifacts: list[Artifact] = Field(default_factory=list)
     waiting_reason: str | None = None
+    effective_priority: float | None = None  # fair share (docs/scheduler.md)
+    preemptions: int = 0
     price_per_hour: float | None = None
     gpu_model: str | None = None
     created_at: datetime | None = None

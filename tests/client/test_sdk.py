@@ -116,6 +116,7 @@ class Scripted(ThreadingHTTPServer):
     def __init__(self, replies: dict[tuple[str, str], list[object]]) -> None:
         self.replies = replies
         self.hits: dict[tuple[str, str], int] = {}
+        self.keys: list[str | None] = []  # the Idempotency-Key of each request, in order
         super().__init__(("127.0.0.1", 0), Handler)
 
 
@@ -128,6 +129,7 @@ class Handler(BaseHTTPRequestHandler):
     def _reply(self) -> None:
         key = (self.command, self.path)
         self.server.hits[key] = self.server.hits.get(key, 0) + 1
+        self.server.keys.append(self.headers.get("idempotency-key"))
         if length := int(self.headers.get("content-length") or 0):
             self.rfile.read(length)
         script = self.server.replies[key]
@@ -183,15 +185,26 @@ def test_idempotent_calls_are_retried_on_502_503_504_and_drops(scripted: Scripte
 
 
 def test_a_post_is_never_repeated_after_it_may_have_arrived(scripted: Scripted) -> None:
-    scripted.replies[("POST", "/api/v1/jobs")] = [(503, {"error": "x", "detail": "down"}, {})]
     scripted.replies[("POST", "/api/v1/jobs/j1/cancel")] = ["drop"]
-    with _client(scripted) as dante:
-        with pytest.raises(ServiceUnavailable):
-            dante.submit(SCRIPT)
-        with pytest.raises(Unreachable):
-            dante.cancel("j1")
-    assert scripted.hits[("POST", "/api/v1/jobs")] == 1
+    with _client(scripted) as dante, pytest.raises(Unreachable):
+        dante.cancel("j1")
     assert scripted.hits[("POST", "/api/v1/jobs/j1/cancel")] == 1
+    assert scripted.keys == [None]
+
+
+def test_a_submission_is_retried_with_its_one_idempotency_key(scripted: Scripted) -> None:
+    unknown = (503, {"error": "submission_unknown", "detail": "retry"}, {"retry-after": "0"})
+    accepted = {"job_id": "j3", "status": "queued"}
+    scripted.replies[("POST", "/api/v1/jobs")] = [unknown, "drop", (202, accepted, {})]
+    with _client(scripted) as dante:
+        assert dante.submit(SCRIPT).job_id == "j3"
+        assert scripted.hits[("POST", "/api/v1/jobs")] == 3
+        assert len(set(scripted.keys)) == 1 and scripted.keys[0]  # one key, on every try
+        scripted.replies[("POST", "/api/v1/jobs")] = [(202, accepted, {})]
+        dante.submit(SCRIPT)  # a new submission: a new key
+        dante.submit(SCRIPT, idempotency_key="mine")
+    assert scripted.keys[3] not in (None, scripted.keys[0])
+    assert scripted.keys[4] == "mine"
 
 
 def test_429_is_retried_after_retry_after_even_for_a_post(scripted: Scripted) -> None:

@@ -6,6 +6,7 @@ here by the job's owner through the gateway; the daemon moves the bytes with no 
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,22 @@ async def test_a_missing_input_fails_the_attempt_with_a_clear_error(
     assert "input not available" in (final.error or "") and "gone.bin" in (final.error or "")
     assert "must not run" not in bus.lines(task.job_id)
     assert any("input not available" in line for line in bus.lines(task.job_id))
+
+
+async def test_a_log_that_cannot_be_stored_leaves_the_outcome_and_says_so(
+    daemons: DaemonFactory, bus: Bus
+) -> None:
+    """The whole log's upload is refused (a URL without a valid signature): the job still
+    completes, its error says the log archive failed, and the log file is kept to try again."""
+    gw = daemons.cluster.gateway_url
+    d = daemons.start()
+    job_id = str(uuid.uuid4())
+    refused = TaskObject(
+        key=log_key(job_id, 1), url=f"{gw}/api/v1/storage/objects/{log_key(job_id, 1)}?sig=no"
+    )
+    task = await bus.dispatch(d.provider_id, "echo done", job_id=job_id, log_upload=refused)
+    final = await bus.final(task.job_id)
+    assert (final.state, final.exit_code) == ("completed", 0), final.error
+    assert (final.error or "").startswith("log archive failed: ")
+    assert log_key(job_id, 1) not in final.artifacts
+    assert (d.state_dir / "work" / f"{job_id}-1.log").exists()  # kept for the later tries

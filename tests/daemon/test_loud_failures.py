@@ -1,6 +1,6 @@
-"""What the daemon does when NATS will not take what it publishes: a log chunk is dropped
-loudly (logged and counted), and a status report stops retrying once the SIGTERM drain has
-given up on it, so the daemon still ends.
+"""What the daemon does when NATS will not take what it publishes: a log chunk is spooled to
+disk loudly (logged and counted) and sent once NATS takes it, and a status report stops
+retrying once the SIGTERM drain has given up on it, so the daemon still ends.
 
 The daemon runs as a real process against the real cluster (registration, heartbeats) but talks
 to a private real nats-server, whose streams each test shapes: without ``LOGS`` every log chunk
@@ -19,6 +19,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
+from shared.contracts import LogChunk
 from shared.nats import ensure_streams
 from tests.support import servers
 from tests.support.daemons import Bus, Daemon, DaemonFactory
@@ -44,21 +45,32 @@ def metric(d: Daemon, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def test_a_log_chunk_nats_refuses_is_logged_and_counted(
+async def test_a_log_chunk_nats_refuses_is_spooled_counted_and_sent_later(
     daemons: DaemonFactory, private_nats: tuple[str, Bus, JetStreamContext]
 ) -> None:
     url, bus, js = private_nats
     await ensure_streams(js, ["TASKS", "STATUS"])  # no LOGS: jobs.logs.* has no stream
-    d = await asyncio.to_thread(daemons.start, nats_url=url, log_publish_attempts=2)
+    d = await asyncio.to_thread(
+        daemons.start, nats_url=url, log_publish_attempts=2, log_spool_interval_seconds=0.5
+    )
     task = await bus.dispatch(d.provider_id, "echo one\necho two")
     final = await bus.final(task.job_id)
     assert (final.state, final.exit_code) == ("completed", 0)  # the job itself is unharmed
-    dropped = await d.await_event("log_chunk.dropped", job_id=task.job_id, eof=True)
-    assert dropped["level"] == "error" and dropped["error"]
-    events = [e for e in d.log_events() if e.get("event") == "log_chunk.dropped"]
-    assert sum(e["lines"] for e in events) == 2  # both lines, then the empty end-of-log chunk
-    assert metric(d, "dante_daemon_log_chunks_dropped_total") == len(events)
-    assert metric(d, "dante_daemon_log_lines_dropped_total") == 2
+    spooled = await d.await_event("log_chunk.spooled", job_id=task.job_id)
+    assert spooled["level"] == "error" and spooled["error"]
+    events = [e for e in d.log_events() if e.get("event") == "log_chunk.spooled"]
+    assert sum(e["lines"] for e in events) == 2
+    assert metric(d, "dante_daemon_log_lines_spooled_total") == 2
+    chunks = metric(d, "dante_daemon_log_chunks_spooled_total")
+    assert chunks == 2  # the lines, then the empty end-of-log chunk behind them
+    # the stream exists again: the daemon's log_spool loop sends the chunks from disk
+    await ensure_streams(js, ["LOGS"])
+    await d.await_event("log_spool.resent")
+    stored = (await js.stream_info("LOGS")).state
+    assert stored.messages == chunks  # every spooled chunk, each once
+    last = await js.get_last_msg("LOGS", f"jobs.logs.{task.job_id}")
+    assert LogChunk.model_validate_json(last.data).eof
+    assert metric(d, "dante_daemon_log_chunks_resent_total") == chunks
 
 
 async def test_a_status_report_stops_retrying_when_the_drain_gives_up(

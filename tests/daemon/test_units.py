@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -13,13 +14,38 @@ from provider_daemon.jobio import TransferFailed, local_path
 from provider_daemon.settings import DaemonSettings
 
 
-def test_heartbeats_jitter_and_back_off_to_a_cap() -> None:
-    settings = DaemonSettings(heartbeat_interval_seconds=10, heartbeat_max_backoff_seconds=60)
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_heartbeats_jitter_and_a_failed_beat_is_retried_inside_the_ttl() -> None:
+    settings = DaemonSettings(
+        heartbeat_interval_seconds=10, heartbeat_ttl_seconds=30, heartbeat_max_backoff_seconds=60
+    )
     beats = heartbeat_backoff(settings)
     calm = [beats.delay(0) for _ in range(200)]
     assert all(8 <= d <= 12 for d in calm) and len(set(calm)) > 100  # spread, not in step
-    assert all(32 <= beats.delay(2) <= 48 for _ in range(50))  # after two failures in a row
-    assert all(48 <= beats.delay(30) <= 72 for _ in range(50))  # capped at 60 s ± jitter
+
+    for _ in range(200):  # a beat stored at 0, every try after it failing (the registry away)
+        clock = Clock()
+        beats.clock = clock
+        clock.now = beats.delay(0)  # the next beat, 8-12 s later: it fails
+        tries = []
+        for failures in range(1, 40):
+            clock.now += beats.delay(failures)
+            tries.append(clock.now)
+        before = [t for t in tries if t < 20]  # ttl - interval
+        assert before, tries  # tried again before ttl - interval: one lost beat sweeps nobody
+        assert len([t for t in tries if 20 <= t < 30]) >= 1, tries  # and again before the TTL
+        gaps = [b - a for a, b in itertools.pairwise(tries)]
+        assert min(gaps) >= 0.5  # never a busy loop
+        late = [b - a for a, b in itertools.pairwise(tries) if a >= 30]
+        assert late and max(late) <= 20 * 1.2  # past the TTL: held to ttl - interval (± jitter)
+        assert max(late) >= 10  # but it does back off
 
 
 def test_fence_keeps_the_newest_entries_only(tmp_path: Path) -> None:

@@ -18,8 +18,7 @@ import sqlalchemy as sa
 from provider_registry.main import create_app
 from provider_registry.service import RegistryService
 from provider_registry.settings import RegistrySettings
-from provider_registry.state import State
-from shared.app import own_state, service_state
+from shared.app import service_state
 from shared.contracts import ProviderEvent
 from shared.db import unit_of_work, utcnow
 from tests.support.asgi import served
@@ -129,7 +128,7 @@ async def test_sweep_marks_only_stale_online_providers_and_publishes_after_commi
             )
 
         async with unit_of_work(sessions) as uow:
-            swept = await RegistryService(uow, own_state(app, State).js).sweep(ttl_seconds=60)
+            swept = await RegistryService(uow).sweep(ttl_seconds=60)
         assert swept == 1
         offline = await events.wait(stale, "offline")
         assert offline.status == "offline"
@@ -141,5 +140,5 @@ async def test_sweep_marks_only_stale_online_providers_and_publishes_after_commi
 
         # nothing is stale any more: a second sweep finds nobody and announces nothing
         async with unit_of_work(sessions) as uow:
-            assert await RegistryService(uow, own_state(app, State).js).sweep(ttl_seconds=60) == 0
+            assert await RegistryService(uow).sweep(ttl_seconds=60) == 0
     assert [e.kind for e in events.seen.get(fresh, [])] == ["registered"]

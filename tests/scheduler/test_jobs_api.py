@@ -112,7 +112,10 @@ async def test_constraints_waiting_reasons_and_refused_status(
         assert len(why) == 1, why  # said once, not once per placement round
         assert "1 matching live provider(s), none free now" in why[0]["cause"]
         job = (await client.get(f"/api/v1/jobs/{waiting}", headers=me)).json()
-        assert job["status"] == "queued" and job["waiting_reason"] == why[0]["cause"]
+        assert job["status"] == "queued" and job["waiting_reason"].startswith(why[0]["cause"])
+        # issue 17: the reason ends with the fair-share priority the job waits at
+        assert job["waiting_reason"].endswith("(priority 5, fair-share 1.00)")
+        assert job["effective_priority"] > 0
 
         task = next(t for t in h.tasks if t.job_id == us)
         before = rejected("other_provider")

@@ -16,10 +16,23 @@ SERVICES = {
         "alembic_version_auth",
         {"users", "refresh_tokens", "api_keys", "revocations", "login_attempts"},
     ),
-    "provider_registry": ("alembic_version_registry", {"providers", "gpus"}),
+    "provider_registry": (
+        "alembic_version_registry",
+        {"providers", "gpus", "provider_event_outbox"},
+    ),
     "scheduler": (
         "alembic_version_scheduler",
-        {"jobs", "job_events", "provider_views", "job_tags", "usage_records", "usage_outbox"},
+        {
+            "jobs",
+            "job_events",
+            "provider_views",
+            "job_tags",
+            "usage_records",
+            "usage_outbox",
+            "owner_policies",
+            "owner_usage",
+            "attempt_usage",
+        },
     ),
     "billing_service": (
         "alembic_version_billing",

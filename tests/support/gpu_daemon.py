@@ -7,6 +7,7 @@ replaced; registration, heartbeats, task execution and /metrics are the daemon's
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 from provider_daemon.agent import run
@@ -23,7 +24,10 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(settings, stop, nvml=Nvml(fake_nvml([FakeGpu(0), FakeGpu(1)])))
+    # DANTE_TEST_UNHEALTHY_GPUS="0": those GPUs have a page retirement pending (unhealthy)
+    sick = {int(i) for i in os.environ.get("DANTE_TEST_UNHEALTHY_GPUS", "").split(",") if i}
+    gpus = [FakeGpu(i, pending_retire=i in sick) for i in (0, 1)]
+    await run(settings, stop, nvml=Nvml(fake_nvml(gpus)))
 
 
 if __name__ == "__main__":

@@ -72,7 +72,10 @@ class Monitored:
         return eventually(series, limit=limit, interval=0.5, what=f"a series for {expr}")
 
 
-def start_gpu_daemon(c: LocalCluster) -> tuple[subprocess.Popen[bytes], str]:
+def start_gpu_daemon(
+    c: LocalCluster, unhealthy: tuple[int, ...] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The fake-NVML daemon (two H100s); ``unhealthy``: GPUs it reports unhealthy."""
     name = "gpu-daemon"
     creds = c._provision_provider(name)
     c.ports[name] = free_port()
@@ -87,6 +90,7 @@ def start_gpu_daemon(c: LocalCluster) -> tuple[subprocess.Popen[bytes], str]:
     )
     env.pop("DANTE_NATS_CREDS", None)
     env["PYTHONPATH"] = str(ROOT)  # children run in the data dir
+    env["DANTE_TEST_UNHEALTHY_GPUS"] = ",".join(map(str, unhealthy))
     proc = c._spawn(name, [sys.executable, "-m", "tests.support.gpu_daemon"], env, c.ports[name])
     c._wait_ready(proc, time.monotonic() + 90)
     return proc.popen, creds["provider_id"]

@@ -268,3 +268,45 @@ def weed_mini(
         log.close()
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+class RestartableNats:
+    """A JetStream nats-server that a test can kill (SIGKILL) and start again on the same port
+    and store, so clients reconnect to it and what the stream held survives."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.port = free_port()
+        self.store_dir = store_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js"]
+        self.proc = subprocess.Popen(
+            [*argv, "-sd", str(self.store_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, proc=self.proc)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc, grace=10)
+
+
+@contextlib.contextmanager
+def restartable_nats(store_dir: Path) -> Iterator[RestartableNats]:
+    server = RestartableNats(store_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

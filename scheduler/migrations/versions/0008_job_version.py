@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008b7e1c2d3"
-down_revision: str | None = "0006a1b2c3d4"
+down_revision: str | None = "0007a17sched"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
