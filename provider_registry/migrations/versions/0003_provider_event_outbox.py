@@ -1,7 +1,7 @@
 """provider event outbox
 
 Revision ID: 0003
-Revises: 0004b5c6d7e8 (chained after main's 0004 when merging main)
+Revises: 0002_provider_docker (chained after main's 0004 when merging main)
 Create Date: 2026-11-30 00:30:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-down_revision: str | None = "0004b5c6d7e8"
+down_revision: str | None = "0002_provider_docker"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

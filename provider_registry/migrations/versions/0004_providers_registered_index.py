@@ -1,7 +1,7 @@
 """providers: an index in the search's page order (issue 12)
 
 Revision ID: 0004b5c6d7e8
-Revises: 0002_provider_docker
+Revises: 0003
 Create Date: 2026-11-30 00:35:00
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0004b5c6d7e8"
-down_revision: str | None = "0002_provider_docker"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
