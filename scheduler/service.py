@@ -96,7 +96,8 @@ class SchedulerService:
             job.start_deadline = None
             job.lease_expires_at = now + timedelta(seconds=self.settings.lease_seconds)
             if job.timeout_seconds:
-                grace = self.settings.timeout_grace_seconds
+                # the daemon's own SIGTERM → ``grace_seconds`` → SIGKILL, then our margin
+                grace = job.job_spec.grace_seconds + self.settings.timeout_grace_seconds
                 job.run_deadline = now + timedelta(seconds=job.timeout_seconds + grace)
         elif to.terminal:
             job.finished_at = now
