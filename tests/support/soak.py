@@ -314,21 +314,33 @@ class Clients:
     async def _users(self, http: httpx.AsyncClient) -> None:
         for i in range(self.cfg.users):
             name = f"soak{i}-{uuid.uuid4().hex[:8]}"
-            reg = await http.post(
-                f"{self.gw}/api/v1/auth/register",
-                json={
+            await self._setup_call(
+                http,
+                "/api/v1/auth/register",
+                {
                     "username": name,
                     "email": f"{name}@example.com",
                     "password": PASSWORD,
                     "role": "requester",
                 },
             )
-            reg.raise_for_status()
-            login = await http.post(
-                f"{self.gw}/api/v1/auth/login", json={"username": name, "password": PASSWORD}
+            login = await self._setup_call(
+                http, "/api/v1/auth/login", {"username": name, "password": PASSWORD}
             )
-            login.raise_for_status()
             self.headers.append({"authorization": f"Bearer {login.json()['access_token']}"})
+
+    async def _setup_call(
+        self, http: httpx.AsyncClient, path: str, body: dict[str, str]
+    ) -> httpx.Response:
+        """A set-up request, retried as any client would on a 503 (it carries Retry-After):
+        seen once, a freshly started cluster's auth answered ``database_unavailable``."""
+        deadline = time.monotonic() + 60
+        while True:
+            r = await http.post(f"{self.gw}{path}", json=body)
+            if r.status_code != 503 or time.monotonic() > deadline:
+                r.raise_for_status()
+                return r
+            await asyncio.sleep(float(r.headers.get("retry-after", "1")))
 
     async def _submit(self, http: httpx.AsyncClient, sub: Submission) -> None:
         body = {
