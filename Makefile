@@ -50,7 +50,7 @@ test: $(STAMP) tools browser
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=20
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
