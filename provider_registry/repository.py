@@ -35,7 +35,44 @@ class ProviderRepository:
         owner_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> tuple[list[Provider], int]:
+        after: tuple[datetime, str] | None = None,
+    ) -> tuple[list[Provider], bool]:
+        """One page in (registered_at, id) order, read along an index (keyset: ``after`` is the
+        last row of the previous page), and whether more match: ``limit + 1`` rows are read, no
+        count over every match (issue 12). The page's GPUs come in one IN query (selectin)."""
+        stmt = self._matching(status, gpu_model, min_vram_mb, owner_id)
+        if after is not None:
+            at, provider_id = after
+            stmt = stmt.where(
+                sa.or_(
+                    Provider.registered_at > at,
+                    sa.and_(Provider.registered_at == at, Provider.id > provider_id),
+                )
+            )
+        stmt = stmt.order_by(Provider.registered_at, Provider.id).limit(limit + 1).offset(offset)
+        rows: list[Provider] = list((await self.session.execute(stmt)).scalars())
+        return rows[:limit], len(rows) > limit
+
+    async def count(
+        self,
+        *,
+        status: str | None = None,
+        gpu_model: str | None = None,
+        min_vram_mb: int | None = None,
+        owner_id: str | None = None,
+    ) -> int:
+        """How many providers match: a cost in the number of matches (asked for explicitly;
+        without a GPU filter it is a count along an index)."""
+        stmt = self._matching(status, gpu_model, min_vram_mb, owner_id)
+        total = sa.select(sa.func.count()).select_from(
+            stmt.with_only_columns(Provider.id).subquery()
+        )
+        return int((await self.session.execute(total)).scalar_one())
+
+    @staticmethod
+    def _matching(
+        status: str | None, gpu_model: str | None, min_vram_mb: int | None, owner_id: str | None
+    ) -> sa.Select[Provider]:
         stmt = sa.select(Provider)
         if status:
             stmt = stmt.where(Provider.status == status)
@@ -50,13 +87,7 @@ class ProviderRepository:
             if min_vram_mb:
                 gpu = gpu.where(Gpu.memory_total_mb >= min_vram_mb)
             stmt = stmt.where(sa.exists(gpu))
-        total = (
-            await self.session.execute(sa.select(sa.func.count()).select_from(stmt.subquery()))
-        ).scalar_one()
-        rows = await self.session.execute(
-            stmt.order_by(Provider.registered_at, Provider.id).limit(limit).offset(offset)
-        )
-        return list(rows.scalars()), total
+        return stmt
 
     async def stale_online(self, before: datetime, limit: int = 500) -> list[Provider]:
         """Online providers whose last heartbeat is older than ``before``, locked for update.
