@@ -6,7 +6,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.contracts import DEFAULT_MAX_RETRIES, DEFAULT_PRIORITY, JobSpec
+from shared.contracts import DEFAULT_MAX_RETRIES, DEFAULT_PRIORITY, JobSpec, JobSpecListed
 from shared.db import Base, UTCDateTime, utcnow
 
 
@@ -93,6 +93,11 @@ class Job(SchedulerBase):
     def job_spec(self) -> JobSpec:
         """The stored spec, typed (the column keeps the JSON the gateway's contract wrote)."""
         return JobSpec.model_validate(self.spec)
+
+    @property
+    def listed_spec(self) -> JobSpecListed:
+        """What a listing shows of the spec, without validating its program (issue 12)."""
+        return JobSpecListed.model_validate(self.spec)
 
 
 class JobTag(SchedulerBase):
