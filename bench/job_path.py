@@ -689,11 +689,16 @@ async def measure_registry(
     if errors:
         print(f"    {errors} heartbeat errors", flush=True)
     res.add(f"heartbeats absorbed ({tag}, {hb_n} providers)", "hb/s", rate, "bare FastAPI", None)
-    _, p99 = await sequential_p99(
-        gw,
-        lambda i: request("GET", "/api/v1/providers?gpu_model=*H100*&limit=50", token),
-        sizes.reads,
-    )
+    with (
+        profiled(cluster.process("registry").pid, f"registry-search-{dialect}"),
+        profiled(cluster.process("gateway").pid, f"gateway-search-{dialect}"),
+    ):
+        p50, p99 = await sequential_p99(
+            gw,
+            lambda i: request("GET", "/api/v1/providers?gpu_model=*H100*&limit=50", token),
+            sizes.reads,
+        )
+    print(f"    provider search p50 {p50:.1f} ms", flush=True)
     res.add(f"provider search p99 ({tag}, {n_search})", "ms", p99, "bare GET p99", None)
 
 

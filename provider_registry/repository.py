@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,10 +37,12 @@ class ProviderRepository:
         limit: int = 100,
         offset: int = 0,
         after: tuple[datetime, str] | None = None,
-    ) -> tuple[list[Provider], bool]:
+    ) -> tuple[list[dict[str, Any]], bool]:
         """One page in (registered_at, id) order, read along an index (keyset: ``after`` is the
         last row of the previous page), and whether more match: ``limit + 1`` rows are read, no
-        count over every match (issue 12). The page's GPUs come in one IN query (selectin)."""
+        count over every match (issue 12). Rows, not ORM objects (a page of 50 hosts x 8 GPUs
+        spent most of its time building and tracking objects only read once); the page's GPUs
+        come in one IN query."""
         stmt = self._matching(status, gpu_model, min_vram_mb, owner_id)
         if after is not None:
             at, provider_id = after
@@ -50,8 +53,19 @@ class ProviderRepository:
                 )
             )
         stmt = stmt.order_by(Provider.registered_at, Provider.id).limit(limit + 1).offset(offset)
-        rows: list[Provider] = list((await self.session.execute(stmt)).scalars())
-        return rows[:limit], len(rows) > limit
+        stmt = stmt.with_only_columns(*Provider.__table__.columns)
+        result = await self.session.execute(stmt)
+        rows = [dict(r._mapping) for r in result]
+        more = len(rows) > limit
+        page = rows[:limit]
+        by_id: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in page}
+        if by_id:
+            gpus = sa.select(*Gpu.__table__.columns).where(Gpu.provider_id.in_(list(by_id)))
+            for g in await self.session.execute(gpus.order_by(Gpu.provider_id, Gpu.index)):
+                by_id[g.provider_id].append(dict(g._mapping))
+        for r in page:
+            r["gpus"] = by_id[r["id"]]
+        return page, more
 
     async def count(
         self,

@@ -80,7 +80,7 @@ async def list_providers(
     next_cursor = None
     if more and rows:
         last = rows[-1]
-        raw = f"{last.registered_at.isoformat()}|{last.id}".encode()
+        raw = f"{last['registered_at'].isoformat()}|{last['id']}".encode()
         next_cursor = base64.urlsafe_b64encode(raw).decode()
     return ProviderList(
         providers=[ProviderOut.model_validate(p) for p in rows],
