@@ -610,7 +610,7 @@ async def cluster_measure(
     if "intake" in phases:
         await measure_intake(cluster, gw, token, sizes, res, dialect)
     if "registry" in phases:
-        await measure_registry(ring, gw, token, sizes, res, dialect)
+        await measure_registry(cluster, ring, gw, token, sizes, res, dialect)
     if "reads" in phases:
         await measure_reads(cluster, gw, user, token, sizes, res, dialect, urls)
 
@@ -648,7 +648,7 @@ async def measure_intake(
 
 
 async def measure_registry(
-    ring: Any, gw: int, token: str, sizes: Sizes, res: Result, dialect: str
+    cluster: Any, ring: Any, gw: int, token: str, sizes: Sizes, res: Result, dialect: str
 ) -> None:
     from tests.support.tokens import claims
 
@@ -681,15 +681,24 @@ async def measure_registry(
         pid, tok = tokens[i % hb_n]
         return request("POST", f"/api/v1/providers/{pid}/heartbeat", tok, hb_body)
 
-    rate, _, errors = await http_load(gw, heartbeat, sizes.heartbeats, sizes.conns)
+    with (
+        profiled(cluster.process("registry").pid, f"registry-heartbeats-{dialect}"),
+        profiled(cluster.process("gateway").pid, f"gateway-heartbeats-{dialect}"),
+    ):
+        rate, _, errors = await http_load(gw, heartbeat, sizes.heartbeats, sizes.conns)
     if errors:
         print(f"    {errors} heartbeat errors", flush=True)
     res.add(f"heartbeats absorbed ({tag}, {hb_n} providers)", "hb/s", rate, "bare FastAPI", None)
-    _, p99 = await sequential_p99(
-        gw,
-        lambda i: request("GET", "/api/v1/providers?gpu_model=*H100*&limit=50", token),
-        sizes.reads,
-    )
+    with (
+        profiled(cluster.process("registry").pid, f"registry-search-{dialect}"),
+        profiled(cluster.process("gateway").pid, f"gateway-search-{dialect}"),
+    ):
+        p50, p99 = await sequential_p99(
+            gw,
+            lambda i: request("GET", "/api/v1/providers?gpu_model=*H100*&limit=50", token),
+            sizes.reads,
+        )
+    print(f"    provider search p50 {p50:.1f} ms", flush=True)
     res.add(f"provider search p99 ({tag}, {n_search})", "ms", p99, "bare GET p99", None)
 
 

@@ -87,7 +87,9 @@ def create_app(
             ) as sessions,
             nats_runtime(app, settings.nats_url, "registry", ["EVENTS"]) as nats,
         ):
-            state = State(nats.js)
+            state = State(
+                nats.js, heartbeat_event_every_seconds=settings.heartbeat_event_every_seconds
+            )
             set_own_state(app, state)
             stop = asyncio.Event()
             ready = service_state(app).ready_checks

@@ -17,7 +17,10 @@ class RegistryBase(Base):
 class Provider(RegistryBase):
     __tablename__ = "providers"
     # the search's page order (GET /api/v1/providers): a page is read in index order (issue 12)
-    __table_args__ = (sa.Index("ix_providers_registered", "registered_at", "id"),)
+    __table_args__ = (
+        sa.Index("ix_providers_registered", "registered_at", "id"),
+        sa.Index("ix_providers_status_registered", "status", "registered_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
     owner_id: Mapped[str] = mapped_column(sa.String(36), index=True)

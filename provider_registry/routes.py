@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -17,13 +19,18 @@ from provider_registry.state import RegistryState
 from shared.auth import CurrentPrincipal, ProviderPrincipal
 from shared.contracts import INT32_MAX
 from shared.db import UoW
-from shared.errors import NotFound
+from shared.errors import BadRequest, NotFound
 
 router = APIRouter(tags=["providers"])
 
 
 async def _service(state: RegistryState, uow: UoW) -> RegistryService:
-    return RegistryService(uow, state.outbox_wake)
+    return RegistryService(
+        uow,
+        state.outbox_wake,
+        announced=state.heartbeat_announced,
+        announce_every=state.heartbeat_event_every_seconds,
+    )
 
 
 Service = Annotated[RegistryService, Depends(_service)]
@@ -53,11 +60,50 @@ async def list_providers(
     min_vram: int | None = Query(default=None, ge=0, le=INT32_MAX, description="MiB"),
     limit: int = Query(default=100, ge=1, le=1000),
     offset: int = Query(default=0, ge=0, le=INT32_MAX),
+    cursor: str | None = Query(default=None, max_length=256, description="next_cursor"),
+    count: bool = Query(default=False, description="also count every match (total)"),
 ) -> ProviderList:
-    rows, total = await service.providers.search(
-        status=status, gpu_model=gpu_model, min_vram_mb=min_vram, limit=limit, offset=offset
+    """Oldest registration first. ``next_cursor`` continues the same filtered listing;
+    ``total`` (a count over every match) only when asked for with ``count=true``."""
+    repo = service.providers
+    rows, more = await repo.search(
+        status=status,
+        gpu_model=gpu_model,
+        min_vram_mb=min_vram,
+        limit=limit,
+        offset=offset,
+        after=_cursor(cursor),
     )
-    return ProviderList(providers=[ProviderOut.model_validate(p) for p in rows], total=total)
+    total = None
+    if count:
+        total = await repo.count(status=status, gpu_model=gpu_model, min_vram_mb=min_vram)
+    next_cursor = None
+    if more and rows:
+        last = rows[-1]
+        raw = f"{last['registered_at'].isoformat()}|{last['id']}".encode()
+        next_cursor = base64.urlsafe_b64encode(raw).decode()
+    return ProviderList(
+        providers=[ProviderOut.model_validate(p) for p in rows],
+        total=total,
+        has_more=more,
+        next_cursor=next_cursor,
+    )
+
+
+def _cursor(value: str | None) -> tuple[datetime, str] | None:
+    if not value:
+        return None
+    try:
+        at, _, provider_id = base64.urlsafe_b64decode(value.encode()).decode().partition("|")
+        return _aware(datetime.fromisoformat(at)), provider_id
+    except ValueError as exc:
+        raise BadRequest(
+            "invalid cursor: pass next_cursor as given", code="invalid_cursor"
+        ) from exc
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
 @router.get("/{provider_id}", response_model=ProviderOut)

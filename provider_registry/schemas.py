@@ -123,4 +123,8 @@ class ProviderOut(BaseModel):
 
 class ProviderList(BaseModel):
     providers: list[ProviderOut]
-    total: int
+    total: int | None = Field(
+        default=None, description="every match counted: only with ?count=true (issue 12)"
+    )
+    has_more: bool = Field(default=False, description="more match after this page")
+    next_cursor: str | None = Field(default=None, description="pass as ?cursor= for the next page")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import timedelta
 
@@ -67,10 +68,29 @@ def _sync_gpus(provider: Provider, data: ProviderIn) -> None:
 
 
 class RegistryService:
-    def __init__(self, uow: UnitOfWork, outbox_wake: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        outbox_wake: asyncio.Event | None = None,
+        *,
+        announced: dict[str, float] | None = None,
+        announce_every: float = 0.0,
+    ) -> None:
+        """``announced``/``announce_every``: when each provider's last plain heartbeat event
+        was written (monotonic), and how often one is (see :meth:`heartbeat`)."""
         self.uow = uow
         self.outbox_wake = outbox_wake
         self.providers = ProviderRepository(uow.session)
+        self.announced = {} if announced is None else announced
+        self.announce_every = announce_every
+
+    def _announce_due(self, provider_id: str) -> bool:
+        now = time.monotonic()
+        last = self.announced.get(provider_id)
+        if last is not None and now - last < self.announce_every:
+            return False
+        self.announced[provider_id] = now
+        return True
 
     def _emit(self, kind: str, provider: Provider, attempts: list[AttemptIn] | None = None) -> None:
         """Write the event to the outbox in this transaction (provider_registry/outbox.py
@@ -151,15 +171,26 @@ class RegistryService:
             gpu = by_index.get(m.index)
             if gpu is None:
                 continue
-            health_changed |= gpu.healthy != m.healthy
-            gpu.healthy = m.healthy
-            gpu.metrics = m.model_dump(exclude={"index", "healthy"}, exclude_none=True)
+            if gpu.healthy != m.healthy:
+                health_changed = True
+                gpu.healthy = m.healthy
+            values = m.model_dump(exclude={"index", "healthy"}, exclude_none=True)
+            if gpu.metrics != values:  # an unchanged row is not written again
+                gpu.metrics = values
         came_back = provider.status == ProviderStatus.OFFLINE
         if came_back:
             provider.status = ProviderStatus.ONLINE
             log.info("provider.back_online", provider_id=provider_id)
-        kind = "status" if came_back or health_changed else "heartbeat"
-        self._emit(kind, provider, hb.attempts)
+        # What a beat announces (issue 12): a change of status or health always; the attempts
+        # the daemon holds always (the scheduler renews leases and reconciles from them,
+        # scheduler/leases.py); a beat with neither only every ``announce_every`` seconds
+        # per provider: it carries nothing the scheduler acts on.
+        if came_back or health_changed:
+            self.announced[provider_id] = time.monotonic()
+            self._emit("status", provider, hb.attempts)
+        elif hb.attempts is not None or self._announce_due(provider_id):
+            self.announced[provider_id] = time.monotonic()
+            self._emit("heartbeat", provider, hb.attempts)
         return provider
 
     async def set_status(

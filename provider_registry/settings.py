@@ -13,3 +13,7 @@ class RegistrySettings(ServiceSettings):
     database_url: str = "sqlite+aiosqlite:///.dev/db/registry.sqlite"
     heartbeat_ttl_seconds: float = 30.0
     sweep_interval_seconds: float = 5.0
+    # A heartbeat that lists no attempts and changes nothing the scheduler reads (status,
+    # health) is announced at most this often per provider (issue 12); one that lists the
+    # attempts its daemon holds is always announced: the scheduler's leases read them.
+    heartbeat_event_every_seconds: float = 60.0

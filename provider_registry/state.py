@@ -17,6 +17,9 @@ class State:
     js: JetStreamContext
     # set after a commit that wrote provider events: the outbox loop publishes them at once
     outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # when each provider's last plain heartbeat event was written (loop time), this replica
+    heartbeat_announced: dict[str, float] = field(default_factory=dict)
+    heartbeat_event_every_seconds: float = 60.0
 
 
 RegistryState = Annotated[State, Depends(own_state_dependency(State))]

@@ -6,7 +6,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.contracts import DEFAULT_MAX_RETRIES, DEFAULT_PRIORITY, JobSpec
+from shared.contracts import DEFAULT_MAX_RETRIES, DEFAULT_PRIORITY, JobSpec, JobSpecListed
 from shared.db import Base, UTCDateTime, utcnow
 
 
@@ -21,9 +21,10 @@ class Job(SchedulerBase):
     __tablename__ = "jobs"
     __table_args__ = (
         sa.Index("ix_jobs_placement", "state", "priority", "created_at"),
-        sa.Index("ix_jobs_owner_created", "owner_id", "created_at"),
-        # the owner's list filtered by state, newest first (issue 12)
-        sa.Index("ix_jobs_owner_state_created", "owner_id", "state", "created_at"),
+        # the owner's list (filtered by state), newest first: the index holds the whole order
+        # (created_at, id), so a page is read along it and stops at its limit (issue 12)
+        sa.Index("ix_jobs_owner_created_id", "owner_id", "created_at", "id"),
+        sa.Index("ix_jobs_owner_state_created_id", "owner_id", "state", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
@@ -92,6 +93,11 @@ class Job(SchedulerBase):
     def job_spec(self) -> JobSpec:
         """The stored spec, typed (the column keeps the JSON the gateway's contract wrote)."""
         return JobSpec.model_validate(self.spec)
+
+    @property
+    def listed_spec(self) -> JobSpecListed:
+        """What a listing shows of the spec, without validating its program (issue 12)."""
+        return JobSpecListed.model_validate(self.spec)
 
 
 class JobTag(SchedulerBase):

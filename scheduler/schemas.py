@@ -21,7 +21,14 @@ from pydantic import (
 )
 
 from scheduler.models import Job
-from shared.contracts import ContainerParams, JobSpec, JobState, JobType, Resources
+from shared.contracts import (
+    ContainerParams,
+    JobSpec,
+    JobSpecListed,
+    JobState,
+    JobType,
+    Resources,
+)
 
 
 class Out(BaseModel):
@@ -75,8 +82,9 @@ class JobRead(_OlderGpuName):
         return res.model_dump(mode=info.mode, exclude_none=True)
 
     @classmethod
-    def of(cls, job: Job) -> JobRead:
-        spec = job.job_spec
+    def of(cls, job: Job, spec: JobSpecListed | JobSpec | None = None) -> JobRead:
+        """``spec``: the job's spec if already read; else only the listed parts are read."""
+        spec = spec or job.listed_spec
         return cls(
             **{name: getattr(job, name) for name in _AS_STORED},
             job_id=job.id,
@@ -111,13 +119,13 @@ class JobDetail(JobRead):
     timeout_seconds: int | None
 
     @classmethod
-    def of(cls, job: Job) -> JobDetail:
-        spec = job.job_spec
+    def of(cls, job: Job, spec: JobSpecListed | JobSpec | None = None) -> JobDetail:
+        spec = spec if isinstance(spec, JobSpec) else job.job_spec  # the whole spec, read once
         params = spec.params.model_dump(mode="json", exclude_none=True)
         if isinstance(spec.params, ContainerParams):  # env values may be secrets: names only
             params.update(docker_env_vars=dict.fromkeys(spec.params.docker_env_vars, ""))
         return cls(
-            **JobRead.of(job).model_dump(exclude={"gpu_model"}),
+            **JobRead.of(job, spec).model_dump(exclude={"gpu_model"}),
             params=params,
             env_names=sorted(spec.env),
             timeout_seconds=spec.timeout_seconds,

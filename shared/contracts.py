@@ -235,6 +235,18 @@ class JobSpec(JobOptions):
         return part.model_dump(mode=info.mode, exclude_none=True)
 
 
+class JobSpecListed(Message):
+    """The parts of a stored :class:`JobSpec` a job listing shows: read without validating
+    the program (``params``: a script of up to 256 KiB, a container's env), which a listing
+    never returns (issue 12)."""
+
+    type: JobType
+    resources: Resources = Field(default_factory=Resources)
+    labels: dict[LabelKey, str] = Field(default_factory=dict)
+    inputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
+    outputs: list[ObjectKey] = Field(default_factory=list, max_length=100)
+
+
 def _spec_named_by_envelope(data: Any) -> Any:
     """A spec that does not say its ``type``/``name`` takes the message's (publishers that
     predate :class:`JobSpec` and tests send them on the message only)."""

@@ -85,7 +85,7 @@ export function render(main, { user }) {
     try {
       const none = { jobs: [] };
       const [data, running, dispatched] = await Promise.all([
-        api("/api/v1/providers?limit=200"),
+        api("/api/v1/providers?limit=200&count=true"),
         api("/api/v1/jobs?state=running&limit=200").catch(() => none),
         api("/api/v1/jobs?state=dispatched&limit=200").catch(() => none),
       ]);
@@ -96,7 +96,7 @@ export function render(main, { user }) {
       const gpus = data.providers.flatMap((p) => p.gpus);
       const online = data.providers.filter((p) => p.status === "online").length;
       clear(summary).append(
-        h("div", { class: "stat" }, h("span", {}, String(data.total)), "providers"),
+        h("div", { class: "stat" }, h("span", {}, String(data.total ?? data.providers.length)), "providers"),
         h("div", { class: "stat" }, h("span", {}, String(online)), "online"),
         h("div", { class: "stat" }, h("span", {}, String(gpus.length)), "GPUs"),
         h("div", { class: "stat" }, h("span", {}, String(busy.size)), "GPUs running your jobs"),
