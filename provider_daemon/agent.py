@@ -21,9 +21,11 @@ from provider_daemon.health import health_app, health_server
 from provider_daemon.heartbeat import STARTUP, Registration, refused
 from provider_daemon.inventory import Nvml, collect
 from provider_daemon.jobio import Transfers
+from provider_daemon.orphans import ProcessGroups
 from provider_daemon.renewal import renew_nats_jwt
 from provider_daemon.reporting import Reporter
 from provider_daemon.settings import DaemonSettings
+from provider_daemon.startgate import StartGate
 from provider_daemon.tasks import TaskRunner
 from shared.app import service_state
 from shared.contracts import AttemptRef, task_subject
@@ -34,9 +36,9 @@ from shared.nats_auth import KeyPair
 log = structlog.get_logger(__name__)
 
 
-def executors(s: DaemonSettings) -> dict[str, Executor]:
+def executors(s: DaemonSettings, groups: ProcessGroups | None = None) -> dict[str, Executor]:
     docker = DockerExecutor(s.docker_url, s.docker_pull_timeout_seconds, s.docker_pull)
-    return {"script": ProcessExecutor(), "container": docker}
+    return {"script": ProcessExecutor(groups), "container": docker}
 
 
 async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None = None) -> None:
@@ -47,6 +49,9 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
     fence.load()
     unreported = Unreported(s.state_dir / "unreported-statuses.jsonl")
     unreported.load()
+    # jobs a previous run left running (killed with it) go before any task is taken
+    groups = ProcessGroups(s.state_dir / "process-groups.json")
+    groups.reap()
     nvml = nvml or Nvml()
     async with (
         httpx.AsyncClient(timeout=10) as http,
@@ -86,7 +91,10 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
             app = health_app(s, nc, lambda: client.provider_id is not None)
             ready = service_state(app).ready_checks
             reporter = Reporter(js, unreported)
-            runner = TaskRunner(s, js, Transfers(io_http), executors(s), fence, reporter)
+            gate = StartGate(nc, s.start_request_timeout_seconds) if s.ask_before_start else None
+            runner = TaskRunner(
+                s, js, Transfers(io_http), executors(s, groups), fence, reporter, gate
+            )
             registration.held = runner.held
             consumer = PullConsumer(
                 js,

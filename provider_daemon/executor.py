@@ -14,6 +14,7 @@ from typing import Protocol, TypeVar
 
 import structlog
 
+from provider_daemon.orphans import ProcessGroups
 from shared.contracts import JobState, TaskDispatch
 
 log = structlog.get_logger(__name__)
@@ -195,7 +196,12 @@ def job_env(task: TaskDispatch, workspace: Path | str) -> dict[str, str]:
 
 
 class ProcessExecutor:
-    """Runs a script task with ``CUDA_VISIBLE_DEVICES`` set to the assigned GPUs."""
+    """Runs a script task with ``CUDA_VISIBLE_DEVICES`` set to the assigned GPUs. ``groups``
+    keeps each job's process group on disk while it runs (killed at the next start if the
+    daemon dies first: ``provider_daemon/orphans.py``)."""
+
+    def __init__(self, groups: ProcessGroups | None = None) -> None:
+        self.groups = groups
 
     def _command(self, task: TaskDispatch, workdir: Path) -> list[str]:
         if task.type != "script":
@@ -224,6 +230,21 @@ class ProcessExecutor:
         except (OSError, ValueError, KeyError) as exc:
             return Outcome(JobState.FAILED, None, f"could not start: {exc}")
         log.info("task.started", job_id=task.job_id, pid=proc.pid, executor="process")
+        if self.groups is not None:
+            self.groups.add(proc.pid, task.job_id, task.attempt)
+        try:
+            return await self._supervise(proc, task, sink, cancel)
+        finally:
+            if self.groups is not None:
+                self.groups.remove(proc.pid)
+
+    async def _supervise(
+        self,
+        proc: asyncio.subprocess.Process,
+        task: TaskDispatch,
+        sink: LineSink,
+        cancel: asyncio.Event,
+    ) -> Outcome:
 
         async def kill() -> None:
             self._kill_group(proc.pid)

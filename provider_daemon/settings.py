@@ -42,5 +42,9 @@ class DaemonSettings(ServiceSettings):
     docker_url: str | None = None
     docker_pull_timeout_seconds: float = 600.0
     docker_pull: Literal["missing", "always"] = "missing"
+    # Ask the scheduler before starting each attempt (issue 19: a task fetched just before its
+    # attempt was requeued never starts). Off only for driving a daemon with hand-made tasks.
+    ask_before_start: bool = True
+    start_request_timeout_seconds: float = 5.0
     # Finished (job, attempt) pairs remembered to fence duplicate deliveries.
     fence_keep: int = 10_000

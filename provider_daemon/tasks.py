@@ -22,6 +22,7 @@ from provider_daemon.jobio import TransferFailed, Transfers
 from provider_daemon.logstream import LogStream, resend_spooled
 from provider_daemon.reporting import Reporter
 from provider_daemon.settings import DaemonSettings
+from provider_daemon.startgate import StartGate
 from shared.contracts import AttemptRef, JobState, TaskCancel, TaskDispatch
 from shared.db import utcnow
 from shared.logging import correlation
@@ -61,6 +62,9 @@ class TaskRunner:
     executors: dict[str, Executor]
     fence: Fence
     reporter: Reporter
+    # asks the scheduler before each start (issue 19); None: start without asking (tests that
+    # drive a daemon with tasks no scheduler knows, DANTE_DAEMON_ASK_BEFORE_START=false)
+    gate: StartGate | None = None
     running: dict[tuple[str, int], Running] = field(default_factory=dict)
     spooling: set[Path] = field(default_factory=set)  # log spools held by running streams
     stopping: bool = False
@@ -106,11 +110,21 @@ class TaskRunner:
             raise Retry("at the concurrency limit", delay=2.0)
         if self._group is None:
             raise Retry("not serving yet", delay=1.0)
+        recorded = False  # the scheduler stored it as running already
+        if self.gate is not None:
+            answer = await self.gate.ask(task)  # no answer: Retry, it comes back later
+            if not answer.start:
+                log.warning(
+                    "task.refused", job_id=task.job_id, attempt=task.attempt, reason=answer.reason
+                )
+                self.fence.remember(key)  # requeued or cancelled meanwhile: never start it
+                return
+            recorded = answer.recorded
         self.fence.remember(key)
         entry = Running(task)
         self.running[key] = entry
         self._idle.clear()
-        if not await self.reporter.report(task, JobState.RUNNING):
+        if not recorded and not await self.reporter.report(task, JobState.RUNNING):
             self._finished(entry)  # the drain gave up on it: requeued when we go offline
             return
         self._group.create_task(self._run(entry))

@@ -69,6 +69,7 @@ def create_app(
                 presigner or _presigner(settings, runtime),
                 service_state(app).ready_checks,
                 billing=billing or _billing(settings, runtime),
+                nc=nats.nc,
             )
             # Two-step shutdown: stop taking work (the loops see `stop`), then drain NATS.
             stop = asyncio.Event()

@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import structlog
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from scheduler import leases, metrics
+from scheduler import confirm, leases, metrics
 from scheduler.billing import HttpBilling, outbox_loop
 from scheduler.dispatch import HardwareCache, Placer, Presigner
 from scheduler.metrics import stale_writes
@@ -65,8 +66,10 @@ class Workers:
         presigner: Presigner | None = None,
         ready: ReadyChecks | None = None,
         billing: HttpBilling | None = None,
+        nc: NATS | None = None,
     ) -> None:
         self.sessions = sessions
+        self.nc = nc  # answers daemons' start requests (scheduler/confirm.py); None: not here
         self.ready = ready  # the app's ready checks: a failing loop makes /ready answer 503
         self.js = js
         self.settings = settings
@@ -91,6 +94,12 @@ class Workers:
 
     def _service(self, uow: UnitOfWork) -> SchedulerService:
         return SchedulerService(uow, self.js, self.settings)
+
+    @contextlib.asynccontextmanager
+    async def _unit(self) -> AsyncIterator[SchedulerService]:
+        """A service in one unit of work (committed at the end), holding SQLite's writer."""
+        async with self._writing(), unit_of_work(self.sessions) as uow:
+            yield self._service(uow)
 
     async def _consume(
         self, msg: Msg, model: type[M], apply: Callable[[SchedulerService, M], Awaitable[object]]
@@ -292,3 +301,5 @@ class Workers:
             tg.create_task(self.placement_loop(stop))
             tg.create_task(metrics.poll_forever(self.sessions, self.js, stop))
             tg.create_task(outbox_loop(self.sessions, self.js, stop))
+            if self.nc is not None:
+                tg.create_task(confirm.serve(self.nc, self._unit, stop))

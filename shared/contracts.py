@@ -44,6 +44,12 @@ def log_subject(job_id: str) -> str:
     return f"jobs.logs.{job_id}"
 
 
+def start_subject(provider_id: str) -> str:
+    """Where a daemon asks the scheduler, by request/reply, whether it may start an attempt
+    (:class:`StartRequest` → :class:`StartAnswer`)."""
+    return f"attempts.start.{provider_id}"
+
+
 def provider_event_subject(kind: str) -> str:
     """Where the registry announces :class:`ProviderEvent` of one kind."""
     return f"providers.events.{kind}"
@@ -343,6 +349,27 @@ class TaskCancel(Message):
     job_id: str
     attempt: int
     provider_id: str
+
+
+class StartRequest(Message):
+    """``attempts.start.<provider_id>`` (request/reply): "may I start this attempt now?".
+
+    Asked by the daemon just before it starts a task, so a task taken from TASKS after its
+    attempt was requeued (the scheduler deletes the message, but a daemon may have fetched it
+    a moment before) never runs: the scheduler's answer is the last word (issue 19)."""
+
+    job_id: str
+    attempt: int
+    rank: int = 0  # a gang's rank (issue 17); 0 for every other job
+
+
+class StartAnswer(Message):
+    """The scheduler's answer to :class:`StartRequest`. ``recorded``: the job is ``running``
+    in the scheduler's store already (the daemon need not report it)."""
+
+    start: bool
+    recorded: bool = False
+    reason: str | None = None
 
 
 class TaskStatus(Message):

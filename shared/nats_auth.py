@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from shared.contracts import ANY, log_subject, status_subject, task_subject
+from shared.contracts import ANY, log_subject, start_subject, status_subject, task_subject
 
 PREFIX_SEED = 18 << 3
 PREFIX = {"operator": 14 << 3, "account": 0, "user": 20 << 3}
@@ -124,7 +124,8 @@ def decode_jwt(token: str) -> dict[str, Any]:
 def daemon_permissions(provider_id: str) -> dict[str, Any]:
     """What one provider daemon may do: its own durable consumer on TASKS, filtered to its own
     subject (the filter is part of the CREATE subject, so the body cannot widen it), acks for
-    that consumer, status and log publishes, and replies on an inbox prefix of its own."""
+    that consumer, status and log publishes, asking to start its own attempts, and replies on an
+    inbox prefix of its own."""
     durable = daemon_consumer(provider_id)
     api = f"$JS.API.CONSUMER.%s.{TASKS_STREAM}.{durable}"
     return {
@@ -137,6 +138,7 @@ def daemon_permissions(provider_id: str) -> dict[str, Any]:
                 f"$JS.API.STREAM.INFO.{TASKS_STREAM}",
                 status_subject(ANY),
                 log_subject(ANY),
+                start_subject(provider_id),  # may I start this attempt? (its own only)
             ]
         },
         "sub": {"allow": [f"{daemon_inbox(provider_id)}.>"]},

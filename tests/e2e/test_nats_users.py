@@ -12,6 +12,7 @@ import nats
 import pytest
 
 from localdev.cluster import LocalCluster
+from shared.contracts import StartAnswer, StartRequest, start_subject
 from shared.nats import UserCredentials
 from shared.nats_auth import KeyPair
 from tests.support.daemons import check, rows
@@ -77,6 +78,12 @@ async def test_the_gateway_hands_a_provider_a_user_held_to_its_own_tasks(
                 f"tasks.dispatch.{other}", durable=f"daemon-{other}", stream="TASKS"
             )
         assert any("permissions violation" in str(e).lower() for e in errors)
+        # it may ask to start attempts as itself only (issue 19): its own subject is answered
+        ask = StartRequest(job_id=str(uuid.uuid4()), attempt=1).model_dump_json().encode()
+        reply = await nc.request(start_subject(pid), ask, timeout=30)
+        assert StartAnswer.model_validate_json(reply.data).start is False  # no such job
+        with pytest.raises(REFUSED):
+            await nc.request(start_subject(other), ask, timeout=2)
     finally:
         await nc.close()
 
