@@ -47,7 +47,9 @@ from tests.support.accounts import PASSWORD
 from tests.support.pg_control import ControlledPostgres, controlled_postgres
 
 FETCH_RACE_S = 1.0
-"""A stale start this soon after the requeue is the fetch-vs-delete race, reported apart."""
+"""A stale start this soon after the requeue is reported apart: before the start gate (the
+daemon asks the scheduler before starting) it was the fetch-vs-delete race; with it, only an
+attempt told to start just before it was requeued (started, then cancelled) lands here."""
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("daemon", "scheduler", "nats", "gateway")
@@ -666,9 +668,8 @@ def account(
         # an attempt's code starting after the job had moved on to a later attempt
         later = [_ts(e["at"]) for e in clients.events.get(j, []) if e["attempt"] > a]
         if later and any(t > min(later) for t in starts):
-            # within a second of the requeue: the daemon had already fetched the task when the
-            # scheduler deleted its message (the one window attempt fencing leaves; counted
-            # apart, and cancelled by the refused "running" report)
+            # within a second of the requeue: an attempt the scheduler let start just before it
+            # requeued it (provider lost, lease); counted apart (see FETCH_RACE_S)
             if all(t - min(later) < FETCH_RACE_S for t in starts if t > min(later)):
                 fetch_races.append(f"{j}#{a}")
             else:
