@@ -322,9 +322,9 @@ class AsyncClient:
                     request_timeout=httpx.Timeout(60.0, connect=10.0),
                 )
                 try:
-                    mode = "ab" if check_range(resp.status_code, resp.headers, have) else "wb"
-                    done = have if mode == "ab" else 0
-                    async with await anyio.open_file(part, mode) as out:
+                    resumed = check_range(resp.status_code, resp.headers, have)
+                    done = have if resumed else 0
+                    async with await anyio.open_file(part, "ab" if resumed else "wb") as out:
                         async for chunk in resp.aiter_bytes(CHUNK):
                             await out.write(chunk)
                             done += len(chunk)

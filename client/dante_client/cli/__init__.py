@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -44,23 +45,24 @@ def _root(
     state.url = url
 
 
-for command in (auth.login, auth.logout, auth.whoami, auth.register):
-    app.command(rich_help_panel="Account")(command)
-for command in (
-    run.run,
-    run.submit,
-    jobs.ps,
-    jobs.status,
-    jobs.events,
-    jobs.logs,
-    jobs.cancel,
-    jobs.rerun,
-):
-    app.command(rich_help_panel="Jobs")(command)
-for command in (storage.cp, storage.ls, storage.rm):
-    app.command(rich_help_panel="Storage")(command)
-for command in (fleet.providers, fleet.gpus, fleet.usage):
-    app.command(rich_help_panel="Fleet")(command)
+PANELS: dict[str, tuple[Callable[..., None], ...]] = {
+    "Account": (auth.login, auth.logout, auth.whoami, auth.register),
+    "Jobs": (
+        run.run,
+        run.submit,
+        jobs.ps,
+        jobs.status,
+        jobs.events,
+        jobs.logs,
+        jobs.cancel,
+        jobs.rerun,
+    ),
+    "Storage": (storage.cp, storage.ls, storage.rm),
+    "Fleet": (fleet.providers, fleet.gpus, fleet.usage),
+}
+for panel, commands in PANELS.items():
+    for command in commands:
+        app.command(rich_help_panel=panel)(command)
 app.add_typer(admin.keys_app, name="keys", rich_help_panel="Providers and admins")
 app.add_typer(admin.admin_app, name="admin", rich_help_panel="Providers and admins")
 

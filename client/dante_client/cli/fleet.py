@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
@@ -66,7 +66,7 @@ def gpus(as_json: JsonOpt = False) -> None:
                 for index in job.gpu_indices:
                     if job.provider_id:
                         held[(job.provider_id, index)] = job.job_id
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in fleet:
         for g in p.gpus:
             job_id = held.get((p.id, g.index))

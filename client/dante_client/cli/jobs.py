@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.live import Live
@@ -24,10 +24,13 @@ from dante_client.cli.common import (
 )
 from dante_client.errors import DanteError
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
 STATES = ("queued", "dispatched", "running", "completed", "failed", "cancelled", "timed_out")
 
 
-def _jobs_table(jobs: list[models.Job]) -> object:
+def _jobs_table(jobs: list[models.Job]) -> Table:
     from rich.table import Table
     from rich.text import Text
 

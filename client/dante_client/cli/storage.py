@@ -93,6 +93,7 @@ def rm(
     """
     with client() as api:
         for raw in keys:
-            key = _remote(raw) if _remote(raw) is not None else raw
+            remote = _remote(raw)
+            key = raw if remote is None else remote
             api.delete(key)
             out.print(f"deleted {key}")
