@@ -15,6 +15,7 @@ outputs:                           # keys the job writes ($DANTE_OUTPUTS_DIR/<ke
   - {key: metrics.json, dest: out/metrics.json}
 priority: 5                        # 0-10
 timeout: 30m                       # seconds, or 90s / 30m / 2h / 1d
+grace: 30s                         # SIGTERM, then this long before SIGKILL (default 10s, max 1h)
 retries: 2
 max_price_per_hour: 2.50
 labels: {region: eu}              # only providers with these labels
@@ -47,6 +48,7 @@ TOP_LEVEL = {
     "outputs",
     "priority",
     "timeout",
+    "grace",
     "retries",
     "max_price_per_hour",
     "labels",
@@ -253,7 +255,9 @@ def _build(c: _Checker, root: yaml.Node) -> JobFile:
         node = fields["retries"][1]
         spec["max_retries"] = _in_range(c, node, "retries", c.scalar(node, "retries", int), 0, 10)
     if "timeout" in fields:
-        spec["timeout_seconds"] = _duration(c, fields["timeout"][1])
+        spec["timeout_seconds"] = _duration(c, fields["timeout"][1], "timeout", 1, 30 * 86400)
+    if "grace" in fields:
+        spec["grace_seconds"] = _duration(c, fields["grace"][1], "grace", 0, 3600)
     if "max_price_per_hour" in fields:
         node = fields["max_price_per_hour"][1]
         price = c.scalar(node, "max_price_per_hour", (int, float))
@@ -273,16 +277,16 @@ def _in_range(c: _Checker, node: yaml.Node, where: str, value: int, low: int, hi
     return value
 
 
-def _duration(c: _Checker, node: yaml.Node) -> int:
-    raw = c.scalar(node, "timeout", (int, str))
+def _duration(c: _Checker, node: yaml.Node, where: str, low: int, high: int) -> int:
+    raw = c.scalar(node, where, (int, str))
     if isinstance(raw, int):
         seconds = raw
     else:
         match = DURATION_RE.match(raw.strip())
         if not match:
-            raise c.fail(node, "timeout", f"expected seconds or e.g. 90s, 30m, 2h, 1d; got {raw!r}")
+            raise c.fail(node, where, f"expected seconds or e.g. 90s, 30m, 2h, 1d; got {raw!r}")
         seconds = int(match.group(1)) * UNITS[match.group(2)]
-    return _in_range(c, node, "timeout", seconds, 1, 30 * 86400)
+    return _in_range(c, node, where, seconds, low, high)
 
 
 def _fields(
