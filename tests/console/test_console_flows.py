@@ -323,6 +323,8 @@ def test_the_list_updates_live_and_a_job_is_cancelled_from_its_page(
     page.get_by_role("link", name="long-one").click()
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Cancel").click()
+    # the request's answer first (an error would show its own text here)
+    expect(page.locator("#toast")).to_have_text("Cancellation requested.")
     expect(page.locator(".page-head .badge")).to_have_attribute("data-state", "cancelled")
     expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
     assert fetch_job(gw, user, first)["status"] == "cancelled"

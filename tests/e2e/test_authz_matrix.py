@@ -310,11 +310,14 @@ def test_a_service_called_directly_without_a_token_is_401(
 def test_rate_limit_answers_429_with_retry_after(cluster: LocalCluster) -> None:
     user = _account(cluster.gateway_url, "requester")
     statuses: list[int] = []
-    # Eight at a time: on a loaded machine one request at a time can be slower than the
-    # bucket refills (5/s), and then no 429 ever comes however long the loop runs.
-    with ThreadPoolExecutor(8) as pool:
-        for _ in range(USER_BURST * 3 // 8):
-            answers = list(pool.map(lambda _: user.call("GET", "/api/v1/auth/me"), range(8)))
+    # Forty at once: the limiter admits (or refuses) a request before it is proxied, so with
+    # many in flight requests are counted far faster than the bucket refills (5/s) however
+    # slowly the machine answers them; one or a few at a time could be slower than the refill
+    # on a loaded machine, and then no 429 would ever come.
+    wave = 40
+    with ThreadPoolExecutor(wave) as pool:
+        for _ in range(USER_BURST * 3 // wave):
+            answers = list(pool.map(lambda _: user.call("GET", "/api/v1/auth/me"), range(wave)))
             statuses += [r.status_code for r in answers]
             refused = [r for r in answers if r.status_code == 429]
             if refused:
