@@ -98,7 +98,9 @@ class Upstreams:
         # for a body already streamed (tests/gateway/test_crash.py holds it to that).
         for attempt, base in enumerate(bases):
             try:
-                if has_body:
+                if has_body and _small_body(request):
+                    resp = await self._send_small_body(request, base + target, headers)
+                elif has_body:
                     resp = await self._send_with_body(request, base + target, headers)
                 else:
                     resp = await self.session.request(
@@ -120,7 +122,8 @@ class Upstreams:
                 if has_body or attempt == len(bases) - 1:
                     raise ServiceUnavailable(f"{service} is unavailable; retry shortly") from exc
                 continue
-            response = await self._response(request, resp, service, bounded=not has_body)
+            bounded = not has_body or _small_body(request)  # sent with a read timeout
+            response = await self._response(request, resp, service, bounded=bounded)
             # Raw pairs, so repeated headers (Set-Cookie) stay separate.
             response.raw_headers = [
                 (k.lower(), v) for k, v in resp.raw_headers if k.lower() not in _NOT_RETURNED
@@ -155,6 +158,21 @@ class Upstreams:
         finally:
             resp.release()
         return Response(body, status_code=resp.status)
+
+    async def _send_small_body(
+        self, request: Request, url: str, headers: list[tuple[str, str]]
+    ) -> aiohttp.ClientResponse:
+        """A small body (a heartbeat, a registration) read whole and sent in one piece: no
+        task, event and ``wait_for`` per request as streaming needs (``_send_with_body``).
+        Only for methods aiohttp never sends twice (``_small_body``)."""
+        return await self.session.request(
+            request.method,
+            URL(url, encoded=True),
+            headers=headers,
+            data=await request.body(),
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(connect=3.0, sock_read=self.timeout),
+        )
 
     async def _send_with_body(
         self, request: Request, url: str, headers: list[tuple[str, str]]
@@ -206,6 +224,16 @@ class Upstreams:
                 yield chunk
         finally:
             resp.release()
+
+
+def _small_body(request: Request) -> bool:
+    """A body read whole before it is sent: a declared length up to ``SMALL_BODY``, and a
+    method aiohttp never sends a second time on a fresh connection (its idempotent ones it
+    would, and a request with a body is sent once: tests/gateway/test_crash.py)."""
+    if request.method not in ("POST", "PATCH"):
+        return False
+    length = request.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= SMALL_BODY
 
 
 async def _release(resp: aiohttp.ClientResponse) -> None:
