@@ -117,7 +117,13 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def http_load(
-    port: int, make: Callable[[int], bytes], n: int, conns: int, *, expect: int = 200
+    port: int,
+    make: Callable[[int], bytes],
+    n: int,
+    conns: int,
+    *,
+    expect: int = 200,
+    quiet: bool = False,
 ) -> tuple[float, list[float], int]:
     """``n`` requests over ``conns`` keep-alive connections; (req/s, latencies s, errors)."""
     lat: list[float] = []
@@ -152,7 +158,7 @@ async def http_load(
                 lat.append(time.perf_counter() - t0)
                 if status != expect:
                     errors += 1
-                    if errors <= 3:
+                    if errors <= 3 and not quiet:
                         print(f"    unexpected {status}: {head[:200]!r}", flush=True)
         finally:
             w.close()
@@ -679,7 +685,7 @@ async def measure_proxied_read(
         return request("GET", f"/api/v1/jobs/{ids[i % len(ids)]}", token)
 
     for _ in range(600):  # until the scheduler has stored them (a read may 404 meanwhile)
-        _, _, missing = await http_load(gw, read, len(ids), 4)
+        _, _, missing = await http_load(gw, read, len(ids), 4, quiet=True)
         if not missing:
             break
         await asyncio.sleep(0.1)
@@ -688,7 +694,7 @@ async def measure_proxied_read(
     cpu0 = cpu_seconds(gw_pid)
     rate, lat, errors = await http_load(gw, read, n, sizes.conns)
     cpu = (cpu_seconds(gw_pid) - cpu0) / n
-    res.add(f"gateway CPU per proxied job read ({dialect})", "ms", cpu * 1000)
+    res.add(f"gateway CPU per proxied job read ({dialect})", "us", cpu * 1e6)
     res.add(f"proxied job read ({dialect}, {sizes.conns} connections)", "req/s", rate)
     res.add(f"proxied job read p99 ({dialect})", "ms", pct(lat, 99))
     if errors:
