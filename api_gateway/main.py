@@ -5,10 +5,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from api_gateway import console, console_session
 from api_gateway.auth import Authenticate
+from api_gateway.fastlane import FastLane
 from api_gateway.limits import BodyLimit
 from api_gateway.openapi import docs_router
 from api_gateway.proxy import Upstreams
@@ -77,4 +79,7 @@ def create_app(
     app.include_router(console.console_router(settings.console_dir or console.CONSOLE_DIR))
     app.include_router(docs_router(ROUTES))  # /openapi.json and /docs: the merged public API
     app.include_router(router)
+    # innermost, after every middleware above and shared.app's (request id, input guard): the
+    # hot paths skip FastAPI's routing and dependency solving (api_gateway/fastlane.py)
+    app.user_middleware.append(Middleware(FastLane, routes=router.routes))
     return app

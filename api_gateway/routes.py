@@ -15,13 +15,15 @@ from api_gateway.schemas import JobAccepted, JobSubmission
 from api_gateway.state import GatewayState, State
 from api_gateway.submit import IDEMPOTENCY_HEADER, job_id_for
 from shared.app import correlation_id
-from shared.auth import CurrentPrincipal, current_principal
+from shared.auth import CurrentPrincipal, Principal, current_principal
 from shared.contracts import TERMINAL_STATES, JobSubmitted
 from shared.db import utcnow
 from shared.errors import Forbidden, NotFound, ServiceUnavailable
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
+
+SUBMITTER_ROLES = ("requester", "admin")
 
 ROUTES = (
     ("/api/v1/auth", "auth"),
@@ -62,7 +64,19 @@ async def submit_job(
     ] = None,
 ) -> JobAccepted:
     """Validate and publish; the scheduler stores it (a read may 404 for a few ms)."""
-    if principal.role not in ("requester", "admin"):
+    return await accept_job(body, principal, state, correlation_id(request), idempotency_key)
+
+
+async def accept_job(
+    body: JobSubmission,
+    principal: Principal,
+    state: State,
+    correlation: str,
+    idempotency_key: str | None,
+) -> JobAccepted:
+    """The submission itself, for the route and for its fast lane (api_gateway/fastlane.py):
+    answered only once JetStream has acknowledged the message."""
+    if principal.role not in SUBMITTER_ROLES:
         raise Forbidden("only requesters submit jobs")
     job_id = job_id_for(principal.user_id, idempotency_key)
     now = utcnow()
@@ -76,9 +90,7 @@ async def submit_job(
         spec=body.to_spec(),
         submitted_at=now,
     )
-    await state.submissions.submit(
-        message, correlation_id(request), keyed=idempotency_key is not None
-    )
+    await state.submissions.submit(message, correlation, keyed=idempotency_key is not None)
     log.info("job.submitted", job_id=job_id, type=body.type, keyed=idempotency_key is not None)
     return JobAccepted(job_id=job_id, timestamp=now.isoformat())
 
@@ -252,13 +264,23 @@ async def _archived(
     methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
     include_in_schema=False,
 )
-async def proxy(path: str, request: Request, state: GatewayState) -> StreamingResponse:
+async def proxy(path: str, request: Request, state: GatewayState) -> Response:
     full = "/" + path
-    service = next(
-        (svc for prefix, svc in ROUTES if full == prefix or full.startswith(prefix + "/")), None
-    )
+    service = service_for(full)
     if service is None:
         raise NotFound(f"no route for {full}")
-    if not is_public(full):
+    return await proxy_to(service, full, request, state)
+
+
+def service_for(path: str) -> str | None:
+    """The service that serves ``path`` (``ROUTES``), None if none does."""
+    return next(
+        (svc for prefix, svc in ROUTES if path == prefix or path.startswith(prefix + "/")), None
+    )
+
+
+async def proxy_to(service: str, path: str, request: Request, state: State) -> Response:
+    """Forward to ``service`` on the caller's behalf: for the route and its fast lane."""
+    if not is_public(path):
         await current_principal(request)  # resolved by the Authenticate middleware
     return await state.upstreams.forward(request, service, correlation_id(request))

@@ -41,11 +41,16 @@ def job_id_for(user_id: str, key: str | None) -> str:
     gets the same id; another user's equal key does not), random otherwise."""
     if key is None:
         return str(uuid.uuid4())
-    if not _KEY.match(key):
+    if not valid_key(key):
         raise BadRequest(
             f"{IDEMPOTENCY_HEADER} must be 1-255 printable ASCII characters without spaces"
         )
     return str(uuid.uuid5(_JOBS_NAMESPACE, f"{user_id}\n{key}"))
+
+
+def valid_key(key: str) -> bool:
+    """Whether ``key`` may name a submission (see ``_KEY``)."""
+    return _KEY.match(key) is not None
 
 
 class SubmissionUnknown(ServiceUnavailable):

@@ -16,7 +16,8 @@ Phases and their baselines:
   JetStream publish (awaited one by one, and pipelined), a batched INSERT of job-shaped rows
   into the same database (100 rows per transaction);
 * ``intake``: authenticated ``POST /api/v1/jobs`` through the gateway (per-user limits raised,
-  not disabled) — baseline: the bare endpoint;
+  not disabled) — baseline: the bare endpoint; then the gateway's own CPU per proxied
+  ``GET /api/v1/jobs/{id}``;
 * ``placement``: a burst of queued jobs placed onto N providers x 8 GPUs by one scheduler
   process, and submit→dispatched / submit→``running`` at a steady rate. Providers are a harness
   on NATS (no daemons): it reports ``running`` on receipt of a task (and, in the burst, also
@@ -116,7 +117,13 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def http_load(
-    port: int, make: Callable[[int], bytes], n: int, conns: int, *, expect: int = 200
+    port: int,
+    make: Callable[[int], bytes],
+    n: int,
+    conns: int,
+    *,
+    expect: int = 200,
+    quiet: bool = False,
 ) -> tuple[float, list[float], int]:
     """``n`` requests over ``conns`` keep-alive connections; (req/s, latencies s, errors)."""
     lat: list[float] = []
@@ -151,7 +158,7 @@ async def http_load(
                 lat.append(time.perf_counter() - t0)
                 if status != expect:
                     errors += 1
-                    if errors <= 3:
+                    if errors <= 3 and not quiet:
                         print(f"    unexpected {status}: {head[:200]!r}", flush=True)
         finally:
             w.close()
@@ -161,11 +168,19 @@ async def http_load(
     return n / (time.perf_counter() - t0), lat, errors
 
 
-def request(method: str, path: str, token: str | None = None, body: Any = None) -> bytes:
+def request(
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
     data = json.dumps(body).encode() if body is not None else b""
     head = f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n"
     if token:
         head += f"authorization: Bearer {token}\r\n"
+    for name, value in (headers or {}).items():
+        head += f"{name}: {value}\r\n"
     if body is not None:
         head += f"content-type: application/json\r\ncontent-length: {len(data)}\r\n"
     return head.encode() + b"\r\n" + data
@@ -609,6 +624,7 @@ async def cluster_measure(
 ) -> None:
     if "intake" in phases:
         await measure_intake(cluster, gw, token, sizes, res, dialect)
+        await measure_proxied_read(cluster, gw, user, token, sizes, res, dialect)
     if "registry" in phases:
         await measure_registry(cluster, ring, gw, token, sizes, res, dialect)
     if "reads" in phases:
@@ -645,6 +661,44 @@ async def measure_intake(
     res.add(f"gateway intake p99 ({tag})", "ms", pct(lat, 99), "bare FastAPI p99", None)
     if errors:
         print(f"    {errors} intake errors", flush=True)
+
+
+async def measure_proxied_read(
+    cluster: Any, gw: int, user: str, token: str, sizes: Sizes, res: Result, dialect: str
+) -> None:
+    """The gateway's own CPU per proxied ``GET /api/v1/jobs/{id}`` (the scheduler's is not
+    counted): a few jobs submitted with known Idempotency-Keys, then read over and over."""
+    from api_gateway.submit import job_id_for
+
+    body = {"type": "script", "name": "read", "params": {"script_content": "true"}}
+    keys = [f"bench-read-{uuid.uuid4()}" for _ in range(20)]
+    await http_load(
+        gw,
+        lambda i: request("POST", "/api/v1/jobs", token, body, {"Idempotency-Key": keys[i]}),
+        len(keys),
+        4,
+        expect=202,
+    )
+    ids = [job_id_for(user, k) for k in keys]
+
+    def read(i: int) -> bytes:
+        return request("GET", f"/api/v1/jobs/{ids[i % len(ids)]}", token)
+
+    for _ in range(600):  # until the scheduler has stored them (a read may 404 meanwhile)
+        _, _, missing = await http_load(gw, read, len(ids), 4, quiet=True)
+        if not missing:
+            break
+        await asyncio.sleep(0.1)
+    gw_pid = cluster.process("gateway").pid
+    n = sizes.reads * 4
+    cpu0 = cpu_seconds(gw_pid)
+    rate, lat, errors = await http_load(gw, read, n, sizes.conns)
+    cpu = (cpu_seconds(gw_pid) - cpu0) / n
+    res.add(f"gateway CPU per proxied job read ({dialect})", "us", cpu * 1e6)
+    res.add(f"proxied job read ({dialect}, {sizes.conns} connections)", "req/s", rate)
+    res.add(f"proxied job read p99 ({dialect})", "ms", pct(lat, 99))
+    if errors:
+        print(f"    {errors} read errors", flush=True)
 
 
 async def measure_registry(

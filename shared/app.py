@@ -15,6 +15,7 @@ import structlog
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -48,11 +49,39 @@ http_latency = Histogram(
 )
 
 
+class _Series:
+    """The RED series of one (method, route, status), resolved once: ``labels()`` looks the
+    child up by a tuple of strings each time (two of them per request). The label values are
+    the small sets ``shared.metrics`` describes, so this holds as many entries as there are
+    series."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                http_requests.labels(method, route, str(status)),
+                http_latency.labels(method, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+_series = _Series()
+_QUIET_PATHS = frozenset({"/health", "/metrics"})
+
+
 class RequestContext:
     """Pure ASGI middleware: correlation id in and out, one log line and metrics per request.
 
     Pure ASGI rather than ``BaseHTTPMiddleware`` so streamed responses (logs, objects) pass
-    through untouched.
+    through untouched. It runs on every request of every service, so it keeps to plain
+    calls: the correlation id is bound and reset by token (not a generator context
+    manager), and the metric children are resolved once per series (``_Series``).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -69,6 +98,7 @@ class RequestContext:
                 break
         cid = incoming if valid_correlation_id(incoming) else new_correlation_id()
         scope.setdefault("state", {})["correlation_id"] = cid
+        header = (b"x-request-id", cid.encode())
         status = 500
         started = False
         start = time.perf_counter()
@@ -78,40 +108,37 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 started = True
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", cid.encode()),
-                ]
+                message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(correlation_id=cid):
-            try:
-                await self.app(scope, receive, _send)
-            except Exception as exc:
-                # Answered here, not re-raised: past this point Starlette re-raises to uvicorn,
-                # which logs it a second time and closes the connection, and the gateway's next
-                # request on that connection failed with 503 (issue 18).
-                log.error("request.crashed", error=type(exc).__name__, exc_info=exc)
-                if started:
-                    raise  # half a response is out: only closing the connection can tell
-                response = error_response(500, "internal_error", "internal error")
-                await response(scope, receive, _send)
-            finally:
-                path = route_template(scope)
-                elapsed = time.perf_counter() - start
-                http_requests.labels(scope["method"], path, str(status)).inc()
-                http_latency.labels(scope["method"], path).observe(elapsed)
-                if path not in ("/health", "/metrics"):
-                    # the idle cluster's own traffic (heartbeats, revocation polls) goes to debug
-                    level = logging.DEBUG if _routine(scope["path"], status) else logging.INFO
-                    log.log(
-                        level,
-                        "http.request",
-                        method=scope["method"],
-                        path=scope["path"],
-                        status=status,
-                        ms=round(elapsed * 1000, 1),
-                    )
+        tokens = structlog.contextvars.bind_contextvars(correlation_id=cid)
+        try:
+            await self.app(scope, receive, _send)
+        except Exception as exc:
+            # Answered here, not re-raised: past this point Starlette re-raises to uvicorn,
+            # which logs it a second time and closes the connection, and the gateway's next
+            # request on that connection failed with 503 (issue 18).
+            log.error("request.crashed", error=type(exc).__name__, exc_info=exc)
+            if started:
+                raise  # half a response is out: only closing the connection can tell
+            response = error_response(500, "internal_error", "internal error")
+            await response(scope, receive, _send)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = route_template(scope)
+            _series.record(scope["method"], route, status, elapsed)
+            if route not in _QUIET_PATHS:
+                # the idle cluster's own traffic (heartbeats, revocation polls) goes to debug
+                level = logging.DEBUG if _routine(scope["path"], status) else logging.INFO
+                log.log(
+                    level,
+                    "http.request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    ms=round(elapsed * 1000, 1),
+                )
+            structlog.contextvars.reset_contextvars(**tokens)
 
 
 def _routine(path: str, status: int) -> bool:
@@ -122,7 +149,13 @@ def _routine(path: str, status: int) -> bool:
 
 
 def correlation_id(request: Request) -> str:
-    return request.scope.get("state", {}).get("correlation_id") or new_correlation_id()
+    return scope_correlation_id(request.scope)
+
+
+def scope_correlation_id(scope: Scope) -> str:
+    """The request's correlation id (``RequestContext`` set it), for pure ASGI code."""
+    cid: str | None = scope.get("state", {}).get("correlation_id")
+    return cid or new_correlation_id()
 
 
 class HealthOut(BaseModel):
@@ -215,6 +248,12 @@ def own_state_dependency(kind: type[S]) -> Callable[[Request], Awaitable[S]]:
     return dependency
 
 
+NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+"""FastAPI's own OpenTelemetry hook off: metrics are Prometheus (``RequestContext``), and with
+it on FastAPI asked OpenTelemetry for its three global providers on every request, each a
+read of the environment (~8 % of the gateway's CPU per job submission, issue 12)."""
+
+
 def create_service_app(
     settings: ServiceSettings,
     *,
@@ -234,6 +273,7 @@ def create_service_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=openapi_url,
+        telemetry=NO_OPENTELEMETRY,
     )
     install_openapi(app)
     app.state.service = ServiceState(settings)

@@ -103,12 +103,15 @@ async def test_killing_nats_mid_submission_leaves_no_phantom_and_no_duplicate(
             return r
 
         # a stream of submissions, the server SIGKILLed while they are in flight
-        in_flight = [asyncio.create_task(submit(f"k-{i}")) for i in range(40)]
+        in_flight = [asyncio.create_task(submit(f"k-{i}")) for i in range(200)]
         await asyncio.sleep(0.05)
         killable_nats.kill()
         await asyncio.gather(*in_flight)
-        # while it is down: refused at once, nothing kept to be sent later
-        for i in range(40, 48):
+        # once the gateway knows it is down: refused at once, nothing kept to be sent later
+        # (before it notices, a submission is written and unconfirmed: submission_unknown)
+        nc = app.state.own.submissions.nc
+        await eventually_async(lambda: not nc.is_connected, what="the disconnect noticed")
+        for i in range(200, 208):
             await submit(f"k-{i}")
         killable_nats.start()
 
