@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # pytest-xdist workers for `make test` (docs/decisions.md: measured on the 2-core VM); 0 = in-process
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 .PHONY: dev test install lint fmt clean tools browser
 

@@ -29,13 +29,13 @@ pytest_plugins = [
 for _name in ("USER_PER_SECOND", "USER_BURST", "IP_PER_SECOND", "IP_BURST"):
     os.environ.setdefault(f"DANTE_GATEWAY_RATE_LIMIT_{_name}", "1000000")
 
-# Under pytest-xdist (`make test` runs two workers) every worker boots its own copy of each
+# Under pytest-xdist (`make test` runs three workers) every worker boots its own copy of each
 # session fixture it uses. So the unit of work handed to a worker is a whole test folder
 # (tests/e2e, tests/daemon, ...): a folder's shared clusters and servers are booted once. The
 # longest folders are handed out first, so the short ones fill in at the end.
 # (xdist's own `--dist loadgroup` does not group under pytest 9.2, which made node ids
 # read-only; checked with xdist 3.8.0.)
-LONGEST_FIRST = ("e2e", "daemon", "localdev", "scheduler")
+LONGEST_FIRST = ("operate", "client", "scheduler", "e2e", "billing", "daemon", "console")
 
 
 def _folder(nodeid: str) -> str:

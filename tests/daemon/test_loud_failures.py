@@ -84,14 +84,15 @@ async def test_a_status_report_stops_retrying_when_the_drain_gives_up(
         d.provider_id, f"echo working\nwhile [ ! -e {never} ]; do sleep 0.05; done"
     )
     await bus.state(task.job_id, "running")
+    # the process starts only once the "running" report is acked: then the stream can go
+    await d.await_event("task.started", job_id=task.job_id)
     await js.delete_stream("STATUS")  # from now on no status report can be published
     d.popen.send_signal(signal.SIGTERM)
     # Before the fix the drained task's report retried forever and the daemon never ended;
     # the bound only stops such a hung run.
     code = await asyncio.to_thread(d.popen.wait, 120)
     assert code == 0
-    # (under load the "running" report's ack can still be in flight when the stream goes, so it
-    # may be abandoned too; the drained attempt's "queued" is the report this is about)
+    # the drained attempt's "queued" is the report this is about
     abandoned = await d.await_event("status.abandoned", job_id=task.job_id, state="queued")
     assert abandoned["level"] == "error"
     assert any(e.get("event") == "status.failed" for e in d.log_events())  # it did retry
