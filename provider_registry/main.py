@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from provider_registry import metrics
+from provider_registry.beat_intake import BeatIntake
 from provider_registry.beats import Announcer
 from provider_registry.outbox import outbox_loop
 from provider_registry.routes import router
@@ -98,6 +99,11 @@ def create_app(
                 ),
                 asyncio.create_task(
                     outbox_loop(sessions, nats.js, stop, state.outbox_wake, ready=ready)
+                ),
+                asyncio.create_task(
+                    BeatIntake(nats.nc, sessions, state.announcer, state.outbox_wake).run(
+                        stop, ready
+                    )
                 ),
             ]
             try:

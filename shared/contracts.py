@@ -61,6 +61,10 @@ HEARTBEAT_OK = "ok"
 """The registry's reply to a stored heartbeat; ``not_registered`` asks the daemon to register
 again, any other reply (or none) is a failed beat."""
 HEARTBEAT_NOT_REGISTERED = "not_registered"
+HEARTBEAT_WAIT_SECONDS = 5.0
+"""How long a daemon waits for that answer; the registry drops a beat it could not store
+within this long unanswered (the daemon has moved on, and a late beat would vouch for a host
+as of a moment that has passed)."""
 
 
 def provider_event_subject(kind: str) -> str:
