@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from auth_service.nats_creds import NatsIssuer
+from localdev.cluster import LocalCluster
 from provider_daemon.client import GatewayClient
 from provider_daemon.heartbeat import Registration
 from provider_daemon.inventory import Inventory
@@ -37,7 +38,7 @@ from shared.db import unit_of_work
 from shared.nats import CREDS_ENV
 from tests.support.asgi import served
 from tests.support.nats_auth import Connect, daemon_user
-from tests.support.wait import eventually_async
+from tests.support.wait import eventually, eventually_async
 
 BODY = {"name": "host", "gpus": [{"index": 0, "name": "H100", "memory_total_mb": 81920}]}
 BEAT = {
@@ -200,3 +201,20 @@ async def test_beats_keep_a_provider_online_across_a_registry_restart(
     assert status == "online"
     assert at is not None and down_since is not None and at > down_since
     assert events.of(pid, "offline") == []
+
+
+@pytest.mark.e2e
+def test_a_real_daemon_beats_over_nats_with_the_user_it_was_issued(
+    default_cluster: LocalCluster,
+) -> None:
+    """The whole chain as processes: the auth service issues the daemon a NATS user that may
+    publish on its own heartbeat subject, the daemon beats there, the registry stores it."""
+    metrics = f"http://127.0.0.1:{default_cluster.ports['registry']}/metrics"
+
+    def stored_over_nats() -> float:
+        for line in httpx.get(metrics).text.splitlines():
+            if line.startswith('dante_registry_nats_heartbeats_total{outcome="stored"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    eventually(lambda: stored_over_nats() >= 2, interval=0.2, what="beats stored over NATS")
