@@ -121,7 +121,7 @@ class BeatIntake:
             return None
         try:
             async with unit_of_work(self.sessions) as uow:
-                results, events = await absorb(
+                done = await absorb(
                     uow.session, [(b.provider_id, b.body) for b in batch], self.announcer
                 )
         except Exception:
@@ -131,9 +131,9 @@ class BeatIntake:
                 await self.nc.publish(b.reply, UNAVAILABLE)
             raise
         self.failing = False
-        if events:
+        if done.events:
             self.outbox_wake.set()
-        for b, result in zip(batch, results, strict=True):
+        for b, result in zip(batch, done.results, strict=True):
             beats_received.labels(result.value).inc()
             await self.nc.publish(b.reply, ANSWERS[result])
         return 0.0 if self.waiting else None

@@ -112,14 +112,23 @@ class _Changes:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class Absorbed:
+    """What :func:`absorb` did: each beat's result in order, how many events it wrote, and each
+    stored provider as it is now (its row with ``gpus``: the HTTP endpoint's answer)."""
+
+    results: list[BeatResult]
+    events: int
+    providers: dict[str, dict[str, Any]]
+
+
 async def absorb(
     session: AsyncSession, beats: Sequence[tuple[str, HeartbeatIn]], announcer: Announcer
-) -> tuple[list[BeatResult], int]:
+) -> Absorbed:
     """Store ``beats`` (provider id, beat) in the session's transaction; the caller commits.
 
-    Returns each beat's result, in order, and how many events went to the outbox. Two beats of
-    one provider in a batch: the later one is stored and announced (each lists everything its
-    daemon held then, so the later one supersedes), both answer stored.
+    Two beats of one provider in a batch: the later one is stored and announced (each lists
+    everything its daemon held then, so the later one supersedes), both answer stored.
     """
     latest = {pid: hb for pid, hb in beats}
     providers, gpus = await _locked(session, sorted(latest))
@@ -127,12 +136,13 @@ async def absorb(
     for pid, hb in latest.items():
         row = providers.get(pid)
         if row is not None:
-            _beat(changes, row, gpus.get(pid, []), hb, announcer)
+            row["gpus"] = gpus.get(pid, [])
+            _beat(changes, row, row["gpus"], hb, announcer)
     await _write(session, changes)
     results = [
         BeatResult.STORED if pid in providers else BeatResult.NOT_REGISTERED for pid, _ in beats
     ]
-    return results, len(changes.events)
+    return Absorbed(results, len(changes.events), providers)
 
 
 async def _locked(
@@ -146,7 +156,7 @@ async def _locked(
         .order_by(providers_t.c.id)
         .with_for_update()
     )
-    providers = {r["id"]: dict(r) for r in (await session.execute(stmt)).mappings()}
+    providers = {r["id"]: r for r in await _dicts(session, stmt)}
     gpus: dict[str, list[dict[str, Any]]] = {}
     if providers:
         q = (
@@ -154,9 +164,17 @@ async def _locked(
             .where(gpus_t.c.provider_id.in_(list(providers)))
             .order_by(gpus_t.c.provider_id, gpus_t.c.index)
         )
-        for g in (await session.execute(q)).mappings():
-            gpus.setdefault(g["provider_id"], []).append(dict(g))
+        for g in await _dicts(session, q):
+            gpus.setdefault(g["provider_id"], []).append(g)
     return providers, gpus
+
+
+async def _dicts(session: AsyncSession, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+    """Rows as dicts, the keys read once (``RowMapping`` builds a key view per row: ~9 % of
+    the registry's CPU per beat)."""
+    result = await session.execute(stmt)
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 def _beat(
@@ -172,6 +190,7 @@ def _beat(
     ``announcer.every`` seconds per provider: it carries nothing the scheduler acts on."""
     pid = provider["id"]
     changes.beating.append(pid)
+    provider["last_heartbeat_at"] = provider["updated_at"] = changes.now
     by_index = {g["index"]: g for g in gpus}
     health_changed = False
     for m in hb.gpus:

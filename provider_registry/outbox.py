@@ -11,7 +11,6 @@ delete) is dropped by the stream's duplicate window.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import cast
 
 import sqlalchemy as sa
@@ -43,7 +42,8 @@ async def publish_outbox(
     t = cast(sa.Table, ProviderEventOutbox.__table__)
     async with unit_of_work(sessions) as uow:
         stmt = (
-            sa.select(t.c.id, t.c.msg_id, t.c.subject, t.c.payload)
+            # the payload as the text it was stored as: no decode and encode again per event
+            sa.select(t.c.id, t.c.msg_id, t.c.subject, sa.cast(t.c.payload, sa.Text))
             .order_by(t.c.id)
             .limit(batch)
             .with_for_update(skip_locked=True)
@@ -55,7 +55,7 @@ async def publish_outbox(
             *(
                 js.publish(
                     row.subject,
-                    json.dumps(row.payload, separators=(",", ":")).encode(),
+                    row[3].encode(),
                     timeout=5,
                     headers={"Nats-Msg-Id": row.msg_id},
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
@@ -130,18 +131,19 @@ class RegistryService:
         self._emit("registered", provider, data.attempts)
         return provider, created
 
-    async def heartbeat(self, principal: Principal, provider_id: str, hb: HeartbeatIn) -> Provider:
-        """A beat over HTTP: the same Core statements as a batch from NATS, for one beat."""
+    async def heartbeat(
+        self, principal: Principal, provider_id: str, hb: HeartbeatIn
+    ) -> dict[str, Any]:
+        """A beat over HTTP: the same Core statements as a batch from NATS, for one beat.
+        Returns the provider as stored (its row with ``gpus``), read by the batch itself."""
         if principal.provider_id != provider_id:
             raise Forbidden("a provider may heartbeat only for itself")
-        (result,), events = await absorb(self.uow.session, [(provider_id, hb)], self.announcer)
-        if result is BeatResult.NOT_REGISTERED:
+        done = await absorb(self.uow.session, [(provider_id, hb)], self.announcer)
+        if done.results[0] is BeatResult.NOT_REGISTERED:
             raise NotFound("provider not registered")
-        if events:
+        if done.events:
             self._nudge_outbox()
-        provider = await self.providers.get(provider_id)
-        assert provider is not None  # locked by absorb until the commit
-        return provider
+        return done.providers[provider_id]
 
     async def set_status(
         self, principal: Principal, provider_id: str, status: ProviderStatus
