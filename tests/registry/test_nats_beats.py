@@ -23,7 +23,7 @@ from auth_service.nats_creds import NatsIssuer
 from localdev.cluster import LocalCluster
 from provider_daemon.client import GatewayClient
 from provider_daemon.heartbeat import Registration
-from provider_daemon.inventory import Inventory
+from provider_daemon.inventory import Inventory, Nvml
 from provider_daemon.settings import DaemonSettings
 from provider_registry.main import create_app
 from provider_registry.settings import RegistrySettings
@@ -218,3 +218,40 @@ def test_a_real_daemon_beats_over_nats_with_the_user_it_was_issued(
         return 0.0
 
     eventually(lambda: stored_over_nats() >= 2, interval=0.2, what="beats stored over NATS")
+
+
+async def test_a_daemon_beats_over_http_when_nats_cannot_carry_it(
+    db_url: str,
+    secure_nats: str,
+    service_creds: None,
+    connect_as: Connect,
+    issuer: NatsIssuer,
+    local_jwks: Callable[[], Any],
+    mint_token: Any,
+) -> None:
+    """The daemon's own heartbeat loop with its NATS connection gone: each beat goes to the
+    registry's HTTP endpoint instead (here served in-process in place of the gateway)."""
+    app = registry_app(db_url, secure_nats, local_jwks, heartbeat_ttl_seconds=3600)
+    async with served(app, "http://registry") as client:
+        pid = await register(client, mint_token)
+        _, before = await last_beat(app, pid)
+        async with daemon(connect_as, issuer, pid, []) as reg:
+            assert reg.nats is not None
+            await reg.nats.close()  # NATS down for this daemon
+            reg.client.http = client
+            reg.client.base = "http://registry"
+            # the token the gateway's exchange would hand out (no gateway here)
+            reg.client._token = mint_token("provider", str(uuid.uuid4()), provider_id=pid)
+            reg.client._expires = float("inf")
+            reg.settings = DaemonSettings(heartbeat_interval_seconds=0.1)
+            stop = asyncio.Event()
+            loop = asyncio.create_task(reg.heartbeats(Nvml(), lambda: 0, stop))
+
+            async def newer() -> datetime | None:
+                _, at = await last_beat(app, pid)
+                assert before is not None
+                return at if at is not None and at > before else None
+
+            await eventually_async(newer, what="a beat stored over HTTP")
+            stop.set()
+            await loop
