@@ -39,12 +39,15 @@ from shared.contracts import (
     heartbeat_subject,
 )
 from shared.db import unit_of_work
-from shared.loops import ReadyChecks, every
+from shared.loops import Backoff, ReadyChecks, every
 
 log = structlog.get_logger(__name__)
 
 QUEUE_GROUP = "registry"
 MAX_BATCH = 1000  # beats per transaction: ~1,000 rows touched keeps a batch well under a second
+# Idle: woken by the next beat (else a look every second). A failing database is tried again
+# within a daemon's wait, so beats are stored again as soon as it is back.
+RETRY = Backoff(base=0.5, cap=HEARTBEAT_WAIT_SECONDS, jitter=0.5, floor=1.0)
 MAX_WAITING = 50_000  # beats held while the database is slow; past it new ones are not answered
 
 beats_received = Counter(
@@ -88,7 +91,13 @@ class BeatIntake:
         )
         try:
             await every(
-                "nats_heartbeats", self._store_waiting, 1.0, stop=stop, wake=self.wake, ready=ready
+                "nats_heartbeats",
+                self._store_waiting,
+                1.0,
+                stop=stop,
+                wake=self.wake,
+                ready=ready,
+                backoff=RETRY,
             )
         finally:
             await sub.unsubscribe()

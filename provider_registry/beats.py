@@ -20,12 +20,15 @@ from enum import StrEnum
 from typing import Any, cast
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from provider_registry.models import Gpu, Provider, ProviderEventOutbox
 from provider_registry.schemas import AttemptIn, HeartbeatIn, ProviderStatus
 from shared.contracts import AttemptRef, GpuInfo, ProviderEvent, provider_event_subject
 from shared.db import utcnow
+
+log = structlog.get_logger(__name__)
 
 providers_t = cast(sa.Table, Provider.__table__)
 gpus_t = cast(sa.Table, Gpu.__table__)
@@ -213,6 +216,7 @@ def _beat(
     if came_back:
         provider["status"] = ProviderStatus.ONLINE
         changes.came_back.append(pid)
+        log.info("provider.back_online", provider_id=pid)
     if came_back or health_changed:
         kind = "status"
     elif hb.attempts is not None or announcer.due(pid):
