@@ -180,23 +180,24 @@ async def test_beats_keep_a_provider_online_across_a_registry_restart(
     local_jwks: Callable[[], Any],
     mint_token: Any,
 ) -> None:
-    """Down for three TTLs: the daemon's beats fail meanwhile (no registry answers), and the
-    next registry's sweep grace of one TTL lets its next beats in before any sweep."""
-    fields = {"heartbeat_ttl_seconds": 1.0, "sweep_interval_seconds": 0.2}
+    """Down for two TTLs: the daemon's beats fail meanwhile (no registry answers), and the
+    next registry's sweep grace of one TTL lets its next beats in before any sweep; they then
+    hold the provider online while the sweep runs (a beat every tenth of the TTL)."""
+    fields = {"heartbeat_ttl_seconds": 2.0, "sweep_interval_seconds": 0.2}
     first = registry_app(db_url, secure_nats, local_jwks, **fields)
     async with served(first, "http://registry") as client:
         pid = await register(client, mint_token)
     async with daemon(connect_as, issuer, pid, []) as reg:
         answers = [await reg.beat_over_nats(BEAT) for _ in range(3)]
         assert answers == [None] * 3  # nobody listens: the daemon would try HTTP, then back off
-        await asyncio.sleep(3.0)
+        await asyncio.sleep(4.0)
 
         again = registry_app(db_url, secure_nats, local_jwks, **fields)
         async with served(again, "http://registry"):
             _, down_since = await last_beat(again, pid)
-            for _ in range(10):  # a beat every 0.3 s, three TTLs' worth, against the sweep
+            for _ in range(20):  # two TTLs' worth: past the grace, against the sweep
                 assert await reg.beat_over_nats(BEAT) == HEARTBEAT_OK
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.2)
             status, at = await last_beat(again, pid)
     assert status == "online"
     assert at is not None and down_since is not None and at > down_since
