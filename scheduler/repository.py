@@ -2,20 +2,78 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from scheduler.models import Job, JobEvent, JobTag, ProviderView
 from shared.contracts import JobState
 
 ACTIVE = (JobState.DISPATCHED, JobState.RUNNING)
+# the tables themselves, for Core bulk statements (issue 12)
+JOBS = cast(sa.Table, Job.__table__)
+JOB_TAGS = cast(sa.Table, JobTag.__table__)
+JOB_EVENTS = cast(sa.Table, JobEvent.__table__)
+ALL_KEYS = frozenset(sa.inspect(Job).attrs.keys())
+PLACED_KEYS = (
+    "state",
+    "updated_at",
+    "dispatched_at",
+    "start_deadline",
+    "lease_expires_at",
+    "run_deadline",
+    "wait_reason",
+    "provider_id",
+    "gpu_indices",
+    "price_per_hour",
+    "gpu_name",
+    "effective_priority",
+)
+"""What placing a job may change (``SchedulerService.transition`` to ``dispatched`` and the
+placer); a staged job that changed anything else is left to the ORM (``JobRepository.stage``)."""
+_PLACED = frozenset(PLACED_KEYS)
+_STAGED_UPDATE = (
+    sa.update(JOBS)
+    .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.version == sa.bindparam("b_version"))
+    .values(version=JOBS.c.version + 1)
+)
 
 
 class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        self._staged: list[dict[str, Any]] = []
+
+    def stage(self, job: Job) -> bool:
+        """Take a just-placed job out of the ORM's unit of work and keep its row for
+        :meth:`write_staged`: one executemany UPDATE for a round's placements instead of an
+        ORM flush of each (on PostgreSQL one round trip per job, as a versioned UPDATE has
+        no reliable executemany rowcount there; issue 12). False, and left to the ORM, if
+        anything outside :data:`PLACED_KEYS` changed. The object stays usable, detached."""
+        state = sa.inspect(job)
+        if not (ALL_KEYS - state.unmodified) <= _PLACED:
+            return False
+        row = {k: getattr(job, k) for k in PLACED_KEYS}
+        row["b_id"], row["b_version"] = job.id, job.version
+        self._staged.append(row)
+        self.session.expunge(job)
+        return True
+
+    async def write_staged(self) -> None:
+        """Write the staged jobs, compare-and-set on ``version`` as the ORM would. Where the
+        driver counts an executemany's rows (SQLite) a job that moved meanwhile fails the
+        unit of work with ``StaleDataError``, as an ORM flush does; on PostgreSQL every
+        staged row was read ``FOR UPDATE`` in this transaction, so none can have moved."""
+        rows, self._staged = self._staged, []
+        if not rows:
+            return
+        got = cast(sa.CursorResult[Any], await self.session.execute(_STAGED_UPDATE, rows))
+        counted = self.session.get_bind().dialect.supports_sane_multi_rowcount
+        if counted and got.rowcount != len(rows):
+            moved = len(rows) - got.rowcount
+            raise StaleDataError(f"placement: {moved} of {len(rows)} jobs changed meanwhile")
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
         stmt = sa.select(Job).where(Job.id == job_id)
@@ -46,6 +104,18 @@ class JobRepository:
             .with_for_update()
         )
         return {j.id: j for j in (await self.session.execute(stmt)).scalars()}
+
+    async def insert_submitted(
+        self, jobs: list[dict[str, Any]], tags: list[dict[str, Any]], events: list[dict[str, Any]]
+    ) -> None:
+        """New jobs with their tags and first events, as three Core executemany INSERTs (rows
+        keyed by column name; no ORM objects to build, track and flush)."""
+        if not jobs:
+            return
+        await self.session.execute(sa.insert(JOBS), jobs)
+        if tags:
+            await self.session.execute(sa.insert(JOB_TAGS), tags)
+        await self.session.execute(sa.insert(JOB_EVENTS), events)
 
     async def add_event(self, event: JobEvent) -> None:
         self.session.add(event)
