@@ -25,14 +25,15 @@ USAGE_LOCKED = "scheduler.owner_usage_locked"
 """``session.info`` key: owners whose usage rows this unit of work already holds locked."""
 
 
-async def lock_owner_usage(session: AsyncSession, owner_ids: set[str]) -> None:
+async def lock_owner_usage(session: AsyncSession, owner_ids: set[str]) -> list[OwnerUsage]:
     """Lock these owners' usage rows at once (one query, in id order) for a batch of status
     reports: ``account_attempt`` then takes each from the identity map instead of a
     ``SELECT … FOR UPDATE`` (and the autoflush before it) per ended attempt — that was ~25 %
     of the scheduler's CPU in a burst (issue 12). Only for a session that lives one
-    transaction (a unit of work): the mark does not outlive the session."""
+    transaction (a unit of work): the mark does not outlive the session. The caller holds
+    the returned rows while it applies (the identity map holds unmodified rows only weakly)."""
     if not owner_ids:
-        return
+        return []
     stmt = (
         sa.select(OwnerUsage)
         .where(OwnerUsage.owner_id.in_(sorted(owner_ids)))
@@ -40,8 +41,9 @@ async def lock_owner_usage(session: AsyncSession, owner_ids: set[str]) -> None:
         .with_for_update()
         .execution_options(populate_existing=True)
     )
-    (await session.execute(stmt)).scalars().all()
+    rows = list((await session.execute(stmt)).scalars())
     session.info.setdefault(USAGE_LOCKED, set()).update(owner_ids)
+    return rows
 
 
 async def account_attempt(

@@ -299,12 +299,15 @@ class ProviderViewRepository:
                 .values(last_placed_at=at)
             )
 
-    async def load_many(self, provider_ids: set[str]) -> None:
+    async def load_many(self, provider_ids: set[str]) -> list[ProviderView]:
         """Read these views into the session at once, so that ``session.get`` of each later
-        (a batch of status reports metering usage) costs no query and no autoflush."""
-        if provider_ids:
-            stmt = sa.select(ProviderView).where(ProviderView.id.in_(sorted(provider_ids)))
-            (await self.session.execute(stmt)).scalars().all()
+        (a batch of status reports metering usage) costs no query and no autoflush — while
+        the caller holds the returned list: the identity map keeps unmodified objects only
+        weakly, so views nobody references are gone again at once."""
+        if not provider_ids:
+            return []
+        stmt = sa.select(ProviderView).where(ProviderView.id.in_(sorted(provider_ids)))
+        return list((await self.session.execute(stmt)).scalars())
 
     async def owned_by(self, owner_id: str) -> list[str]:
         stmt = sa.select(ProviderView.id).where(ProviderView.owner_id == owner_id)

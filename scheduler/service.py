@@ -270,12 +270,17 @@ class SchedulerService:
         owners' usage rows are read (and locked) once, each in id order, then each report is
         applied as :meth:`apply_status` alone would."""
         locked = await self.jobs.lock_many([st.job_id for st in batch])
-        await self.providers.load_many({j.provider_id for j in locked.values() if j.provider_id})
         ending = {st.job_id for st in batch if st.state != JobState.RUNNING}
         owners = {j.owner_id for j in locked.values() if j.id in ending}
-        await policy_store.lock_owner_usage(self.uow.session, owners)
+        # held (not only loaded) while the batch applies: the identity map's refs are weak
+        hosts = {j.provider_id for j in locked.values() if j.provider_id}
+        held = (
+            await self.providers.load_many(hosts),
+            await policy_store.lock_owner_usage(self.uow.session, owners),
+        )
         for st in batch:
             await self.apply_status(st, locked)
+        del held
 
     async def apply_status(self, st: TaskStatus, locked: dict[str, Job] | None = None) -> None:
         """Apply one report. ``locked``: the batch's jobs, already read ``FOR UPDATE``."""
