@@ -270,9 +270,10 @@ class Placer:
             job.price_per_hour = cap.price_per_hour
             job.gpu_name = self._gpu_name(cap, choice.gpu_indices)
             await svc.transition(job, JobState.DISPATCHED, f"placed on {choice.provider_id}")
-            svc.jobs.stage(job)
             self._dispatch_after_commit(job, spec, io)
             placed += 1
+        for job in queued:  # all read FOR UPDATE: one UPDATE per kind of change, not per job
+            svc.jobs.stage(job)
         await svc.jobs.write_staged()
         await svc.providers.mark_placed(sorted(used), now)  # least-recently-used tie-break
         return placed

@@ -16,24 +16,9 @@ ACTIVE = (JobState.DISPATCHED, JobState.RUNNING)
 JOBS = cast(sa.Table, Job.__table__)
 JOB_TAGS = cast(sa.Table, JobTag.__table__)
 JOB_EVENTS = cast(sa.Table, JobEvent.__table__)
-ALL_KEYS = frozenset(sa.inspect(Job).attrs.keys())
-PLACED_KEYS = (
-    "state",
-    "updated_at",
-    "dispatched_at",
-    "start_deadline",
-    "lease_expires_at",
-    "run_deadline",
-    "wait_reason",
-    "provider_id",
-    "gpu_indices",
-    "price_per_hour",
-    "gpu_name",
-    "effective_priority",
-)
-"""What placing a job may change (``SchedulerService.transition`` to ``dispatched`` and the
-placer); a staged job that changed anything else is left to the ORM (``JobRepository.stage``)."""
-_PLACED = frozenset(PLACED_KEYS)
+# a Job attribute's column ("requested_gpu_model" is column "gpu_model")
+COLUMN_OF = {a.key: a.columns[0].key for a in sa.inspect(Job).column_attrs}
+ALL_KEYS = frozenset(COLUMN_OF)
 _STAGED_UPDATE = (
     sa.update(JOBS)
     .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.version == sa.bindparam("b_version"))
@@ -44,36 +29,38 @@ _STAGED_UPDATE = (
 class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self._staged: list[dict[str, Any]] = []
+        self._staged: dict[tuple[str, ...], list[dict[str, Any]]] = {}
 
-    def stage(self, job: Job) -> bool:
-        """Take a just-placed job out of the ORM's unit of work and keep its row for
-        :meth:`write_staged`: one executemany UPDATE for a round's placements instead of an
-        ORM flush of each (on PostgreSQL one round trip per job, as a versioned UPDATE has
-        no reliable executemany rowcount there; issue 12). False, and left to the ORM, if
-        anything outside :data:`PLACED_KEYS` changed. The object stays usable, detached."""
+    def stage(self, job: Job) -> None:
+        """Take a job this transaction changed out of the ORM's unit of work and keep its
+        changed columns for :meth:`write_staged`: a round's placements or a status batch are
+        written as one executemany UPDATE per set of changed columns instead of an ORM flush
+        of each (on PostgreSQL a versioned ORM UPDATE is one round trip per job, as asyncpg
+        gives an executemany no rowcount to check versions with; issue 12). Only for a job
+        read ``FOR UPDATE`` in this transaction (see :meth:`write_staged`). An unchanged job
+        is left alone; the object stays usable, detached."""
         state = sa.inspect(job)
-        if not (ALL_KEYS - state.unmodified) <= _PLACED:
-            return False
-        row = {k: getattr(job, k) for k in PLACED_KEYS}
+        changed = ALL_KEYS - state.unmodified
+        if not changed or "version" in changed:
+            return
+        keys = tuple(sorted(changed))
+        row = {COLUMN_OF[k]: getattr(job, k) for k in keys}
         row["b_id"], row["b_version"] = job.id, job.version
-        self._staged.append(row)
+        self._staged.setdefault(keys, []).append(row)
         self.session.expunge(job)
-        return True
 
     async def write_staged(self) -> None:
         """Write the staged jobs, compare-and-set on ``version`` as the ORM would. Where the
         driver counts an executemany's rows (SQLite) a job that moved meanwhile fails the
         unit of work with ``StaleDataError``, as an ORM flush does; on PostgreSQL every
         staged row was read ``FOR UPDATE`` in this transaction, so none can have moved."""
-        rows, self._staged = self._staged, []
-        if not rows:
-            return
-        got = cast(sa.CursorResult[Any], await self.session.execute(_STAGED_UPDATE, rows))
+        staged, self._staged = self._staged, {}
         counted = self.session.get_bind().dialect.supports_sane_multi_rowcount
-        if counted and got.rowcount != len(rows):
-            moved = len(rows) - got.rowcount
-            raise StaleDataError(f"placement: {moved} of {len(rows)} jobs changed meanwhile")
+        for rows in staged.values():
+            got = cast(sa.CursorResult[Any], await self.session.execute(_STAGED_UPDATE, rows))
+            if counted and got.rowcount != len(rows):
+                moved = len(rows) - got.rowcount
+                raise StaleDataError(f"{moved} of {len(rows)} staged jobs changed meanwhile")
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
         stmt = sa.select(Job).where(Job.id == job_id)

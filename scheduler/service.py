@@ -281,6 +281,9 @@ class SchedulerService:
         for st in batch:
             await self.apply_status(st, locked)
         del held
+        for job in locked.values():
+            self.jobs.stage(job)  # locked above: one UPDATE per kind of change, not per job
+        await self.jobs.write_staged()
 
     async def apply_status(self, st: TaskStatus, locked: dict[str, Job] | None = None) -> None:
         """Apply one report. ``locked``: the batch's jobs, already read ``FOR UPDATE``."""
