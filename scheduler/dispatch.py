@@ -178,6 +178,7 @@ class Placer:
         queued = await svc.jobs.queued(limit)
         if not queued:
             return 0
+        svc.jobs.collect_events()  # written with the round's jobs at the end
         if self.hardware is not None:
             caps = await self.hardware.live(svc)
         else:  # plain rows, not ORM objects: with 1,000 hosts a small round's main cost

@@ -30,6 +30,7 @@ class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
         self._staged: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        self._events: list[dict[str, Any]] | None = None
 
     def stage(self, job: Job) -> None:
         """Take a job this transaction changed out of the ORM's unit of work and keep its
@@ -50,11 +51,15 @@ class JobRepository:
         self.session.expunge(job)
 
     async def write_staged(self) -> None:
-        """Write the staged jobs, compare-and-set on ``version`` as the ORM would. Where the
+        """Write the collected events, then the staged jobs, compare-and-set on ``version``
+        as the ORM would. Where the
         driver counts an executemany's rows (SQLite) a job that moved meanwhile fails the
         unit of work with ``StaleDataError``, as an ORM flush does; on PostgreSQL every
         staged row was read ``FOR UPDATE`` in this transaction, so none can have moved."""
         staged, self._staged = self._staged, {}
+        events, self._events = self._events, None
+        if events:
+            await self.session.execute(sa.insert(JOB_EVENTS), events)
         counted = self.session.get_bind().dialect.supports_sane_multi_rowcount
         for rows in staged.values():
             got = cast(sa.CursorResult[Any], await self.session.execute(_STAGED_UPDATE, rows))
@@ -104,8 +109,35 @@ class JobRepository:
             await self.session.execute(sa.insert(JOB_TAGS), tags)
         await self.session.execute(sa.insert(JOB_EVENTS), events)
 
-    async def add_event(self, event: JobEvent) -> None:
-        self.session.add(event)
+    async def add_event(
+        self,
+        job_id: str,
+        at: datetime,
+        from_state: str | None,
+        to_state: str,
+        attempt: int,
+        cause: str,
+    ) -> None:
+        """A job event: an ORM object, or a row for one bulk INSERT while collecting."""
+        row = {
+            "job_id": job_id,
+            "at": at,
+            "from_state": from_state,
+            "to_state": to_state,
+            "attempt": attempt,
+            "cause": cause[:255],
+        }
+        if self._events is not None:
+            self._events.append(row)
+        else:
+            self.session.add(JobEvent(**row))
+
+    def collect_events(self) -> None:
+        """From now until :meth:`write_staged`, events are rows for one Core executemany
+        INSERT (a placement round's or a status batch's, in the order they happened) instead
+        of ORM objects flushed one by one with their ids read back."""
+        if self._events is None:
+            self._events = []
 
     async def events(self, job_id: str) -> Sequence[JobEvent]:
         stmt = sa.select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
@@ -300,5 +332,18 @@ class ProviderViewRepository:
         stmt = sa.select(ProviderView.id).where(ProviderView.owner_id == owner_id)
         return list((await self.session.execute(stmt)).scalars())
 
-    async def all_known(self) -> list[ProviderView]:
-        return list((await self.session.execute(sa.select(ProviderView))).scalars())
+    async def all_known(self) -> Sequence[Any]:
+        """Every provider the scheduler knows (offline ones too), as plain rows."""
+        pv = ProviderView
+        stmt = sa.select(
+            pv.id,
+            pv.max_concurrent_tasks,
+            pv.price_per_hour,
+            pv.labels,
+            pv.gpus,
+            pv.last_placed_at,
+            pv.cpu_count,
+            pv.memory_mb,
+            pv.docker,
+        )
+        return (await self.session.execute(stmt)).all()

@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter
 
 from scheduler import billing, gang_dispatch, leases, metrics, policy_store, states
-from scheduler.models import Job, JobEvent, ProviderView
+from scheduler.models import Job, ProviderView
 from scheduler.repository import JobRepository, ProviderViewRepository
 from scheduler.schemas import UsageRead, UsageRecordRead, UsageScope
 from scheduler.settings import SchedulerSettings
@@ -58,31 +58,13 @@ class SchedulerService:
 
     async def note(self, job: Job, cause: str) -> None:
         """An event that is not a transition (why a queued job still waits)."""
-        await self.jobs.add_event(
-            JobEvent(
-                job_id=job.id,
-                at=utcnow(),
-                from_state=job.state,
-                to_state=job.state,
-                attempt=job.attempt,
-                cause=cause[:255],
-            )
-        )
+        await self.jobs.add_event(job.id, utcnow(), job.state, job.state, job.attempt, cause)
 
     async def transition(self, job: Job, to: JobState, cause: str) -> None:
         states.check(job.state, to)
         now = utcnow()
         ends_attempt = to.terminal or (to == JobState.QUEUED and job.provider_id is not None)
-        await self.jobs.add_event(
-            JobEvent(
-                job_id=job.id,
-                at=now,
-                from_state=job.state,
-                to_state=to,
-                attempt=job.attempt,
-                cause=cause[:255],
-            )
-        )
+        await self.jobs.add_event(job.id, now, job.state, to, job.attempt, cause)
         log.info("job.transition", job_id=job.id, frm=job.state, to=str(to), cause=cause)
         metrics.on_transition(self.uow, job, to, now, cause)
         job.state = to
@@ -250,16 +232,7 @@ class SchedulerService:
             finished_at=now,
         )
         await self.jobs.add(job)
-        await self.jobs.add_event(
-            JobEvent(
-                job_id=job.id,
-                at=now,
-                from_state=None,
-                to_state=JobState.FAILED,
-                attempt=1,
-                cause=error[:255],
-            )
-        )
+        await self.jobs.add_event(job.id, now, None, JobState.FAILED, 1, error)
         log.error("job.intake_failed", job_id=job.id, owner_id=job.owner_id, reason=reason)
         return True
 
@@ -269,6 +242,7 @@ class SchedulerService:
         """Apply a fetched batch of reports in this unit of work: their jobs, providers and
         owners' usage rows are read (and locked) once, each in id order, then each report is
         applied as :meth:`apply_status` alone would."""
+        self.jobs.collect_events()
         locked = await self.jobs.lock_many([st.job_id for st in batch])
         ending = {st.job_id for st in batch if st.state != JobState.RUNNING}
         owners = {j.owner_id for j in locked.values() if j.id in ending}
@@ -328,8 +302,12 @@ class SchedulerService:
     @staticmethod
     def _artifacts(job: Job, keys: list[str]) -> list[dict[str, str]]:
         """Keep only keys this attempt was allowed to write: its outputs and its log."""
+        if not keys:
+            return []
         log_name = log_key(job.id, job.attempt)
-        allowed = set(job.job_spec.outputs)
+        # the stored spec is the contract's JSON: its outputs are a list of keys (no need to
+        # validate the whole spec, script and all, per ended job)
+        allowed = set((job.spec or {}).get("outputs") or [])
         out = [{"key": log_name, "kind": "log"}] if log_name in keys else []
         out += [{"key": k, "kind": "output"} for k in keys if k in allowed]
         return out
