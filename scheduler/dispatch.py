@@ -107,10 +107,17 @@ class HardwareCache:
         spec = self._specs.get(job.id)
         if spec is None:
             spec = job.job_spec
-            if len(self._specs) >= SPEC_CACHE:
-                self._specs.pop(next(iter(self._specs)))
-            self._specs[job.id] = spec
+            self.remember(job.id, spec)
         return spec
+
+    def remember(self, job_id: str, spec: JobSpec) -> None:
+        """Keep a job's validated spec: intake hands over the one its submission carried, so
+        a job stored by this replica is not validated again when it is placed (issue 12)."""
+        if job_id in self._specs:
+            return
+        if len(self._specs) >= SPEC_CACHE:
+            self._specs.pop(next(iter(self._specs)))
+        self._specs[job_id] = spec
 
     async def live(self, svc: SchedulerService) -> dict[str, placement.Capacity]:
         rows = await svc.providers.live_versions()

@@ -129,7 +129,8 @@ class Workers:
 
     async def on_submitted_batch(self, msgs: list[Msg]) -> None:
         """A fetched batch of submissions stored in one transaction (acked after its commit)."""
-        await self._consume_batch(msgs, JobSubmitted, SchedulerService.intake_many)
+        for sub in await self._consume_batch(msgs, JobSubmitted, SchedulerService.intake_many):
+            self.hardware.remember(sub.job_id, sub.spec)
         self.wake.set()
 
     async def on_status_batch(self, msgs: list[Msg]) -> None:
