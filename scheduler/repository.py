@@ -293,6 +293,11 @@ class ProviderViewRepository:
         stmt = sa.select(pv.id, pv.version, pv.last_placed_at).where(pv.status == "online")
         return (await self.session.execute(stmt)).all()
 
+    async def known_versions(self) -> Sequence[Any]:
+        """Every known provider's (id, version), offline ones too."""
+        stmt = sa.select(ProviderView.id, ProviderView.version)
+        return (await self.session.execute(stmt)).all()
+
     async def rows_of(self, provider_ids: list[str]) -> Sequence[Any]:
         """Full rows (as ``live_rows``) of these providers."""
         pv = ProviderView
