@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
@@ -227,10 +228,32 @@ class Placer:
             svc.uow.session, svc.settings.fairshare_per_owner, {j.id for j in queued}, limit
         )
         queued = rules.order(queued)
+        used: set[str] = set()
+        # nothing is flushed mid-round: a query in the loop would otherwise write each
+        # changed job by the ORM; they are written at the end, in bulk
+        with svc.uow.session.no_autoflush:
+            placed = await self._match_all(queued, caps, rules, now, used)
+        for job in queued:  # all read FOR UPDATE: one UPDATE per kind of change, not per job
+            svc.jobs.stage(job)
+        await svc.jobs.write_staged()
+        await svc.providers.mark_placed(sorted(used), now)  # least-recently-used tie-break
+        return placed
+
+    async def _match_all(
+        self,
+        queued: list[Job],
+        caps: dict[str, placement.Capacity],
+        rules: policy_store.RoundPolicies,
+        now: datetime,
+        used: set[str],
+    ) -> int:
+        """Each job in the round's order: placed, failed (it can never fit), or left waiting
+        with its reason; a job that cannot go now lets smaller ones by. Adds the hosts it
+        placed on to ``used``; returns how many were placed."""
+        svc = self.svc
         known: list[placement.Capacity] | None = None
         matcher = placement.Matcher(list(caps.values()))
         placed = 0
-        used: set[str] = set()
         # Shapes that found no host this round, and why: capacity only shrinks within a
         # round, so a later job of the same shape cannot fit either (no O(hosts) scan each).
         full: dict[tuple, str | None] = {}
@@ -293,10 +316,6 @@ class Placer:
             await svc.transition(job, JobState.DISPATCHED, f"placed on {choice.provider_id}")
             self._dispatch_after_commit(job, spec, io)
             placed += 1
-        for job in queued:  # all read FOR UPDATE: one UPDATE per kind of change, not per job
-            svc.jobs.stage(job)
-        await svc.jobs.write_staged()
-        await svc.providers.mark_placed(sorted(used), now)  # least-recently-used tie-break
         return placed
 
     async def _known(self) -> list[placement.Capacity]:

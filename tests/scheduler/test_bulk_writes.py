@@ -32,6 +32,7 @@ from scheduler.models import (
     UsageOutbox,
     UsageRecord,
 )
+from scheduler.repository import JobRepository
 from scheduler.service import SchedulerService
 from scheduler.settings import SchedulerSettings
 from shared.contracts import JobState, JobSubmitted, TaskStatus, log_key
@@ -74,26 +75,37 @@ async def world(
 
 
 def _submission(prefix: str, n: int, gpus: int, max_retries: int) -> JobSubmitted:
-    spec = {
+    spec: dict[str, Any] = {
         "resources": {"gpu_count": gpus},
         "params": {"script_content": "true"},
         "tags": ["tagged", f"n{n}"],
         "max_retries": max_retries,
     }
-    return JobSubmitted(
-        job_id=f"{prefix}-{n}",
-        owner_id=f"{prefix}-owner",
-        type="script",
-        name=f"job {n}",
-        spec=spec,
-        submitted_at=T0,
+    return JobSubmitted.model_validate(
+        {
+            "job_id": f"{prefix}-{n}",
+            "owner_id": f"{prefix}-owner",
+            "type": "script",
+            "name": f"job {n}",
+            "spec": spec,
+            "submitted_at": T0,
+        }
     )
 
 
 async def _scenario(w: dict[str, Any], prefix: str, *, batched: bool) -> None:
     """Three jobs submitted and placed on the prefix's own host, reported running, then one
-    completed, one failed, one returned with no retries left; reports in one batch each, or
-    each in its own unit of work as the consumer applies a lone message."""
+    completed, one failed, one returned with no retries left. Bulk: the round as it runs,
+    reports in one batch each. The reference: the ORM writes everything (nothing staged, no
+    events collected), each report in its own unit of work as a lone message is applied."""
+    with pytest.MonkeyPatch.context() as mp:
+        if not batched:
+            mp.setattr(JobRepository, "stage", lambda self, job: None)
+            mp.setattr(JobRepository, "collect_events", lambda self: None)
+        await _steps(w, prefix, batched=batched)
+
+
+async def _steps(w: dict[str, Any], prefix: str, *, batched: bool) -> None:
     sessions, clock = w["sessions"], w["clock"]
     host = f"{prefix}-host"
     clock.now = T0
@@ -107,6 +119,8 @@ async def _scenario(w: dict[str, Any], prefix: str, *, batched: bool) -> None:
                 id=host, status="online", last_seen_at=T0, gpus=GPUS, max_concurrent_tasks=8
             )
         )
+        # the owner has run before: no query (nor autoflush) finds its account mid-batch
+        uow.session.add(OwnerUsage(owner_id=f"{prefix}-owner", decayed_gpu_seconds=0, as_of=T0))
         subs = [_submission(prefix, 0, 1, 3), _submission(prefix, 1, 2, 3)]
         await svc(uow).intake_many([(s, "cid") for s in [*subs, _submission(prefix, 2, 1, 0)]])
     clock.now += timedelta(seconds=1)
