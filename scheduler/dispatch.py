@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+import sqlalchemy as sa
 import structlog
 
 from scheduler import gang_dispatch, placement, policy_store
@@ -111,6 +112,9 @@ class HardwareCache:
             spec = job.job_spec
             self.remember(job.id, spec)
         return spec
+
+    def has_spec(self, job_id: str) -> bool:
+        return job_id in self._specs
 
     def remember(self, job_id: str, spec: JobSpec) -> None:
         """Keep a job's validated spec: intake hands over the one its submission carried, so
@@ -227,7 +231,8 @@ class Placer:
         queued += await policy_store.queued_per_owner(
             svc.uow.session, svc.settings.fairshare_per_owner, {j.id for j in queued}, limit
         )
-        queued = rules.order(queued)
+        await svc.jobs.load_specs([j for j in queued if self._lacks_spec(j)])
+        queued = rules.order(queued)  # after the last query: nothing flushed before the end
         used: set[str] = set()
         # nothing is flushed mid-round: a query in the loop would otherwise write each
         # changed job by the ORM; they are written at the end, in bulk
@@ -317,6 +322,12 @@ class Placer:
             self._dispatch_after_commit(job, spec, io)
             placed += 1
         return placed
+
+    def _lacks_spec(self, job: Job) -> bool:
+        """Its spec was not read (``JobRepository.queued``) and is not cached either."""
+        if self.hardware is not None and self.hardware.has_spec(job.id):
+            return False
+        return "spec" in sa.inspect(job).unloaded
 
     async def _known(self) -> list[placement.Capacity]:
         if self.hardware is not None:

@@ -6,6 +6,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
 from scheduler.models import Job, JobEvent, JobTag, ProviderView
@@ -144,15 +145,28 @@ class JobRepository:
         return (await self.session.execute(stmt)).scalars().all()
 
     async def queued(self, limit: int) -> list[Job]:
-        """Queued jobs in placement order, locked; other replicas skip what we hold."""
+        """Queued jobs in placement order, locked; other replicas skip what we hold. Their
+        specs are not read (a job waiting through many rounds would be decoded each round,
+        scripts of up to 256 KiB among them): placement keeps the validated specs it needs,
+        and :meth:`load_specs` reads the others."""
         stmt = (
             sa.select(Job)
+            .options(sa.orm.defer(Job.spec, raiseload=True))
             .where(Job.state == JobState.QUEUED)
             .order_by(Job.priority.desc(), Job.created_at, Job.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
         return list((await self.session.execute(stmt)).scalars())
+
+    async def load_specs(self, jobs: list[Job]) -> None:
+        """Read the specs :meth:`queued` left out of these jobs (one query)."""
+        if not jobs:
+            return
+        by_id = {j.id: j for j in jobs}
+        stmt = sa.select(Job.id, Job.spec).where(Job.id.in_(list(by_id)))
+        for job_id, spec in await self.session.execute(stmt):
+            set_committed_value(by_id[job_id], "spec", spec)
 
     async def dispatch_expired(self, now: datetime, limit: int) -> list[Job]:
         """Dispatched attempts past their start deadline, locked; other replicas skip them."""
