@@ -208,16 +208,15 @@ class Placer:
             caps = await self.hardware.live(svc)
         else:  # plain rows, not ORM objects: with 1,000 hosts a small round's main cost
             caps = {r.id: capacity_of(r) for r in await svc.providers.live_rows()}
-        for pid, indices in await svc.jobs.active_allocations():
-            if pid in caps:
-                cap = caps[pid]
+        active = await svc.jobs.active()
+        for r in active:
+            if (cap := caps.get(r.provider_id)) is not None:
                 cap.running_tasks += 1
                 # a GPU that has since left the host's inventory is not capacity either way
+                indices = r.gpu_indices or ()
                 cap.used_indices.update(i for i in indices if any(g.index == i for g in cap.gpus))
-        for pid, cpu, memory_mb in await svc.jobs.active_host_use():
-            if pid in caps:
-                caps[pid].used_cpu += cpu
-                caps[pid].used_memory_mb += memory_mb
+                cap.used_cpu += r.cpu or 0.0
+                cap.used_memory_mb += r.memory_mb or 0
         # --- issue 17: cordoned hosts take no work; fair-share order; quotas; preemption ---
         for pid, indices in await policy_store.gang_allocations(svc.uow.session):
             if pid in caps:  # a gang's other ranks hold GPUs too
@@ -226,7 +225,7 @@ class Placer:
         for pid in await policy_store.cordoned_ids(svc.uow.session):
             caps.pop(pid, None)
         rules = self.rules = await policy_store.RoundPolicies.load(
-            svc.uow.session, svc.settings, now
+            svc.uow.session, svc.settings, now, active
         )
         queued += await policy_store.queued_per_owner(
             svc.uow.session, svc.settings.fairshare_per_owner, {j.id for j in queued}, limit

@@ -201,8 +201,14 @@ class RoundPolicies:
 
     @classmethod
     async def load(
-        cls, session: AsyncSession, settings: SchedulerSettings, now: datetime
+        cls,
+        session: AsyncSession,
+        settings: SchedulerSettings,
+        now: datetime,
+        active: Sequence[Any] | None = None,
     ) -> RoundPolicies:
+        """``active``: the round's rows of active attempts if it read them already (with at
+        least the columns :func:`_active` reads)."""
         pol = await policies(session)
         cfg = settings.fairshare({o: p.share for o, p in pol.items()})
         usage = {
@@ -219,7 +225,7 @@ class RoundPolicies:
         use: dict[str, quotas.OwnerUse] = {}
         running: list[preemption.Running] = []
         preempting = settings.preemption != "off"
-        for r in await _active(session):
+        for r in await _active(session) if active is None else active:
             u = use.setdefault(r.owner_id, quotas.OwnerUse())
             u.gpus_in_use += r.gpu_count
             if r.started_at is not None and r.gpu_count:
