@@ -27,6 +27,10 @@ _STAGED_UPDATE = (
 )
 
 
+UNREAD_WHILE_QUEUED = (Job.spec, Job.tags, Job.gpu_indices, Job.artifacts, Job.gang)
+"""A queued job's JSON columns: placement sets the placement ones, never reads them."""
+
+
 class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -146,12 +150,12 @@ class JobRepository:
 
     async def queued(self, limit: int) -> list[Job]:
         """Queued jobs in placement order, locked; other replicas skip what we hold. Their
-        specs are not read (a job waiting through many rounds would be decoded each round,
-        scripts of up to 256 KiB among them): placement keeps the validated specs it needs,
-        and :meth:`load_specs` reads the others."""
+        JSON columns are not read (a job waiting through many rounds would be decoded each
+        round, scripts of up to 256 KiB among them): placement keeps the validated specs it
+        needs, :meth:`load_specs` reads the others, and a queued job's placement is empty."""
         stmt = (
             sa.select(Job)
-            .options(sa.orm.defer(Job.spec, raiseload=True))
+            .options(*(sa.orm.defer(c, raiseload=True) for c in UNREAD_WHILE_QUEUED))
             .where(Job.state == JobState.QUEUED)
             .order_by(Job.priority.desc(), Job.created_at, Job.id)
             .limit(limit)
