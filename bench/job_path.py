@@ -3,6 +3,7 @@
     python bench/job_path.py                 # full sizes, SQLite and PostgreSQL
     python bench/job_path.py --quick         # smaller sizes (a minute or two)
     python bench/job_path.py --dialect sqlite --only placement
+    python bench/job_path.py --quick --runs 3  # medians of three runs, with the spread
 
 Everything runs as real processes on free ports (nats-server from the wheel, the services via
 ``localdev.cluster`` or ``python -m scheduler serve``). PostgreSQL: ``--pg-admin-url`` (default
@@ -939,29 +940,13 @@ async def measure_reads(
 # --- main -------------------------------------------------------------------------------------
 
 
-@cli.command()
-def main(
-    quick: bool = typer.Option(False, help="smaller sizes"),
-    dialect: str = typer.Option("both", help="sqlite | postgresql | both"),
-    only: str = typer.Option("", help="comma list: baseline,placement,intake,registry,reads"),
-    pg_admin_url: str = typer.Option(
-        os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    ),
-    keep: bool = typer.Option(False, help="keep the work dir (logs)"),
-    profile: Path | None = typer.Option(None, help="py-spy the services into this dir"),
-) -> None:
-    global PROFILE_DIR
-    PROFILE_DIR = profile
-    sizes = QUICK if quick else Sizes()
-    dialects = ["sqlite", "postgresql"] if dialect == "both" else [dialect]
-    phases = (
-        set(only.split(",")) if only else {"baseline", "placement", "intake", "registry", "reads"}
-    )
+def one_run(
+    sizes: Sizes, dialects: list[str], phases: set[str], pg_admin_url: str, keep: bool
+) -> tuple[Result, dict[str, float]]:
+    """Every asked phase once: the figures and the baselines they are compared with."""
     work = Path(tempfile.mkdtemp(prefix="dante-bench-jobpath-"))
     res = Result()
     base: dict[str, float] = {}
-    load = os.getloadavg()[0]
-    print(f"job path bench: {'quick' if quick else 'full'} sizes, load {load:.2f}", flush=True)
     try:
         if "baseline" in phases:
             print("baselines", flush=True)
@@ -1001,17 +986,75 @@ def main(
             print(f"work dir kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'figure':<52}{'value':>12}  {'unit':<8}{'baseline':<28}{'base':>10}{'ratio':>8}")
-    out: dict[str, Any] = {"sizes": sizes.__dict__, "load_at_start": round(load, 2), "figures": {}}
-    for name, unit, value, bname, _ in res.rows:
-        bv = base.get(bname)
-        ratio = value / bv if bv else None
+    return res, base
+
+
+def median(values: list[float]) -> float:
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+@cli.command()
+def main(
+    quick: bool = typer.Option(False, help="smaller sizes"),
+    dialect: str = typer.Option("both", help="sqlite | postgresql | both"),
+    only: str = typer.Option("", help="comma list: baseline,placement,intake,registry,reads"),
+    runs: int = typer.Option(1, help="run everything this often; print medians and spread"),
+    pg_admin_url: str = typer.Option(
+        os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    ),
+    keep: bool = typer.Option(False, help="keep the work dir (logs)"),
+    profile: Path | None = typer.Option(None, help="py-spy the services into this dir"),
+) -> None:
+    global PROFILE_DIR
+    PROFILE_DIR = profile
+    sizes = QUICK if quick else Sizes()
+    dialects = ["sqlite", "postgresql"] if dialect == "both" else [dialect]
+    phases = (
+        set(only.split(",")) if only else {"baseline", "placement", "intake", "registry", "reads"}
+    )
+    loads: list[float] = []
+    values: dict[str, list[float]] = {}
+    bases: dict[str, list[float]] = {}
+    units: dict[str, tuple[str, str]] = {}  # figure -> (unit, baseline name)
+    for i in range(runs):
+        loads.append(os.getloadavg()[0])
         print(
-            f"{name:<52}{value:>12.1f}  {unit:<8}{bname:<28}"
+            f"job path bench: {'quick' if quick else 'full'} sizes, run {i + 1} of {runs}, "
+            f"load {loads[-1]:.2f}",
+            flush=True,
+        )
+        res, base = one_run(sizes, dialects, phases, pg_admin_url, keep)
+        for name, unit, value, bname, _ in res.rows:
+            values.setdefault(name, []).append(value)
+            units[name] = (unit, bname)
+        for bname, bv in base.items():
+            bases.setdefault(bname, []).append(bv)
+    spread = "min-max" if runs > 1 else ""
+    print(
+        f"\n{'figure':<52}{'median' if runs > 1 else 'value':>12}  {spread:<20}{'unit':<8}"
+        f"{'baseline':<28}{'base':>10}{'ratio':>8}"
+    )
+    out: dict[str, Any] = {
+        "sizes": sizes.__dict__,
+        "runs": runs,
+        "load_at_start": [round(x, 2) for x in loads],
+        "figures": {},
+    }
+    for name, vs in values.items():
+        unit, bname = units[name]
+        value = median(vs)
+        bv = median(bases[bname]) if bases.get(bname) else None
+        ratio = value / bv if bv else None
+        lo_hi = f"{min(vs):.1f}-{max(vs):.1f}" if runs > 1 else ""
+        print(
+            f"{name:<52}{value:>12.1f}  {lo_hi:<20}{unit:<8}{bname:<28}"
             f"{(f'{bv:.1f}' if bv else ''):>10}{(f'{ratio:.2f}' if ratio else ''):>8}"
         )
         out["figures"][name] = {
             "value": round(value, 2),
+            "runs": [round(v, 2) for v in vs],
             "unit": unit,
             "baseline": bname or None,
             "baseline_value": round(bv, 2) if bv else None,
