@@ -3,6 +3,7 @@
     python bench/job_path.py                 # full sizes, SQLite and PostgreSQL
     python bench/job_path.py --quick         # smaller sizes (a minute or two)
     python bench/job_path.py --dialect sqlite --only placement
+    python bench/job_path.py --quick --runs 3  # medians of three runs, with the spread
 
 Everything runs as real processes on free ports (nats-server from the wheel, the services via
 ``localdev.cluster`` or ``python -m scheduler serve``). PostgreSQL: ``--pg-admin-url`` (default
@@ -23,8 +24,10 @@ Phases and their baselines:
   on NATS (no daemons): it reports ``running`` on receipt of a task (and, in the burst, also
   ``completed``, so capacity frees as it would) — baseline: batched INSERT (placement rate) and
   pipelined JetStream publish;
-* ``registry``: heartbeats/s absorbed through the gateway from N simulated providers, and
-  ``GET /api/v1/providers`` search p99 at M providers — baseline: bare endpoint;
+* ``registry``: heartbeats/s absorbed from N simulated providers through the gateway (HTTP,
+  baseline: bare endpoint) and as NATS requests (committed and answered by the registry,
+  baseline: pipelined JetStream publish), each also per core-second of the processes that
+  serve it; ``GET /api/v1/providers`` search p99 at M providers — baseline: bare endpoint;
 * ``reads``: ``GET /api/v1/jobs/{id}`` and a filtered list p99 with K jobs stored — baseline:
   bare endpoint p99.
 
@@ -735,14 +738,31 @@ async def measure_registry(
         pid, tok = tokens[i % hb_n]
         return request("POST", f"/api/v1/providers/{pid}/heartbeat", tok, hb_body)
 
+    reg_pid, gw_pid = cluster.process("registry").pid, cluster.process("gateway").pid
+    cpu0 = cpu_seconds(reg_pid), cpu_seconds(gw_pid)
     with (
-        profiled(cluster.process("registry").pid, f"registry-heartbeats-{dialect}"),
-        profiled(cluster.process("gateway").pid, f"gateway-heartbeats-{dialect}"),
+        profiled(reg_pid, f"registry-heartbeats-{dialect}"),
+        profiled(gw_pid, f"gateway-heartbeats-{dialect}"),
     ):
         rate, _, errors = await http_load(gw, heartbeat, sizes.heartbeats, sizes.conns)
     if errors:
         print(f"    {errors} heartbeat errors", flush=True)
-    res.add(f"heartbeats absorbed ({tag}, {hb_n} providers)", "hb/s", rate, "bare FastAPI", None)
+    reg_cpu, gw_cpu = cpu_seconds(reg_pid) - cpu0[0], cpu_seconds(gw_pid) - cpu0[1]
+    print(
+        f"    HTTP: registry {1000 * reg_cpu / sizes.heartbeats:.2f} ms CPU per beat, "
+        f"gateway {1000 * gw_cpu / sizes.heartbeats:.2f} ms",
+        flush=True,
+    )
+    res.add(
+        f"heartbeats absorbed over HTTP ({tag}, {hb_n} providers)", "hb/s", rate, "bare FastAPI"
+    )
+    res.add(
+        f"HTTP heartbeats per registry+gateway core-second ({tag})",
+        "hb/s",
+        sizes.heartbeats / max(1e-9, reg_cpu + gw_cpu),
+        "bare FastAPI per core-second",
+    )
+    await measure_nats_beats(cluster, [pid for pid, _ in tokens[:hb_n]], hb_body, sizes, res, tag)
     with (
         profiled(cluster.process("registry").pid, f"registry-search-{dialect}"),
         profiled(cluster.process("gateway").pid, f"gateway-search-{dialect}"),
@@ -754,6 +774,92 @@ async def measure_registry(
         )
     print(f"    provider search p50 {p50:.1f} ms", flush=True)
     res.add(f"provider search p99 ({tag}, {n_search})", "ms", p99, "bare GET p99", None)
+
+
+async def nats_beat_load(
+    nats_url: str, providers: list[str], body: dict[str, Any], n: int, conns: int
+) -> tuple[float, int, int]:
+    """Simulated daemons: ``conns`` NATS connections, each with as many providers beating
+    concurrently (a request per beat, as the daemon sends it), ``n`` beats in all. Returns
+    (beats/s answered ``ok``, i.e. committed; how many; how many were not)."""
+    import nats
+
+    from shared.contracts import HEARTBEAT_OK, heartbeat_subject
+
+    payload = json.dumps(body).encode()
+    ncs = [await nats.connect(nats_url) for _ in range(max(1, conns // 8))]
+    left = n
+    ok = failed = 0
+
+    async def provider(nc: Any, pid: str) -> None:
+        nonlocal left, ok, failed
+        subject = heartbeat_subject(pid)
+        while left > 0:
+            left -= 1
+            try:
+                reply = await nc.request(subject, payload, timeout=10)
+            except Exception:
+                failed += 1
+                continue
+            if reply.data.decode() == HEARTBEAT_OK:
+                ok += 1
+            else:
+                failed += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(provider(ncs[i % len(ncs)], pid) for i, pid in enumerate(providers)))
+    elapsed = time.perf_counter() - t0
+    for nc in ncs:
+        await nc.close()
+    return ok / elapsed, ok, failed
+
+
+async def settled_cpu(pid: int, quiet: float = 0.02) -> float:
+    """The process's CPU seconds once it has gone quiet (its outbox drained, its batches done):
+    what the beats cost in all, not only while they were being sent."""
+    last = cpu_seconds(pid)
+    for _ in range(120):
+        await asyncio.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - last <= quiet:
+            return now
+        last = now
+    return last
+
+
+async def measure_nats_beats(
+    cluster: Any, providers: list[str], body: dict[str, Any], sizes: Sizes, res: Result, tag: str
+) -> None:
+    """Heartbeats as NATS requests, absorbed (committed, then answered) by the registry in
+    batches, twice: plain beats (announced once a minute per provider) and beats that list the
+    daemon's attempts as every current daemon's do (each one announced: an outbox row, its
+    publish to EVENTS and its delete). The registry's CPU is counted until it is idle again;
+    the figure per registry core-second does not depend on what else runs."""
+    reg_pid = cluster.process("registry").pid
+    n = sizes.heartbeats * 5
+    await nats_beat_load(cluster.nats_url, providers, body, len(providers), sizes.conns)  # warm
+    for what, beat in (("plain", body), ("listing attempts", {**body, "attempts": []})):
+        cpu0 = await settled_cpu(reg_pid)
+        with profiled(reg_pid, f"registry-nats-heartbeats-{what.split()[0]}-{tag}"):
+            rate, ok, failed = await nats_beat_load(
+                cluster.nats_url, providers, beat, n, sizes.conns
+            )
+        cpu = await settled_cpu(reg_pid) - cpu0
+        if failed:
+            print(f"    {failed} NATS heartbeats not stored", flush=True)
+        print(f"    NATS, {what}: registry {1000 * cpu / max(1, ok):.3f} ms CPU per beat")
+        res.add(
+            f"heartbeats absorbed over NATS, {what} ({tag}, {len(providers)} providers)",
+            "hb/s",
+            rate,
+            "JetStream pipelined",
+        )
+        res.add(
+            f"NATS heartbeats, {what}, per registry core-second ({tag})",
+            "hb/s",
+            ok / max(1e-9, cpu),
+            "JetStream pipelined",
+        )
 
 
 async def measure_reads(
@@ -834,29 +940,13 @@ async def measure_reads(
 # --- main -------------------------------------------------------------------------------------
 
 
-@cli.command()
-def main(
-    quick: bool = typer.Option(False, help="smaller sizes"),
-    dialect: str = typer.Option("both", help="sqlite | postgresql | both"),
-    only: str = typer.Option("", help="comma list: baseline,placement,intake,registry,reads"),
-    pg_admin_url: str = typer.Option(
-        os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    ),
-    keep: bool = typer.Option(False, help="keep the work dir (logs)"),
-    profile: Path | None = typer.Option(None, help="py-spy the services into this dir"),
-) -> None:
-    global PROFILE_DIR
-    PROFILE_DIR = profile
-    sizes = QUICK if quick else Sizes()
-    dialects = ["sqlite", "postgresql"] if dialect == "both" else [dialect]
-    phases = (
-        set(only.split(",")) if only else {"baseline", "placement", "intake", "registry", "reads"}
-    )
+def one_run(
+    sizes: Sizes, dialects: list[str], phases: set[str], pg_admin_url: str, keep: bool
+) -> tuple[Result, dict[str, float]]:
+    """Every asked phase once: the figures and the baselines they are compared with."""
     work = Path(tempfile.mkdtemp(prefix="dante-bench-jobpath-"))
     res = Result()
     base: dict[str, float] = {}
-    load = os.getloadavg()[0]
-    print(f"job path bench: {'quick' if quick else 'full'} sizes, load {load:.2f}", flush=True)
     try:
         if "baseline" in phases:
             print("baselines", flush=True)
@@ -896,17 +986,75 @@ def main(
             print(f"work dir kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'figure':<52}{'value':>12}  {'unit':<8}{'baseline':<28}{'base':>10}{'ratio':>8}")
-    out: dict[str, Any] = {"sizes": sizes.__dict__, "load_at_start": round(load, 2), "figures": {}}
-    for name, unit, value, bname, _ in res.rows:
-        bv = base.get(bname)
-        ratio = value / bv if bv else None
+    return res, base
+
+
+def median(values: list[float]) -> float:
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+@cli.command()
+def main(
+    quick: bool = typer.Option(False, help="smaller sizes"),
+    dialect: str = typer.Option("both", help="sqlite | postgresql | both"),
+    only: str = typer.Option("", help="comma list: baseline,placement,intake,registry,reads"),
+    runs: int = typer.Option(1, help="run everything this often; print medians and spread"),
+    pg_admin_url: str = typer.Option(
+        os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    ),
+    keep: bool = typer.Option(False, help="keep the work dir (logs)"),
+    profile: Path | None = typer.Option(None, help="py-spy the services into this dir"),
+) -> None:
+    global PROFILE_DIR
+    PROFILE_DIR = profile
+    sizes = QUICK if quick else Sizes()
+    dialects = ["sqlite", "postgresql"] if dialect == "both" else [dialect]
+    phases = (
+        set(only.split(",")) if only else {"baseline", "placement", "intake", "registry", "reads"}
+    )
+    loads: list[float] = []
+    values: dict[str, list[float]] = {}
+    bases: dict[str, list[float]] = {}
+    units: dict[str, tuple[str, str]] = {}  # figure -> (unit, baseline name)
+    for i in range(runs):
+        loads.append(os.getloadavg()[0])
         print(
-            f"{name:<52}{value:>12.1f}  {unit:<8}{bname:<28}"
+            f"job path bench: {'quick' if quick else 'full'} sizes, run {i + 1} of {runs}, "
+            f"load {loads[-1]:.2f}",
+            flush=True,
+        )
+        res, base = one_run(sizes, dialects, phases, pg_admin_url, keep)
+        for name, unit, value, bname, _ in res.rows:
+            values.setdefault(name, []).append(value)
+            units[name] = (unit, bname)
+        for bname, bv in base.items():
+            bases.setdefault(bname, []).append(bv)
+    spread = "min-max" if runs > 1 else ""
+    print(
+        f"\n{'figure':<52}{'median' if runs > 1 else 'value':>12}  {spread:<20}{'unit':<8}"
+        f"{'baseline':<28}{'base':>10}{'ratio':>8}"
+    )
+    out: dict[str, Any] = {
+        "sizes": sizes.__dict__,
+        "runs": runs,
+        "load_at_start": [round(x, 2) for x in loads],
+        "figures": {},
+    }
+    for name, vs in values.items():
+        unit, bname = units[name]
+        value = median(vs)
+        bv = median(bases[bname]) if bases.get(bname) else None
+        ratio = value / bv if bv else None
+        lo_hi = f"{min(vs):.1f}-{max(vs):.1f}" if runs > 1 else ""
+        print(
+            f"{name:<52}{value:>12.1f}  {lo_hi:<20}{unit:<8}{bname:<28}"
             f"{(f'{bv:.1f}' if bv else ''):>10}{(f'{ratio:.2f}' if ratio else ''):>8}"
         )
         out["figures"][name] = {
             "value": round(value, 2),
+            "runs": [round(v, 2) for v in vs],
             "unit": unit,
             "baseline": bname or None,
             "baseline_value": round(bv, 2) if bv else None,

@@ -96,6 +96,9 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
                 s, js, Transfers(io_http), executors(s, groups), fence, reporter, gate
             )
             registration.held = runner.held
+            # beats over NATS only as a NATS user of this provider's own: on a server without
+            # per-provider users anyone could send them, so they stay on the gateway's auth
+            registration.nats = nc if creds is not None else None
             consumer = PullConsumer(
                 js,
                 "TASKS",

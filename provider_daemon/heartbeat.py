@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 import structlog
+from nats.aio.client import Client as NATS
 
 from provider_daemon import metrics
 from provider_daemon.client import CredentialsRejected, GatewayClient
 from provider_daemon.fence import save_identity
 from provider_daemon.inventory import Inventory, Nvml
 from provider_daemon.settings import DaemonSettings
-from shared.contracts import AttemptRef
+from shared.contracts import (
+    HEARTBEAT_NOT_REGISTERED,
+    HEARTBEAT_OK,
+    HEARTBEAT_WAIT_SECONDS,
+    AttemptRef,
+    heartbeat_subject,
+)
 from shared.loops import Backoff, LeaseBackoff, ReadyChecks, every, retry
 
 log = structlog.get_logger(__name__)
@@ -53,6 +61,8 @@ class Registration:
     # the attempts this host holds (``TaskRunner.held``), sent with every registration and
     # heartbeat so the scheduler can reconcile its jobs with what really runs here
     held: Callable[[], list[AttemptRef]] = field(default=_no_attempts)
+    # set once connected with credentials of this provider's own: beats then go over NATS
+    nats: NATS | None = None
 
     def _attempts(self) -> list[dict[str, object]]:
         return [a.model_dump() for a in self.held()]
@@ -90,19 +100,21 @@ class Registration:
         stop: asyncio.Event,
         ready: ReadyChecks | None = None,
     ) -> None:
-        """Beat every interval; an outage backs off (tasks go on meanwhile) and a registry that
-        forgot this host (404) gets a fresh registration."""
+        """Beat every interval, over NATS when this daemon has a NATS user of its own, else (or
+        when NATS cannot carry the beat) over HTTP; an outage backs off (tasks go on meanwhile)
+        and a registry that forgot this host gets a fresh registration."""
 
         async def beat() -> None:
             gpus = nvml.metrics()
             metrics.record_gpus(self.client.provider_id, gpus, self.inventory)
             body = {"gpus": gpus, "running_tasks": running(), "attempts": self._attempts()}
-            try:
-                await self.client.heartbeat(body)
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 404:
-                    raise RuntimeError(f"HTTP {exc.response.status_code}") from exc
+            answer = await self.beat_over_nats(body)
+            if answer is None:
+                answer = await self.beat_over_http(body)
+            if answer == HEARTBEAT_NOT_REGISTERED:
                 await self.register_until_done(stop)
+            elif answer != HEARTBEAT_OK:
+                raise RuntimeError(f"heartbeat refused: {answer}")
 
         backoff = heartbeat_backoff(self.settings)
         await every(
@@ -115,3 +127,30 @@ class Registration:
             first_after=backoff.delay(0),
             give_up=refused,
         )
+
+    async def beat_over_nats(self, body: dict[str, object]) -> str | None:
+        """The registry's answer to a beat sent as a NATS request, or None when NATS cannot
+        carry it (no credentials of our own, not connected, no registry listening, no answer
+        in time): the beat then goes over HTTP, which older registries also take."""
+        nc = self.nats
+        if nc is None or not nc.is_connected or self.client.provider_id is None:
+            return None
+        try:
+            reply = await nc.request(
+                heartbeat_subject(self.client.provider_id),
+                json.dumps(body).encode(),
+                timeout=HEARTBEAT_WAIT_SECONDS,
+            )
+        except Exception as exc:
+            log.info("heartbeat.nats_unavailable", error=str(exc) or type(exc).__name__)
+            return None
+        return reply.data.decode()
+
+    async def beat_over_http(self, body: dict[str, object]) -> str:
+        try:
+            await self.client.heartbeat(body)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise RuntimeError(f"HTTP {exc.response.status_code}") from exc
+            return HEARTBEAT_NOT_REGISTERED
+        return HEARTBEAT_OK

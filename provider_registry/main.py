@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from provider_registry import metrics
+from provider_registry.beat_intake import BeatIntake
+from provider_registry.beats import Announcer
 from provider_registry.outbox import outbox_loop
 from provider_registry.routes import router
 from provider_registry.service import RegistryService
@@ -87,9 +89,7 @@ def create_app(
             ) as sessions,
             nats_runtime(app, settings.nats_url, "registry", ["EVENTS"]) as nats,
         ):
-            state = State(
-                nats.js, heartbeat_event_every_seconds=settings.heartbeat_event_every_seconds
-            )
+            state = State(nats.js, announcer=Announcer(settings.heartbeat_event_every_seconds))
             set_own_state(app, state)
             stop = asyncio.Event()
             ready = service_state(app).ready_checks
@@ -98,7 +98,12 @@ def create_app(
                     sweep_forever(sessions, settings, stop, ready, state.outbox_wake)
                 ),
                 asyncio.create_task(
-                    outbox_loop(sessions, nats.js, stop, state.outbox_wake, ready=ready)
+                    outbox_loop(sessions, nats.nc, stop, state.outbox_wake, ready=ready)
+                ),
+                asyncio.create_task(
+                    BeatIntake(nats.nc, sessions, state.announcer, state.outbox_wake).run(
+                        stop, ready
+                    )
                 ),
             ]
             try:

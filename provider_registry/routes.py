@@ -25,12 +25,7 @@ router = APIRouter(tags=["providers"])
 
 
 async def _service(state: RegistryState, uow: UoW) -> RegistryService:
-    return RegistryService(
-        uow,
-        state.outbox_wake,
-        announced=state.heartbeat_announced,
-        announce_every=state.heartbeat_event_every_seconds,
-    )
+    return RegistryService(uow, state.outbox_wake, announcer=state.announcer)
 
 
 Service = Annotated[RegistryService, Depends(_service)]

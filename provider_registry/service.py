@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
 from provider_registry import metrics
+from provider_registry.beats import Announcer, BeatResult, absorb, event_of, outbox_row
 from provider_registry.models import Gpu, Provider, ProviderEventOutbox
 from provider_registry.repository import ProviderRepository
 from provider_registry.schemas import AttemptIn, HeartbeatIn, ProviderIn, ProviderStatus
 from shared.auth import Principal
-from shared.contracts import AttemptRef, GpuInfo, ProviderEvent, provider_event_subject
+from shared.contracts import GpuInfo, ProviderEvent
 from shared.db import UnitOfWork, utcnow
 from shared.errors import Forbidden, NotFound
 
@@ -24,24 +24,10 @@ log = structlog.get_logger(__name__)
 def provider_event(
     kind: str, p: Provider, attempts: list[AttemptIn] | None = None
 ) -> ProviderEvent:
-    """``attempts``: what the daemon's beat or registration said it holds, passed on as is for
-    the scheduler to reconcile its jobs against (None: this event says nothing about them)."""
-    held = None if attempts is None else [AttemptRef(**a.model_dump()) for a in attempts]
-    return ProviderEvent(
-        kind=kind,  # type: ignore[arg-type]
-        provider_id=p.id,
-        owner_id=p.owner_id,
-        status=p.status,
-        at=utcnow(),
-        max_concurrent_tasks=p.max_concurrent_tasks,
-        price_per_hour=p.price_per_hour,
-        cpu_count=p.cpu_count or 0,
-        memory_mb=p.memory_mb or 0,
-        docker=bool(p.docker),
-        labels=p.labels or {},
-        gpus=[GpuInfo.model_validate(g, from_attributes=True) for g in p.gpus],
-        attempts=held,
-    )
+    """The event for an ORM provider (see :func:`provider_registry.beats.event_of`)."""
+    row = {c.key: getattr(p, c.key) for c in Provider.__table__.columns}
+    gpus = [{f: getattr(g, f) for f in GpuInfo.model_fields} for g in p.gpus]
+    return event_of(kind, row, gpus, attempts, utcnow())
 
 
 def _sync_gpus(provider: Provider, data: ProviderIn) -> None:
@@ -73,38 +59,25 @@ class RegistryService:
         uow: UnitOfWork,
         outbox_wake: asyncio.Event | None = None,
         *,
-        announced: dict[str, float] | None = None,
-        announce_every: float = 0.0,
+        announcer: Announcer | None = None,
     ) -> None:
-        """``announced``/``announce_every``: when each provider's last plain heartbeat event
-        was written (monotonic), and how often one is (see :meth:`heartbeat`)."""
+        """``announcer``: when each provider's last plain heartbeat event was written, and how
+        often one is (see :func:`provider_registry.beats.absorb`)."""
         self.uow = uow
         self.outbox_wake = outbox_wake
         self.providers = ProviderRepository(uow.session)
-        self.announced = {} if announced is None else announced
-        self.announce_every = announce_every
-
-    def _announce_due(self, provider_id: str) -> bool:
-        now = time.monotonic()
-        last = self.announced.get(provider_id)
-        if last is not None and now - last < self.announce_every:
-            return False
-        self.announced[provider_id] = now
-        return True
+        self.announcer = announcer or Announcer()
 
     def _emit(self, kind: str, provider: Provider, attempts: list[AttemptIn] | None = None) -> None:
         """Write the event to the outbox in this transaction (provider_registry/outbox.py
         publishes it): a request never waits on NATS, and a crash after the commit loses no
         event."""
-        event = provider_event(kind, provider, attempts)
         self.uow.session.add(
-            ProviderEventOutbox(
-                msg_id=str(uuid.uuid4()),
-                subject=provider_event_subject(kind),
-                payload=event.model_dump(mode="json"),
-                created_at=event.at,
-            )
+            ProviderEventOutbox(**outbox_row(provider_event(kind, provider, attempts)))
         )
+        self._nudge_outbox()
+
+    def _nudge_outbox(self) -> None:
         wake = self.outbox_wake
         if wake is not None:
 
@@ -158,40 +131,19 @@ class RegistryService:
         self._emit("registered", provider, data.attempts)
         return provider, created
 
-    async def heartbeat(self, principal: Principal, provider_id: str, hb: HeartbeatIn) -> Provider:
+    async def heartbeat(
+        self, principal: Principal, provider_id: str, hb: HeartbeatIn
+    ) -> dict[str, Any]:
+        """A beat over HTTP: the same Core statements as a batch from NATS, for one beat.
+        Returns the provider as stored (its row with ``gpus``), read by the batch itself."""
         if principal.provider_id != provider_id:
             raise Forbidden("a provider may heartbeat only for itself")
-        provider = await self.providers.get(provider_id, for_update=True)
-        if provider is None:
+        done = await absorb(self.uow.session, [(provider_id, hb)], self.announcer)
+        if done.results[0] is BeatResult.NOT_REGISTERED:
             raise NotFound("provider not registered")
-        provider.last_heartbeat_at = utcnow()
-        by_index = {g.index: g for g in provider.gpus}
-        health_changed = False
-        for m in hb.gpus:
-            gpu = by_index.get(m.index)
-            if gpu is None:
-                continue
-            if gpu.healthy != m.healthy:
-                health_changed = True
-                gpu.healthy = m.healthy
-            values = m.model_dump(exclude={"index", "healthy"}, exclude_none=True)
-            if gpu.metrics != values:  # an unchanged row is not written again
-                gpu.metrics = values
-        came_back = provider.status == ProviderStatus.OFFLINE
-        if came_back:
-            provider.status = ProviderStatus.ONLINE
-            log.info("provider.back_online", provider_id=provider_id)
-        # What a beat announces (issue 12): a change of status or health always; the attempts
-        # the daemon holds always (the scheduler renews leases and reconciles from them,
-        # scheduler/leases.py); a beat with neither only every ``announce_every`` seconds
-        # per provider: it carries nothing the scheduler acts on.
-        if came_back or health_changed:
-            self.announced[provider_id] = time.monotonic()
-            self._emit("status", provider, hb.attempts)
-        elif hb.attempts is not None or self._announce_due(provider_id):
-            self.announced[provider_id] = time.monotonic()
-            self._emit("heartbeat", provider, hb.attempts)
-        return provider
+        if done.events:
+            self._nudge_outbox()
+        return done.providers[provider_id]
 
     async def set_status(
         self, principal: Principal, provider_id: str, status: ProviderStatus

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends
 from nats.js import JetStreamContext
 
+from provider_registry.beats import Announcer
 from shared.app import own_state_dependency
 
 
@@ -17,9 +18,8 @@ class State:
     js: JetStreamContext
     # set after a commit that wrote provider events: the outbox loop publishes them at once
     outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
-    # when each provider's last plain heartbeat event was written (loop time), this replica
-    heartbeat_announced: dict[str, float] = field(default_factory=dict)
-    heartbeat_event_every_seconds: float = 60.0
+    # when each provider's last plain heartbeat event was written, this replica
+    announcer: Announcer = field(default_factory=Announcer)
 
 
 RegistryState = Annotated[State, Depends(own_state_dependency(State))]

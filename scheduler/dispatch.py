@@ -7,8 +7,11 @@ Runs inside one transaction. On PostgreSQL the caller holds the placement adviso
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
+import sqlalchemy as sa
 import structlog
 
 from scheduler import gang_dispatch, placement, policy_store
@@ -107,21 +110,43 @@ class HardwareCache:
         spec = self._specs.get(job.id)
         if spec is None:
             spec = job.job_spec
-            if len(self._specs) >= SPEC_CACHE:
-                self._specs.pop(next(iter(self._specs)))
-            self._specs[job.id] = spec
+            self.remember(job.id, spec)
         return spec
 
-    async def live(self, svc: SchedulerService) -> dict[str, placement.Capacity]:
-        rows = await svc.providers.live_versions()
+    def has_spec(self, job_id: str) -> bool:
+        return job_id in self._specs
+
+    def remember(self, job_id: str, spec: JobSpec) -> None:
+        """Keep a job's validated spec: intake hands over the one its submission carried, so
+        a job stored by this replica is not validated again when it is placed (issue 12)."""
+        if job_id in self._specs:
+            return
+        if len(self._specs) >= SPEC_CACHE:
+            self._specs.pop(next(iter(self._specs)))
+        self._specs[job_id] = spec
+
+    async def _refresh(self, svc: SchedulerService, rows: Sequence[Any]) -> None:
+        """Re-read the full rows of the providers among ``rows`` whose version moved."""
         stale = [r.id for r in rows if self._static.get(r.id, (None,))[0] != r.version]
         for start in range(0, len(stale), 1000):
             for full in await svc.providers.rows_of(stale[start : start + 1000]):
                 self._static[full.id] = (full.version, capacity_of(full))
-        if len(self._static) > len(rows):  # forget providers that are no longer live
-            live = {r.id for r in rows}
-            for pid in [p for p in self._static if p not in live]:
+
+    async def known(self, svc: SchedulerService) -> list[placement.Capacity]:
+        """Every provider the scheduler knows, offline ones too (can a job *ever* fit?), from
+        the same cache: rebuilding 8,000 GPU slots each round a job waited was ~6 % of a
+        burst's CPU at 1,000 hosts (issue 12). Forgets providers whose rows are gone."""
+        rows = await svc.providers.known_versions()
+        await self._refresh(svc, rows)
+        if len(self._static) > len(rows):
+            ids = {r.id for r in rows}
+            for pid in [p for p in self._static if p not in ids]:
                 del self._static[pid]
+        return [self._static[r.id][1] for r in rows if r.id in self._static]
+
+    async def live(self, svc: SchedulerService) -> dict[str, placement.Capacity]:
+        rows = await svc.providers.live_versions()
+        await self._refresh(svc, rows)
         caps: dict[str, placement.Capacity] = {}
         for r in rows:
             entry = self._static.get(r.id)
@@ -178,20 +203,20 @@ class Placer:
         queued = await svc.jobs.queued(limit)
         if not queued:
             return 0
+        svc.jobs.collect_events()  # written with the round's jobs at the end
         if self.hardware is not None:
             caps = await self.hardware.live(svc)
         else:  # plain rows, not ORM objects: with 1,000 hosts a small round's main cost
             caps = {r.id: capacity_of(r) for r in await svc.providers.live_rows()}
-        for pid, indices in await svc.jobs.active_allocations():
-            if pid in caps:
-                cap = caps[pid]
+        active = await svc.jobs.active()
+        for r in active:
+            if (cap := caps.get(r.provider_id)) is not None:
                 cap.running_tasks += 1
                 # a GPU that has since left the host's inventory is not capacity either way
+                indices = r.gpu_indices or ()
                 cap.used_indices.update(i for i in indices if any(g.index == i for g in cap.gpus))
-        for pid, cpu, memory_mb in await svc.jobs.active_host_use():
-            if pid in caps:
-                caps[pid].used_cpu += cpu
-                caps[pid].used_memory_mb += memory_mb
+                cap.used_cpu += r.cpu or 0.0
+                cap.used_memory_mb += r.memory_mb or 0
         # --- issue 17: cordoned hosts take no work; fair-share order; quotas; preemption ---
         for pid, indices in await policy_store.gang_allocations(svc.uow.session):
             if pid in caps:  # a gang's other ranks hold GPUs too
@@ -200,16 +225,39 @@ class Placer:
         for pid in await policy_store.cordoned_ids(svc.uow.session):
             caps.pop(pid, None)
         rules = self.rules = await policy_store.RoundPolicies.load(
-            svc.uow.session, svc.settings, now
+            svc.uow.session, svc.settings, now, active
         )
         queued += await policy_store.queued_per_owner(
             svc.uow.session, svc.settings.fairshare_per_owner, {j.id for j in queued}, limit
         )
-        queued = rules.order(queued)
+        await svc.jobs.load_specs([j for j in queued if self._lacks_spec(j)])
+        queued = rules.order(queued)  # after the last query: nothing flushed before the end
+        used: set[str] = set()
+        # nothing is flushed mid-round: a query in the loop would otherwise write each
+        # changed job by the ORM; they are written at the end, in bulk
+        with svc.uow.session.no_autoflush:
+            placed = await self._match_all(queued, caps, rules, now, used)
+        for job in queued:  # all read FOR UPDATE: one UPDATE per kind of change, not per job
+            svc.jobs.stage(job)
+        await svc.jobs.write_staged()
+        await svc.providers.mark_placed(sorted(used), now)  # least-recently-used tie-break
+        return placed
+
+    async def _match_all(
+        self,
+        queued: list[Job],
+        caps: dict[str, placement.Capacity],
+        rules: policy_store.RoundPolicies,
+        now: datetime,
+        used: set[str],
+    ) -> int:
+        """Each job in the round's order: placed, failed (it can never fit), or left waiting
+        with its reason; a job that cannot go now lets smaller ones by. Adds the hosts it
+        placed on to ``used``; returns how many were placed."""
+        svc = self.svc
         known: list[placement.Capacity] | None = None
         matcher = placement.Matcher(list(caps.values()))
         placed = 0
-        used: set[str] = set()
         # Shapes that found no host this round, and why: capacity only shrinks within a
         # round, so a later job of the same shape cannot fit either (no O(hosts) scan each).
         full: dict[tuple, str | None] = {}
@@ -233,7 +281,7 @@ class Placer:
             if choice is None:
                 if shape not in full:
                     if known is None:  # only needed when something does not fit now
-                        known = [capacity_of(v) for v in await svc.providers.all_known()]
+                        known = await self._known()
                     full[shape] = (
                         None
                         if known and not placement.ever_fits(demand, known)
@@ -272,8 +320,18 @@ class Placer:
             await svc.transition(job, JobState.DISPATCHED, f"placed on {choice.provider_id}")
             self._dispatch_after_commit(job, spec, io)
             placed += 1
-        await svc.providers.mark_placed(sorted(used), now)  # least-recently-used tie-break
         return placed
+
+    def _lacks_spec(self, job: Job) -> bool:
+        """Its spec was not read (``JobRepository.queued``) and is not cached either."""
+        if self.hardware is not None and self.hardware.has_spec(job.id):
+            return False
+        return "spec" in sa.inspect(job).unloaded
+
+    async def _known(self) -> list[placement.Capacity]:
+        if self.hardware is not None:
+            return await self.hardware.known(self.svc)
+        return [capacity_of(v) for v in await self.svc.providers.all_known()]
 
     async def _hold(self, job: Job, price_per_hour: float | None) -> bool:
         """Funds held for this attempt (or billing not in use); else the job waits, saying why."""

@@ -159,8 +159,8 @@ class Matcher:
                 continue
             used = cap.used_indices
             free_after = len(cap.gpus) - len(used) - need  # used ⊆ this host's indices
-            if free_after < 0:
-                continue
+            if free_after < 0 or (best is not None and free_after > best[0]):
+                continue  # cannot fit, or a worse fit than the best: no score to build
             lru = cap.last_placed_at.timestamp() if cap.last_placed_at else 0.0
             score = (
                 free_after,

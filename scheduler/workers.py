@@ -138,15 +138,13 @@ class Workers:
 
     async def on_submitted_batch(self, msgs: list[Msg]) -> None:
         """A fetched batch of submissions stored in one transaction (acked after its commit)."""
-        await self._consume_batch(msgs, JobSubmitted, SchedulerService.intake_many)
+        for sub in await self._consume_batch(msgs, JobSubmitted, SchedulerService.intake_many):
+            self.hardware.remember(sub.job_id, sub.spec)
         self.wake.set()
 
     async def on_status_batch(self, msgs: list[Msg]) -> None:
         async def apply(svc: SchedulerService, batch: list[tuple[TaskStatus, str | None]]) -> None:
-            locked = await svc.jobs.lock_many([st.job_id for st, _ in batch])
-            await svc.providers.load_many({j.provider_id for j in locked.values() if j.provider_id})
-            for st, _ in batch:
-                await svc.apply_status(st, locked)
+            await svc.apply_status_batch([st for st, _ in batch])
 
         got = await self._consume_batch(msgs, TaskStatus, apply)
         if any(st.state != "running" for st in got):

@@ -50,6 +50,23 @@ def start_subject(provider_id: str) -> str:
     return f"attempts.start.{provider_id}"
 
 
+def heartbeat_subject(provider_id: str) -> str:
+    """Where a daemon sends its heartbeat as a NATS request; the registry answers once the beat
+    is committed (:data:`HEARTBEAT_OK`). The provider id in the subject is the only one the
+    registry reads, and a daemon's NATS user may publish on its own subject alone."""
+    return f"providers.heartbeat.{provider_id}"
+
+
+HEARTBEAT_OK = "ok"
+"""The registry's reply to a stored heartbeat; ``not_registered`` asks the daemon to register
+again, any other reply (or none) is a failed beat."""
+HEARTBEAT_NOT_REGISTERED = "not_registered"
+HEARTBEAT_WAIT_SECONDS = 5.0
+"""How long a daemon waits for that answer; the registry drops a beat it could not store
+within this long unanswered (the daemon has moved on, and a late beat would vouch for a host
+as of a moment that has passed)."""
+
+
 def provider_event_subject(kind: str) -> str:
     """Where the registry announces :class:`ProviderEvent` of one kind."""
     return f"providers.events.{kind}"

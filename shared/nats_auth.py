@@ -22,7 +22,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from shared.contracts import ANY, log_subject, start_subject, status_subject, task_subject
+from shared.contracts import (
+    ANY,
+    heartbeat_subject,
+    log_subject,
+    start_subject,
+    status_subject,
+    task_subject,
+)
 
 PREFIX_SEED = 18 << 3
 PREFIX = {"operator": 14 << 3, "account": 0, "user": 20 << 3}
@@ -124,8 +131,9 @@ def decode_jwt(token: str) -> dict[str, Any]:
 def daemon_permissions(provider_id: str) -> dict[str, Any]:
     """What one provider daemon may do: its own durable consumer on TASKS, filtered to its own
     subject (the filter is part of the CREATE subject, so the body cannot widen it), acks for
-    that consumer, status and log publishes, asking to start its own attempts, and replies on an
-    inbox prefix of its own."""
+    that consumer, status and log publishes, asking to start its own attempts, heartbeats on
+    its own subject only (the registry reads the provider id from it), and replies on an inbox
+    prefix of its own."""
     durable = daemon_consumer(provider_id)
     api = f"$JS.API.CONSUMER.%s.{TASKS_STREAM}.{durable}"
     return {
@@ -139,6 +147,7 @@ def daemon_permissions(provider_id: str) -> dict[str, Any]:
                 status_subject(ANY),
                 log_subject(ANY),
                 start_subject(provider_id),  # may I start this attempt? (its own only)
+                heartbeat_subject(provider_id),  # its own beats only
             ]
         },
         "sub": {"allow": [f"{daemon_inbox(provider_id)}.>"]},
