@@ -305,9 +305,8 @@ class SchedulerService:
         if not keys:
             return []
         log_name = log_key(job.id, job.attempt)
-        # the stored spec is the contract's JSON: its outputs are a list of keys (no need to
-        # validate the whole spec, script and all, per ended job)
-        allowed = set((job.spec or {}).get("outputs") or [])
+        # what a listing reads of the spec: its outputs, without validating the program
+        allowed = set(job.listed_spec.outputs)
         out = [{"key": log_name, "kind": "log"}] if log_name in keys else []
         out += [{"key": k, "kind": "output"} for k in keys if k in allowed]
         return out
