@@ -26,7 +26,7 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api_gateway.routes import SUBMITTER_ROLES, accept_job, proxy_to, service_for
 from api_gateway.schemas import JobSubmission
@@ -35,6 +35,7 @@ from api_gateway.submit import IDEMPOTENCY_HEADER, valid_key
 from shared.app import own_state, scope_correlation_id
 from shared.auth import AUTH_ERROR, AUTHENTICATED, Principal
 from shared.errors import DanteError, error_response
+from shared.input_guard import replay_body
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +98,7 @@ class FastLane:
         accepted = _submittable(scope, body)
         state = scope["app"].state
         if accepted is None or not isinstance(getattr(state, "own", None), State):
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay_body(body, receive), send)
             return
         submission, principal, key = accepted
         scope["route"] = self.submit_route
@@ -160,19 +161,6 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 def _error(exc: DanteError) -> Response:

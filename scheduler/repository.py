@@ -279,6 +279,20 @@ class JobRepository:
         return list((await self.session.execute(stmt)).scalars())
 
 
+CAPACITY_COLUMNS = (
+    ProviderView.id,
+    ProviderView.max_concurrent_tasks,
+    ProviderView.price_per_hour,
+    ProviderView.labels,
+    ProviderView.gpus,
+    ProviderView.last_placed_at,
+    ProviderView.cpu_count,
+    ProviderView.memory_mb,
+    ProviderView.docker,
+)
+"""What a placement round reads of a provider (plain rows: no ORM identity map for ~1,000)."""
+
+
 class ProviderViewRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -295,18 +309,7 @@ class ProviderViewRepository:
         Live means online as the registry last said: it alone decides liveness (heartbeat TTL
         and sweep) and announces an ``offline`` event, see docs/decisions.md.
         """
-        pv = ProviderView
-        stmt = sa.select(
-            pv.id,
-            pv.max_concurrent_tasks,
-            pv.price_per_hour,
-            pv.labels,
-            pv.gpus,
-            pv.last_placed_at,
-            pv.cpu_count,
-            pv.memory_mb,
-            pv.docker,
-        ).where(pv.status == "online")
+        stmt = sa.select(*CAPACITY_COLUMNS).where(ProviderView.status == "online")
         return (await self.session.execute(stmt)).all()
 
     async def live_versions(self) -> Sequence[Any]:
@@ -362,16 +365,4 @@ class ProviderViewRepository:
 
     async def all_known(self) -> Sequence[Any]:
         """Every provider the scheduler knows (offline ones too), as plain rows."""
-        pv = ProviderView
-        stmt = sa.select(
-            pv.id,
-            pv.max_concurrent_tasks,
-            pv.price_per_hour,
-            pv.labels,
-            pv.gpus,
-            pv.last_placed_at,
-            pv.cpu_count,
-            pv.memory_mb,
-            pv.docker,
-        )
-        return (await self.session.execute(stmt)).all()
+        return (await self.session.execute(sa.select(*CAPACITY_COLUMNS))).all()

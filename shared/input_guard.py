@@ -167,13 +167,19 @@ class InputGuard:
             except ValueError as exc:  # not UTF-8; an integer of more than 4300 digits
                 await _reject(["body"], f"the body is not valid JSON: {exc}")(scope, receive, send)
                 return
-        sent = False
+        await self.app(scope, replay_body(body, receive), send)
 
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app a body already read whole, then the rest of the
+    connection's messages (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

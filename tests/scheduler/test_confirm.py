@@ -45,6 +45,15 @@ async def go_offline(h: Harness, provider_id: str) -> None:
     await publish(h.js, "providers.events.offline", ev)
 
 
+async def placed_on_p1(h: Harness, owner: str) -> str:
+    """A job placed on p-1 (its task taken, not started), with p-2 where attempt 2 can go."""
+    await h.announce("p-1", RTX, max_concurrent_tasks=2)
+    job_id = await h.submit(owner, 1, max_retries=2)
+    await task_of(h, job_id, 1)
+    await h.announce("p-2", RTX, max_concurrent_tasks=2)
+    return job_id
+
+
 async def test_only_the_current_attempt_on_its_own_provider_may_start(
     scheduler_factory: Any, own_nats: str, mint_token: Callable[..., str]
 ) -> None:
@@ -54,10 +63,7 @@ async def test_only_the_current_attempt_on_its_own_provider_may_start(
         scheduler_factory() as (_, client),
         Harness(own_nats, mint_token, auto_answer=False) as h,
     ):
-        await h.announce("p-1", RTX, max_concurrent_tasks=2)
-        job_id = await h.submit(owner, 1, max_retries=2)
-        await task_of(h, job_id, 1)
-        await h.announce("p-2", RTX, max_concurrent_tasks=2)  # where attempt 2 can go
+        job_id = await placed_on_p1(h, owner)
 
         assert (await ask(h, "p-2", job_id, 1)).start is False  # not placed there
         assert (await ask(h, "p-1", "no-such-job", 1)).start is False
@@ -86,10 +92,7 @@ async def test_a_dispatched_attempt_requeued_before_it_asked_never_hears_yes(
         scheduler_factory() as (_, client),
         Harness(own_nats, mint_token, auto_answer=False) as h,
     ):
-        await h.announce("p-1", RTX, max_concurrent_tasks=2)
-        job_id = await h.submit(owner, 1, max_retries=2)
-        await task_of(h, job_id, 1)
-        await h.announce("p-2", RTX, max_concurrent_tasks=2)
+        job_id = await placed_on_p1(h, owner)
         await go_offline(h, "p-1")
         second = await task_of(h, job_id, 2)
 
