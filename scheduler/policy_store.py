@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler import fairshare, placement, preemption, quotas
 from scheduler.models import AttemptUsage, Job, OwnerPolicy, OwnerUsage, ProviderView
-from scheduler.repository import ACTIVE
+from scheduler.repository import ACTIVE, JobRepository
 from scheduler.settings import SchedulerSettings
 from shared.contracts import JobState
 
@@ -173,19 +173,6 @@ async def gangs_on(session: AsyncSession, provider_id: str) -> list[Job]:
     return list((await session.execute(stmt)).scalars())
 
 
-async def _active(session: AsyncSession) -> Sequence[Any]:
-    stmt = sa.select(
-        Job.id,
-        Job.owner_id,
-        Job.priority,
-        Job.provider_id,
-        Job.gpu_indices,
-        Job.gpu_count,
-        Job.started_at,
-    ).where(Job.state.in_(ACTIVE))
-    return (await session.execute(stmt)).all()
-
-
 @dataclass
 class RoundPolicies:
     """What a placement round consults: order, quota admission, preemption plans."""
@@ -208,7 +195,7 @@ class RoundPolicies:
         active: Sequence[Any] | None = None,
     ) -> RoundPolicies:
         """``active``: the round's rows of active attempts if it read them already (with at
-        least the columns :func:`_active` reads)."""
+        least the columns ``JobRepository.active`` reads)."""
         pol = await policies(session)
         cfg = settings.fairshare({o: p.share for o, p in pol.items()})
         usage = {
@@ -225,7 +212,7 @@ class RoundPolicies:
         use: dict[str, quotas.OwnerUse] = {}
         running: list[preemption.Running] = []
         preempting = settings.preemption != "off"
-        for r in await _active(session) if active is None else active:
+        for r in await JobRepository(session).active() if active is None else active:
             u = use.setdefault(r.owner_id, quotas.OwnerUse())
             u.gpus_in_use += r.gpu_count
             if r.started_at is not None and r.gpu_count:
