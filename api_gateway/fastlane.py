@@ -35,7 +35,7 @@ from api_gateway.submit import IDEMPOTENCY_HEADER, valid_key
 from shared.app import own_state, scope_correlation_id
 from shared.auth import AUTH_ERROR, AUTHENTICATED, Principal
 from shared.errors import DanteError, error_response
-from shared.input_guard import replay_body
+from shared.input_guard import is_json, replay_body
 
 log = structlog.get_logger(__name__)
 
@@ -119,15 +119,6 @@ def _methods(route: APIRoute) -> frozenset[str]:
     return frozenset(route.methods or ())
 
 
-def _is_json(scope: Scope) -> bool:
-    """The media types FastAPI parses a body as JSON for (and ``InputGuard`` checks)."""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            media = value.split(b";", 1)[0].strip().lower()
-            return media == b"application/json" or media.endswith(b"+json")
-    return False
-
-
 def _submittable(scope: Scope, body: bytes) -> tuple[JobSubmission, Principal, str | None] | None:
     """The submission, its caller and key when the route would certainly accept them; None
     when the route must answer (and say why)."""
@@ -135,7 +126,7 @@ def _submittable(scope: Scope, body: bytes) -> tuple[JobSubmission, Principal, s
     principal: Principal | None = state.get(AUTHENTICATED)
     if principal is None or AUTH_ERROR in state or principal.role not in SUBMITTER_ROLES:
         return None
-    if not _is_json(scope):
+    if not is_json(scope):
         return None
     key: str | None = None
     for name, value in scope["headers"]:

@@ -112,7 +112,8 @@ def _reject(loc: list[str | int], msg: str) -> Any:
     )
 
 
-def _is_json(scope: Scope) -> bool:
+def is_json(scope: Scope) -> bool:
+    """The media types FastAPI parses a body as JSON for (and this guard checks)."""
     for name, value in scope["headers"]:
         if name == b"content-type":
             media = value.split(b";", 1)[0].strip().lower()
@@ -136,7 +137,7 @@ class InputGuard:
         except Invalid as exc:
             await _reject(exc.loc, exc.msg)(scope, receive, send)
             return
-        if not _is_json(scope) or scope["path"].startswith(RAW_BODY_PREFIXES):
+        if not is_json(scope) or scope["path"].startswith(RAW_BODY_PREFIXES):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []

@@ -5,8 +5,6 @@ in-process with a one-second TTL, so this takes seconds, not a killed daemon."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -15,40 +13,13 @@ import nats
 import pytest
 import sqlalchemy as sa
 
-from provider_registry.main import create_app
 from provider_registry.service import RegistryService
-from provider_registry.settings import RegistrySettings
 from shared.app import service_state
-from shared.contracts import ProviderEvent
 from shared.db import unit_of_work, utcnow
 from tests.support.asgi import served
+from tests.support.registry import Events, provider, registry_app
 
 BODY = {"name": "host", "gpus": [{"index": 0, "name": "H100", "memory_total_mb": 81920}]}
-
-
-class Events:
-    """Every ``providers.events.*`` message, by provider, as the scheduler would receive them."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, list[ProviderEvent]] = {}
-        self.changed = asyncio.Condition()
-
-    async def on_msg(self, msg: Any) -> None:
-        event = ProviderEvent.model_validate_json(msg.data)
-        async with self.changed:
-            self.seen.setdefault(event.provider_id, []).append(event)
-            self.changed.notify_all()
-
-    async def wait(self, provider_id: str, kind: str, limit: float = 60) -> ProviderEvent:
-        """The first ``kind`` event for the provider; the bound only stops a hung run."""
-
-        def find() -> ProviderEvent | None:
-            return next((e for e in self.seen.get(provider_id, []) if e.kind == kind), None)
-
-        async with asyncio.timeout(limit), self.changed:
-            while not (found := find()):
-                await self.changed.wait()
-            return found
 
 
 @pytest.fixture
@@ -58,18 +29,6 @@ async def events(nats_url: str) -> AsyncIterator[Events]:
     await nc.subscribe("providers.events.*", cb=got.on_msg)
     yield got
     await nc.close()
-
-
-def registry_app(db_url: str, nats_url: str, jwks: Callable[[], Any], **fields: Any) -> Any:
-    settings = RegistrySettings(database_url=db_url, nats_url=nats_url, port=0, **fields)
-    return create_app(settings, jwks=jwks)
-
-
-def provider(mint_token: Callable[..., str]) -> tuple[str, dict[str, str]]:
-    """A new provider id and its daemon's bearer headers."""
-    pid = str(uuid.uuid4())
-    token = mint_token("provider", str(uuid.uuid4()), provider_id=pid)
-    return pid, {"authorization": f"Bearer {token}"}
 
 
 async def test_a_silent_provider_is_swept_offline_and_a_heartbeat_brings_it_back(

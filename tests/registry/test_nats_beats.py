@@ -25,19 +25,17 @@ from provider_daemon.client import GatewayClient
 from provider_daemon.heartbeat import Registration
 from provider_daemon.inventory import Inventory, Nvml
 from provider_daemon.settings import DaemonSettings
-from provider_registry.main import create_app
-from provider_registry.settings import RegistrySettings
 from shared.app import service_state
 from shared.contracts import (
     HEARTBEAT_NOT_REGISTERED,
     HEARTBEAT_OK,
-    ProviderEvent,
     heartbeat_subject,
 )
 from shared.db import unit_of_work
 from shared.nats import CREDS_ENV
 from tests.support.asgi import served
 from tests.support.nats_auth import Connect, daemon_user
+from tests.support.registry import Events, registry_app
 from tests.support.wait import eventually, eventually_async
 
 BODY = {"name": "host", "gpus": [{"index": 0, "name": "H100", "memory_total_mb": 81920}]}
@@ -54,29 +52,11 @@ def service_creds(nats_keys: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CREDS_ENV, str(nats_keys / "service.creds"))
 
 
-class Events:
-    """``providers.events.*`` as the scheduler receives them."""
-
-    def __init__(self) -> None:
-        self.seen: list[ProviderEvent] = []
-
-    async def on_msg(self, msg: Any) -> None:
-        self.seen.append(ProviderEvent.model_validate_json(msg.data))
-
-    def of(self, provider_id: str, kind: str) -> list[ProviderEvent]:
-        return [e for e in self.seen if e.provider_id == provider_id and e.kind == kind]
-
-
 @pytest.fixture
 async def events(services: nats.NATS) -> Events:
     got = Events()
     await services.subscribe("providers.events.*", cb=got.on_msg)
     return got
-
-
-def registry_app(db_url: str, nats_url: str, jwks: Callable[[], Any], **fields: Any) -> Any:
-    settings = RegistrySettings(database_url=db_url, nats_url=nats_url, port=0, **fields)
-    return create_app(settings, jwks=jwks)
 
 
 async def register(client: httpx.AsyncClient, mint_token: Callable[..., str]) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,12 @@ import nats
 import pytest
 import sqlalchemy as sa
 
-from provider_registry.main import create_app
-from provider_registry.settings import RegistrySettings
 from shared.app import service_state
 from shared.contracts import ProviderEvent
 from shared.db import unit_of_work
 from tests.support.asgi import served
 from tests.support.pg_control import ControlledPostgres, controlled_postgres
+from tests.support.registry import provider, registry_app
 from tests.support.servers import (
     RestartableNats,
     asyncpg_url,
@@ -33,17 +31,6 @@ from tests.support.wait import eventually_async
 
 BODY = {"name": "host", "gpus": [{"index": 0, "name": "H100", "memory_total_mb": 81920}]}
 HEARTBEAT = {"gpus": [{"index": 0, "utilization_pct": 5}]}
-
-
-def registry_app(db_url: str, nats_url: str, jwks: Callable[[], Any], **fields: Any) -> Any:
-    settings = RegistrySettings(database_url=db_url, nats_url=nats_url, port=0, **fields)
-    return create_app(settings, jwks=jwks)
-
-
-def provider(mint_token: Callable[..., str]) -> tuple[str, dict[str, str]]:
-    pid = str(uuid.uuid4())
-    token = mint_token("provider", str(uuid.uuid4()), provider_id=pid)
-    return pid, {"authorization": f"Bearer {token}"}
 
 
 async def events_in_stream(nats_url: str, provider_id: str) -> list[ProviderEvent]:

@@ -6,54 +6,18 @@ real nats-server, both dialects."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import nats
 import pytest
 
-from provider_registry.main import create_app
-from provider_registry.settings import RegistrySettings
-from shared.contracts import ProviderEvent
 from tests.support.asgi import served
-
-
-def registry_app(db_url: str, nats_url: str, jwks: Callable[[], Any], **fields: Any) -> Any:
-    settings = RegistrySettings(database_url=db_url, nats_url=nats_url, port=0, **fields)
-    return create_app(settings, jwks=jwks)
-
-
-def provider(mint_token: Callable[..., str]) -> tuple[str, dict[str, str]]:
-    pid = str(uuid.uuid4())
-    token = mint_token("provider", str(uuid.uuid4()), provider_id=pid)
-    return pid, {"authorization": f"Bearer {token}"}
+from tests.support.registry import Events, provider, registry_app
 
 
 def body(model: str) -> dict[str, Any]:
     return {"name": "host", "gpus": [{"index": 0, "name": model, "memory_total_mb": 40960}]}
-
-
-class Events:
-    """Every ``providers.events.*`` message, by provider, in the order received."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, list[ProviderEvent]] = {}
-        self.changed = asyncio.Condition()
-
-    async def on_msg(self, msg: Any) -> None:
-        event = ProviderEvent.model_validate_json(msg.data)
-        async with self.changed:
-            self.seen.setdefault(event.provider_id, []).append(event)
-            self.changed.notify_all()
-
-    async def until(self, provider_id: str, count: int, limit: float = 60) -> list[ProviderEvent]:
-        """The provider's events once ``count`` arrived; the bound only stops a hung run."""
-        async with asyncio.timeout(limit), self.changed:
-            while len(self.seen.get(provider_id, [])) < count:
-                await self.changed.wait()
-            return list(self.seen[provider_id])
 
 
 @pytest.fixture
