@@ -86,7 +86,9 @@ async def test_quota_unhealthy_gpu_and_cordon(
             headers=admin,
         )
         assert r.status_code == 200 and sorted(r.json()["requeued"]) == sorted([first, second])
-        assert (first, 1) in h.cancels and (second, 1) in h.cancels
+        await eventually_async(
+            lambda: (first, 1) in h.cancels and (second, 1) in h.cancels, what="both cancels"
+        )
         again = await job_in(client, me, first, "queued")
         assert again["attempt"] == 2 and again["preemptions"] == 1
         assert (
@@ -135,7 +137,8 @@ async def test_priority_9_preempts_priority_1_which_completes_as_attempt_2(
         assert got["provider_id"] == "p-one" and got["gpu_indices"] == [0]
         victim = await job_in(client, as_alice, low, "queued", "dispatched")
         assert victim["attempt"] == 2 and victim["preemptions"] == 1
-        assert (low, 1) in h.cancels  # the daemon is told to stop attempt 1
+        # the daemon is told to stop attempt 1
+        await eventually_async(lambda: (low, 1) in h.cancels, what="cancel of attempt 1")
         causes = [e["cause"] for e in await events(client, as_alice, low)]
         assert any(c.startswith(f"preempted by job {high}") for c in causes)
         # the preempted attempt's late "failed" (killed) report changes nothing
@@ -198,7 +201,8 @@ async def test_gang_placed_whole_and_requeued_whole(
         await h.report(ranks[1], JobState.FAILED, exit_code=3)
         again = await job_in(client, me, job, "queued", "dispatched")
         assert again["attempt"] == 2
-        assert {(job, 1)} <= set(h.cancels) and h.cancels.count((job, 1)) == 2
+        # every rank is told to stop: one cancel per rank, published after the commit
+        await eventually_async(lambda: h.cancels.count((job, 1)) == 2, what="a cancel per rank")
 
         async def second_attempt() -> list | None:
             got = [t for t in h.tasks if t.job_id == job and t.attempt == 2]
@@ -220,7 +224,8 @@ async def test_gang_placed_whole_and_requeued_whole(
             ProviderEvent(kind="offline", provider_id=lost, status="offline", at=utcnow()),
         )
         third = await job_in(client, me, job, "queued")
-        assert third["attempt"] == 3 and (job, 2) in h.cancels
+        assert third["attempt"] == 3
+        await eventually_async(lambda: (job, 2) in h.cancels, what="cancel of attempt 2")
         causes = [e["cause"] for e in await events(client, me, job)]
         assert any(lost in c and "offline" in c for c in causes)
 
