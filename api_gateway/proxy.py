@@ -42,7 +42,8 @@ IDENTITY_HEADERS = frozenset(
     {"x-user-id", "x-user-role", "x-provider-id", "x-forwarded-user", "x-auth-user", "x-role"}
 )
 # Our own request id replaces the upstream's (the RequestContext middleware adds it).
-_NOT_RETURNED = frozenset(h.encode() for h in (*HOP_BY_HOP, "x-request-id"))
+# The gateway's own server adds ``date`` and ``server``: the upstream's would be a second copy.
+_NOT_RETURNED = frozenset(h.encode() for h in (*HOP_BY_HOP, "x-request-id", "date", "server"))
 # aiohttp's read buffer per connection (it pauses reading at twice this). 1 MiB measured no
 # steady gain over 256 KiB (1.0-1.2 CPU-s per GiB either way) and holds 4x more per open
 # download; 64 KiB roughly halved download MiB/s.
