@@ -62,6 +62,14 @@ class LiveLog:
     complete: bool  # False: chunks were evicted or the daemon cut the live log at its cap
 
 
+def shown(chunk: LogChunk) -> list[str]:
+    """The chunk's lines as a reader sees them: a gang's rank > 0 marks each with its rank
+    (rank 0, and every job that is not a gang, as written)."""
+    if not chunk.rank:
+        return chunk.lines
+    return [f"[rank {chunk.rank}] {line}" for line in chunk.lines]
+
+
 async def live_chunks(js: JetStreamContext, job_id: str) -> int:
     """How many chunks the LOGS stream holds for the job (0: none, or they all expired)."""
     info = await js.stream_info("LOGS", subjects_filter=log_subject(job_id))
@@ -76,7 +84,7 @@ async def read_all(js: JetStreamContext, job_id: str, attempt: int | None = None
     sub = await _subscribe(js, job_id)
     lines: list[str] = []
     chunks, complete = 0, True
-    expected: dict[int, int] = {}  # attempt → the next chunk seq (the daemon counts from 1)
+    expected: dict[tuple[int, int], int] = {}  # (attempt, rank) → the next chunk seq (from 1)
     try:
         for _ in range(count):
             msg = await sub.next_msg(timeout=5)
@@ -84,12 +92,13 @@ async def read_all(js: JetStreamContext, job_id: str, attempt: int | None = None
             if chunk is None or (attempt is not None and chunk.attempt != attempt):
                 continue
             chunks += 1
-            if chunk.seq != expected.get(chunk.attempt, 1):
+            writer = (chunk.attempt, chunk.rank)
+            if chunk.seq != expected.get(writer, 1):
                 complete = False  # the oldest chunks went (per-job bound) or were dropped
-            expected[chunk.attempt] = chunk.seq + 1
+            expected[writer] = chunk.seq + 1
             if any(line.startswith(LOG_TRUNCATED) for line in chunk.lines):
                 complete = False
-            lines.extend(chunk.lines)
+            lines.extend(shown(chunk))
     except TimeoutError:
         log.warning("logs.short_read", job_id=job_id)
         complete = False
@@ -164,6 +173,7 @@ async def follow(
     nothing lost, nothing repeated (as long as the LOGS stream still holds the chunk).
     """
     sub = await _subscribe(js, job_id, after[0] if after else 0)
+    closing = False  # an attempt's end was read and the job has ended
     try:
         while True:
             try:
@@ -181,10 +191,13 @@ async def follow(
                 continue
             seq = msg.metadata.sequence.stream
             skip = after[1] + 1 if after and seq == after[0] else 0
-            for index, line in enumerate(chunk.lines):
+            for index, line in enumerate(shown(chunk)):
                 if index >= skip:
                     yield f"id: {seq}-{index}\ndata: {json.dumps(line)}\n\n"
-            if chunk.eof and (await job_status()) in TERMINAL_STATES:
+            if chunk.eof and not closing:
+                closing = (await job_status()) in TERMINAL_STATES
+            # a gang's other ranks may have written after this rank's end: drain them too
+            if closing and not msg.metadata.num_pending:
                 yield "event: end\ndata: {}\n\n"
                 return
     except asyncio.CancelledError:  # the client went away

@@ -5,7 +5,7 @@ file beside the work dir (``<job>-<attempt>.logspool``, one chunk per line), cou
 again from disk, first by the stream itself (before its next chunk, at most every
 ``SPOOL_RETRY_SECONDS``) and after the job by the daemon's ``log_spool`` loop
 (:func:`resend_spooled`), also after a daemon restart. Every chunk keeps its ``Nats-Msg-Id``
-(job:attempt:seq), so a chunk sent twice is stored once.
+(job:attempt:seq, with the rank for a gang's rank > 0), so a chunk sent twice is stored once.
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ def spool_path(work_root: Path, job_id: str, attempt: int) -> Path:
 
 
 def _chunk_id(chunk: LogChunk) -> str:
-    return f"{chunk.job_id}:{chunk.attempt}:{chunk.seq}"
+    """The chunk's ``Nats-Msg-Id``: a gang's ranks count their chunks apart, so rank > 0 is
+    in the id (else JetStream would drop its chunks as repeats of rank 0's)."""
+    rank = f"r{chunk.rank}:" if chunk.rank else ""
+    return f"{chunk.job_id}:{chunk.attempt}:{rank}{chunk.seq}"
 
 
 async def resend_spool(js: JetStreamContext, path: Path) -> int:
@@ -103,8 +106,10 @@ class LogStream:
         live_max_bytes: int = LIVE_MAX_BYTES,
         spool: Path | None = None,
         busy: set[Path] | None = None,
+        rank: int = 0,
     ) -> None:
         self.js = js
+        self.rank = rank
         self.live_left = live_max_bytes
         self.live_max_bytes = live_max_bytes
         self.attempts = attempts
@@ -158,7 +163,12 @@ class LogStream:
     async def _send(self, lines: list[str], eof: bool = False) -> None:
         self._seq += 1
         chunk = LogChunk(
-            job_id=self.job_id, attempt=self.attempt, seq=self._seq, lines=lines, eof=eof
+            job_id=self.job_id,
+            attempt=self.attempt,
+            seq=self._seq,
+            lines=lines,
+            eof=eof,
+            rank=self.rank,
         )
 
         async def send() -> None:

@@ -228,6 +228,7 @@ class TaskRunner:
     ) -> tuple[Outcome, list[str]]:
         """Inputs in, the executor, outputs and the whole log out."""
         task = entry.task
+        rank = task.gang.rank if task.gang else 0
         (workdir / "outputs").mkdir(parents=True, exist_ok=True)
         async with LogStream(
             self.js,
@@ -239,6 +240,7 @@ class TaskRunner:
             self.settings.log_publish_attempts,
             self.settings.log_live_max_bytes,
             busy=self.spooling,
+            rank=rank,
         ) as stream:
             try:
                 await self.transfers.fetch_inputs(task.inputs, workdir / "inputs")
@@ -253,8 +255,11 @@ class TaskRunner:
                     outcome = await executor.run(task, workdir, stream.line, entry.cancel)
         if entry.draining:  # a drained attempt runs again elsewhere, from scratch
             return outcome, []
+        # A gang's ranks share one log object: rank 0's is archived, the others' lines live
+        # on the LOGS stream only (marked with their rank there).
+        log_upload = task.log_upload if rank == 0 else None
         stored = await self.transfers.store_outputs(
-            task.outputs, workdir / "outputs", task.log_upload, logfile
+            task.outputs, workdir / "outputs", log_upload, logfile
         )
         if stored.errors and outcome.state == JobState.COMPLETED:
             outcome = Outcome(JobState.FAILED, outcome.exit_code, "; ".join(stored.errors))

@@ -409,13 +409,17 @@ LOG_TRUNCATED = "[log truncated"
 
 
 class LogChunk(Message):
-    """``jobs.logs.<job_id>``: consecutive output lines; ``eof`` marks the attempt's end."""
+    """``jobs.logs.<job_id>``: consecutive output lines; ``eof`` marks the attempt's end.
+
+    ``rank``: which rank of a gang wrote them (0 for a job that is not a gang); each rank
+    counts its own ``seq`` from 1."""
 
     job_id: str
     attempt: int
     seq: int
     lines: list[str] = Field(default_factory=list)
     eof: bool = False
+    rank: int = 0
 
 
 class GpuInfo(Message):

@@ -1,7 +1,7 @@
 """Issue 17 end to end on a real local cluster (every service and daemon a real process):
 an unhealthy GPU gets no new work, a 2-node gang runs both ranks with their env and ends with
-one exit code, a priority-9 job preempts a priority-1 job that completes later as attempt 2,
-and killing one rank's daemon requeues the whole gang."""
+one exit code and both ranks' lines in its log, a priority-9 job preempts a priority-1 job
+that completes later as attempt 2, and killing one rank's daemon requeues the whole gang."""
 
 from __future__ import annotations
 
@@ -94,6 +94,14 @@ def test_two_node_gang_runs_both_ranks_with_one_exit_code(policy_cluster: LocalC
     placed = next(e for e in events(gw, auth, job_id) if e["to"] == "dispatched")
     hosts = {c["provider_id"] for c in policy_cluster.providers.values()}
     assert all(h in placed["cause"] for h in hosts)  # one rank on each daemon
+
+    # each rank's output is in the job's log, rank 1's marked as such
+    def both_ranks() -> list[str] | None:
+        r = httpx.get(f"{gw}/api/v1/jobs/{job_id}/logs", headers=auth)
+        return r.text.splitlines() if r.status_code == 200 and "[rank 1]" in r.text else None
+
+    logs = eventually(both_ranks, what="both ranks' lines in the log")
+    assert "rank 0 of 2" in logs and "[rank 1] rank 1 of 2" in logs
 
 
 def test_priority_9_preempts_priority_1_which_completes_as_attempt_2(
