@@ -97,6 +97,9 @@ class TokenVerifier:
 
     An unknown ``kid`` triggers a refetch (a rotated key), but at most once per
     ``refetch_floor`` seconds, so garbage tokens cannot be used to hammer the auth service.
+    The JWKS is also read again once it is ``jwks_max_age`` seconds old, so a key deleted
+    from the auth service (rotated out, or leaked) is refused within that bound, also for
+    tokens already verified and remembered. A failed refetch keeps the keys it has.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class TokenVerifier:
         refetch_floor: float = 10.0,
         fetch_revocations: RevocationFetcher | None = None,
         revocation_poll: float = 5.0,
+        jwks_max_age: float = 60.0,
     ) -> None:
         self._fetch_revocations = fetch_revocations
         self._poll = revocation_poll
@@ -118,11 +122,12 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._floor = refetch_floor
+        self._max_age = jwks_max_age
         self._keys: dict[str, dict[str, Any]] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
-        # token → its verified claims, until the token expires (see ``verify``)
-        self._verified: dict[str, dict[str, Any]] = {}
+        # token → (its verified claims, its key id), until it expires (see ``verify``)
+        self._verified: dict[str, tuple[dict[str, Any], str]] = {}
 
     async def _refresh(self) -> None:
         async with self._lock:
@@ -151,11 +156,14 @@ class TokenVerifier:
         return self._revocations
 
     async def key_for(self, kid: str) -> dict[str, Any] | None:
-        if kid not in self._keys:
+        if kid not in self._keys or self._keys_stale():
             await self._refresh()
         return self._keys.get(kid)
 
-    async def _verify_signature(self, token: str) -> dict[str, Any]:
+    def _keys_stale(self) -> bool:
+        return time.monotonic() - self._fetched_at >= self._max_age
+
+    async def _verify_signature(self, token: str) -> tuple[dict[str, Any], str]:
         try:
             header = jwt.get_unverified_header(token)
         except JOSEError as exc:
@@ -187,21 +195,27 @@ class TokenVerifier:
             raise Unauthorized(f"invalid token: {exc}") from exc
         if claims.get("typ") != "access" or claims.get("role") not in ROLES:
             raise Unauthorized("not an access token")
-        return claims
+        return claims, kid
 
     async def verify(self, token: str) -> Principal:
         """The token's principal. A signature, once verified, is remembered until the token
         expires (at most ``VERIFIED_CACHE`` tokens), so a client's next request costs a dict
-        lookup instead of an RSA verification; expiry and the revocation list are still
-        checked on every call, so a revoked token is refused within the revocation bound."""
-        claims = self._verified.get(token)
-        if claims is None or claims["exp"] <= time.time():
-            if claims is not None:
+        lookup instead of an RSA verification; expiry, the signing key (still in the JWKS)
+        and the revocation list are still checked on every call, so a revoked token is refused
+        within the revocation bound and a deleted key's within ``jwks_max_age``."""
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            if self._keys_stale():
+                await self._refresh()
+            if remembered[0]["exp"] <= time.time() or remembered[1] not in self._keys:
                 self._verified.pop(token, None)
-            claims = await self._verify_signature(token)
+                remembered = None
+        if remembered is None:
+            remembered = await self._verify_signature(token)
             if len(self._verified) >= VERIFIED_CACHE:
                 self._verified.pop(next(iter(self._verified)))  # the oldest entry
-            self._verified[token] = claims
+            self._verified[token] = remembered
+        claims = remembered[0]
         if (await self.revocations()).refuses(claims):
             raise Unauthorized("token revoked: log in again", code="token_revoked")
         return Principal(

@@ -207,3 +207,43 @@ async def test_a_remembered_token_is_refused_once_it_expires(
     await asyncio.sleep(max(0.0, now + 2.1 - time.time()))
     with pytest.raises(Unauthorized):
         await verifier.verify(token)
+
+
+async def test_a_key_deleted_from_the_jwks_is_refused_also_for_remembered_tokens(
+    tmp_path: Any,
+) -> None:
+    """A key taken out of the auth service (rotated out, or leaked) stops verifying once the
+    JWKS is read again, also for a token already verified and remembered."""
+    from auth_service.keys import KeyRing, generate_key
+
+    ring = KeyRing(tmp_path)  # one key of its own
+    old = ring.active
+    published = {"keys": [old.public_jwk]}
+    fetches = 0
+
+    async def jwks() -> dict[str, Any]:
+        nonlocal fetches
+        fetches += 1
+        return published
+
+    # every verification finds the JWKS due for a re-read (max age 0, no floor)
+    verifier = _verifier(jwks, jwks_max_age=0, refetch_floor=0)
+    token = ring.sign(_claims())
+    assert (await verifier.verify(token)).user_id == "user-1"
+    assert (await verifier.verify(token)).user_id == "user-1"  # remembered, key still there
+    generate_key(tmp_path)
+    ring = KeyRing(tmp_path)  # rotated: a new active key, then the old one deleted
+    published = {"keys": [ring.active.public_jwk]}
+    with pytest.raises(Unauthorized, match="unknown signing key"):
+        await verifier.verify(token)
+    assert (await verifier.verify(ring.sign(_claims()))).user_id == "user-1"
+    assert fetches >= 4
+
+    # with the default max age, a remembered token costs no fetch at all
+    steady = _verifier(jwks)
+    fresh = ring.sign(_claims(jti="j2"))
+    await steady.verify(fresh)
+    before = fetches
+    for _ in range(3):
+        await steady.verify(fresh)
+    assert fetches == before
