@@ -21,7 +21,7 @@ from provider_daemon.health import health_app, health_server
 from provider_daemon.heartbeat import STARTUP, Registration, refused
 from provider_daemon.inventory import Nvml, collect
 from provider_daemon.jobio import Transfers
-from provider_daemon.orphans import ProcessGroups
+from provider_daemon.orphans import Containers, ProcessGroups
 from provider_daemon.renewal import renew_nats_jwt
 from provider_daemon.reporting import Reporter
 from provider_daemon.settings import DaemonSettings
@@ -36,8 +36,10 @@ from shared.nats_auth import KeyPair
 log = structlog.get_logger(__name__)
 
 
-def executors(s: DaemonSettings, groups: ProcessGroups | None = None) -> dict[str, Executor]:
-    docker = DockerExecutor(s.docker_url, s.docker_pull_timeout_seconds, s.docker_pull)
+def executors(
+    s: DaemonSettings, groups: ProcessGroups | None = None, containers: Containers | None = None
+) -> dict[str, Executor]:
+    docker = DockerExecutor(s.docker_url, s.docker_pull_timeout_seconds, s.docker_pull, containers)
     return {"script": ProcessExecutor(groups), "container": docker}
 
 
@@ -52,6 +54,7 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
     # jobs a previous run left running (killed with it) go before any task is taken
     groups = ProcessGroups(s.state_dir / "process-groups.json")
     groups.reap()
+    containers = Containers(s.state_dir / "containers.json")
     nvml = nvml or Nvml()
     async with (
         httpx.AsyncClient(timeout=10) as http,
@@ -64,6 +67,8 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
         inventory.docker = docker_problem is None
         if docker_problem is not None:
             log.info("daemon.no_docker", reason=docker_problem)
+        else:  # what a previous run left goes before any task is taken; no engine: next start
+            await containers.reap(s.docker_url)
         # Registration lists the attempts whose final status a previous run still owes, so the
         # scheduler waits for those reports instead of requeueing the attempts.
         registration = Registration(
@@ -93,7 +98,7 @@ async def run(settings: DaemonSettings, stop: asyncio.Event, nvml: Nvml | None =
             reporter = Reporter(js, unreported)
             gate = StartGate(nc, s.start_request_timeout_seconds) if s.ask_before_start else None
             runner = TaskRunner(
-                s, js, Transfers(io_http), executors(s, groups), fence, reporter, gate
+                s, js, Transfers(io_http), executors(s, groups, containers), fence, reporter, gate
             )
             registration.held = runner.held
             # beats over NATS only as a NATS user of this provider's own: on a server without

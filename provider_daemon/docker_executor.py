@@ -24,6 +24,7 @@ from provider_daemon.executor import (
     job_env,
     supervise,
 )
+from provider_daemon.orphans import Containers
 from shared.contracts import ContainerParams, JobState, TaskDispatch
 
 log = structlog.get_logger(__name__)
@@ -110,11 +111,18 @@ async def engine_problem(url: str | None, within: float = 5.0) -> str | None:
 
 class DockerExecutor:
     def __init__(
-        self, url: str | None = None, pull_timeout: float = 600.0, pull: str = "missing"
+        self,
+        url: str | None = None,
+        pull_timeout: float = 600.0,
+        pull: str = "missing",
+        containers: Containers | None = None,
     ) -> None:
         self.url = url
         self.pull_timeout = pull_timeout
         self.pull = pull  # "missing": pull only absent images; "always": refresh every time
+        # the containers running now, on disk: a restarted daemon removes what a killed one
+        # left (provider_daemon/orphans.py)
+        self.containers = containers
 
     async def _ensure_image(self, docker: Any, image: str) -> None:
         from aiodocker.exceptions import DockerError
@@ -159,6 +167,8 @@ class DockerExecutor:
                 container = await docker.containers.create(config, name=name)
             except DockerError as exc:
                 return Outcome(JobState.FAILED, None, f"could not create: {exc.message}")
+            if self.containers is not None:
+                self.containers.add(container.id, task.job_id, task.attempt)
             try:
                 return await self._supervise(task, container, sink, cancel)
             except DockerError as exc:
@@ -166,6 +176,8 @@ class DockerExecutor:
             finally:
                 with contextlib.suppress(Exception):
                     await container.delete(force=True)
+                    if self.containers is not None:
+                        self.containers.remove(container.id)
                 log.info("task.container_removed", container=name)
 
     async def _supervise(

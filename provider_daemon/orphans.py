@@ -8,6 +8,10 @@ left, before it takes any task.
 
 A group is killed only if it is still this job's: same boot, and a member whose environment
 says ``DANTE_JOB_ID=<job>`` (a recycled process group id is someone else's and left alone).
+
+Container jobs outlive the daemon the same way (the engine runs them): their container ids are
+kept on disk too, and a starting daemon whose engine answers removes the ones a previous run
+left (``Containers``).
 """
 
 from __future__ import annotations
@@ -48,33 +52,49 @@ def _members(pgid: int, job_id: str) -> list[int]:
 
 
 @dataclass
-class ProcessGroups:
-    """``{pgid: {"job_id", "attempt", "boot"}}`` of the jobs running now, in one small JSON file
-    rewritten (aside, then renamed) on every start and end of a job."""
+class _Ledger:
+    """What runs now, keyed by what would be left behind, in one small JSON file rewritten
+    (aside, then renamed) on every start and end of a job."""
 
     path: Path
-    groups: dict[int, dict[str, object]] = field(default_factory=dict)
+    entries: dict[str, dict[str, object]] = field(default_factory=dict)
 
-    def add(self, pgid: int, job_id: str, attempt: int) -> None:
-        self.groups[pgid] = {"job_id": job_id, "attempt": attempt, "boot": boot_id()}
+    def _put(self, key: str, entry: dict[str, object]) -> None:
+        self.entries[key] = entry
         self._save()
 
-    def remove(self, pgid: int) -> None:
-        if self.groups.pop(pgid, None) is not None:
+    def _drop(self, key: str) -> None:
+        if self.entries.pop(key, None) is not None:
             self._save()
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({str(k): v for k, v in self.groups.items()}))
+        tmp.write_text(json.dumps(self.entries))
         tmp.replace(self.path)
 
-    def reap(self) -> int:
-        """Kill what a previous run of the daemon left running; returns the groups killed."""
+    def _left(self) -> dict[str, dict[str, object]]:
+        """What a previous run of the daemon wrote (nothing if the file is gone or torn)."""
         try:
             left = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            left = {}
+            return {}
+        return left if isinstance(left, dict) else {}
+
+
+@dataclass
+class ProcessGroups(_Ledger):
+    """``{pgid: {"job_id", "attempt", "boot"}}`` of the script jobs running now."""
+
+    def add(self, pgid: int, job_id: str, attempt: int) -> None:
+        self._put(str(pgid), {"job_id": job_id, "attempt": attempt, "boot": boot_id()})
+
+    def remove(self, pgid: int) -> None:
+        self._drop(str(pgid))
+
+    def reap(self) -> int:
+        """Kill what a previous run of the daemon left running; returns the groups killed."""
+        left = self._left()
         killed = 0
         boot = boot_id()
         for pgid_text, entry in left.items():
@@ -94,6 +114,50 @@ class ProcessGroups:
                     pgid=pgid,
                     processes=len(members),
                 )
-        self.groups.clear()
+        self.entries.clear()
         self._save()
         return killed
+
+
+@dataclass
+class Containers(_Ledger):
+    """``{container id: {"job_id", "attempt"}}`` of the container jobs running now: written
+    once the engine has created the container, before it starts."""
+
+    def add(self, container_id: str, job_id: str, attempt: int) -> None:
+        self._put(container_id, {"job_id": job_id, "attempt": attempt})
+
+    def remove(self, container_id: str) -> None:
+        self._drop(container_id)
+
+    async def reap(self, url: str | None) -> int:
+        """Remove (force: killed first) each container a previous run left, through the engine
+        at ``url``; returns how many were removed. Call it only when the engine answers: what
+        could not be asked about stays in the file for the next start."""
+        import aiodocker
+        from aiodocker.exceptions import DockerError
+
+        left = self._left()
+        if not left:
+            return 0
+        removed = 0
+        kept: dict[str, dict[str, object]] = {}
+        async with aiodocker.Docker(url=url) as docker:
+            for cid, entry in left.items():
+                try:
+                    await docker.containers.container(cid).delete(force=True)
+                except DockerError as exc:
+                    if exc.status != 404:  # 404: it ended and was removed meanwhile
+                        kept[cid] = entry
+                        log.error("orphan.container_not_removed", container=cid, error=str(exc))
+                    continue
+                removed += 1
+                log.warning(
+                    "orphan.container_removed",
+                    job_id=entry.get("job_id"),
+                    attempt=entry.get("attempt"),
+                    container=cid,
+                )
+        self.entries = kept
+        self._save()
+        return removed

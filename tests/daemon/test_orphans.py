@@ -1,21 +1,26 @@
 """A job left running by a daemon killed with SIGKILL is killed by the daemon's next start
 (issue 19, ``provider_daemon/orphans.py``), before it takes any task; a process group that is
-not that job's is left alone. Real daemon processes, real job processes."""
+not that job's is left alone; a container job's container is removed through the engine. Real
+daemon processes, real job processes; the Docker engine is the fake of tests/support (none can
+run on these machines)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from provider_daemon.orphans import ProcessGroups
+from provider_daemon.orphans import Containers, ProcessGroups
 from tests.support.accounts import provider_key
 from tests.support.daemons import Bus, DaemonFactory, alive, group_members
+from tests.support.fake_engine import FakeEngine, Script, serve_engine
 from tests.support.wait import eventually, eventually_async
 
 pytestmark = pytest.mark.e2e
@@ -63,3 +68,48 @@ def test_a_group_that_is_not_the_jobs_is_left_alone(tmp_path: Path) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.fixture
+async def engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FakeEngine]:
+    sock = tmp_path_factory.mktemp("eng") / "d.sock"  # unix socket paths: 108 bytes at most
+    async with serve_engine(sock) as e:
+        yield e
+
+
+async def test_a_restarted_daemon_removes_the_container_its_killed_run_left(
+    daemons: DaemonFactory, bus: Bus, engine: FakeEngine
+) -> None:
+    engine.script = Script(output=[(1, "training\n")], runs_until_killed=True)
+    creds = provider_key(daemons.cluster.gateway_url)
+    # started off the event loop: the engine answers on this loop
+    d = await asyncio.to_thread(daemons.start, creds, docker_url=engine.url)
+    spec = {"type": "container", "params": {"docker_image": "busybox:1"}}
+    task = await bus.dispatch(d.provider_id, "", type="container", spec=spec)
+    await bus.state(task.job_id, "running")
+    await asyncio.wait_for(engine.started.wait(), 30)
+    (cid,) = list(engine.containers)
+    recorded = json.loads((d.state_dir / "containers.json").read_text())
+    assert recorded[cid]["job_id"] == task.job_id
+
+    d.popen.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(d.popen.wait)
+    assert not engine.containers[cid].removed  # the engine still runs it
+
+    again = await asyncio.to_thread(
+        daemons.start, creds, state_dir=d.state_dir, docker_url=engine.url
+    )
+    removed = await again.await_event("orphan.container_removed", job_id=task.job_id)
+    assert removed["container"] == cid
+    assert engine.containers[cid].removed and engine.containers[cid].exited.is_set()
+    assert json.loads((d.state_dir / "containers.json").read_text()) == {}
+
+
+async def test_a_container_the_engine_no_longer_has_is_forgotten(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "containers.json"
+    Containers(path).add("gone-already", "some-job", 1)
+    assert await Containers(path).reap(engine.url) == 0
+    assert engine.calls("DELETE", "/containers/gone-already")  # asked, 404: forgotten
+    assert json.loads(path.read_text()) == {}

@@ -156,7 +156,9 @@ class FakeEngine:
 
         @app.delete("/{v}/containers/{cid}")
         async def remove(v: str, cid: str, force: bool = False) -> Response:
-            c = self.containers[cid]
+            c = self.containers.get(cid)
+            if c is None or c.removed:
+                return JSONResponse({"message": f"No such container: {cid}"}, status_code=404)
             c.removed = True
             c.exited.set()
             return Response(status_code=204)
