@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
@@ -10,6 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from provider_registry.models import GPU_NAMES_SEP, Gpu, Provider
 
 GPUS = cast(sa.Table, Gpu.__table__)
+
+
+def _json_as_text(columns: Iterable[sa.ColumnElement[Any]]) -> list[sa.ColumnElement[Any]]:
+    """The columns, a JSON one read as its text under its own name (see :func:`_dicts`)."""
+    return [sa.cast(c, sa.Text).label(c.key) if isinstance(c.type, sa.JSON) else c for c in columns]
 
 
 def _gpus_of_pg() -> sa.Select[Any]:
@@ -28,7 +35,7 @@ def _gpus_of_pg() -> sa.Select[Any]:
         .lateral("each_gpu")
     )
     return (
-        sa.select(each)
+        sa.select(*_json_as_text(each.c))
         .select_from(page.join(each, sa.true()))
         .order_by(each.c.provider_id, each.c.index)
     )
@@ -37,6 +44,8 @@ def _gpus_of_pg() -> sa.Select[Any]:
 _GPUS_OF_PG = _gpus_of_pg()
 SHOWN = [c for c in Provider.__table__.columns if c.key not in ("gpu_names", "gpu_max_vram_mb")]
 """A provider's columns as the API shows them (the GPU summary is the search's alone)."""
+JSON_SHOWN = tuple(c.key for c in SHOWN if isinstance(c.type, sa.JSON))
+JSON_GPU = tuple(c.key for c in GPUS.c if isinstance(c.type, sa.JSON))
 
 
 class ProviderRepository:
@@ -84,13 +93,13 @@ class ProviderRepository:
                 )
             )
         stmt = stmt.order_by(Provider.registered_at, Provider.id).limit(limit + 1).offset(offset)
-        stmt = stmt.with_only_columns(*SHOWN)
-        rows = await _dicts(self.session, stmt)
+        stmt = stmt.with_only_columns(*_json_as_text(SHOWN))
+        rows = await _dicts(self.session, stmt, JSON_SHOWN)
         more = len(rows) > limit
         page = rows[:limit]
         by_id: dict[str, list[dict[str, Any]]] = {r["id"]: [] for r in page}
         if by_id:
-            for g in await _dicts(self.session, self._gpus_of(list(by_id))):
+            for g in await _dicts(self.session, self._gpus_of(list(by_id)), JSON_GPU):
                 by_id[g["provider_id"]].append(g)
         for r in page:
             r["gpus"] = by_id[r["id"]]
@@ -104,7 +113,7 @@ class ProviderRepository:
         if self.session.get_bind().dialect.name == "postgresql":
             return _GPUS_OF_PG.params(ids=provider_ids)
         return (
-            sa.select(GPUS)
+            sa.select(*_json_as_text(GPUS.c))
             .where(GPUS.c.provider_id.in_(provider_ids))
             .order_by(GPUS.c.provider_id, GPUS.c.index)
         )
@@ -150,11 +159,20 @@ class ProviderRepository:
         return list((await self.session.execute(stmt)).scalars())
 
 
-async def _dicts(session: AsyncSession, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
-    """Rows as dicts, the keys read once (``Row._mapping`` builds a key view per row)."""
+async def _dicts(
+    session: AsyncSession, stmt: sa.Select[Any], json_keys: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Rows as dicts, the keys read once (``Row._mapping`` builds a key view per row); the
+    ``json_keys`` columns, read as text, decoded with one ``json.loads`` over all rows instead
+    of one per value (a page's 400 GPU rows spent ~1 ms in per-value decoding)."""
     result = await session.execute(stmt)
     keys = list(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result]
+    rows = [dict(zip(keys, row, strict=True)) for row in result]
+    for key in json_keys:
+        texts = ("null" if r[key] is None else r[key] for r in rows)
+        for r, value in zip(rows, json.loads("[" + ",".join(texts) + "]"), strict=True):
+            r[key] = value
+    return rows
 
 
 def _like_escaped(text: str) -> str:
