@@ -803,13 +803,13 @@ async def cluster_idle(cluster: Any, quiet: float = 0.05, limit: float = 600) ->
     pids = [p.popen.pid for p in cluster.procs]
     t0 = time.perf_counter()
     last = sum(cpu_seconds(pid) for pid in pids)
-    while time.perf_counter() - t0 < limit:
+    idle = False
+    while not idle and time.perf_counter() - t0 < limit:
         await asyncio.sleep(1)
         now = sum(cpu_seconds(pid) for pid in pids)
-        if now - last < quiet:
-            break
-        last = now
-    print(f"    cluster idle after {time.perf_counter() - t0:.1f} s", flush=True)
+        idle, last = now - last < quiet, now
+    waited = time.perf_counter() - t0
+    print(f"    cluster {'idle' if idle else 'STILL BUSY'} after {waited:.1f} s", flush=True)
 
 
 async def nats_beat_load(
