@@ -27,9 +27,11 @@ Phases and their baselines:
 * ``registry``: heartbeats/s absorbed from N simulated providers through the gateway (HTTP,
   baseline: bare endpoint) and as NATS requests (committed and answered by the registry,
   baseline: pipelined JetStream publish), each also per core-second of the processes that
-  serve it; ``GET /api/v1/providers`` search p99 at M providers — baseline: bare endpoint;
-* ``reads``: ``GET /api/v1/jobs/{id}`` and a filtered list p99 with K jobs stored — baseline:
-  bare endpoint p99.
+  serve it; ``GET /api/v1/providers`` search p50/p99 at M providers, once the cluster is idle
+  again after the heartbeats (the scheduler applies their provider events for a while) —
+  baseline: bare endpoint;
+* ``reads``: ``GET /api/v1/jobs/{id}`` and a filtered list p50/p99 with K jobs stored, once
+  the cluster is idle after their bulk insert — baseline: bare endpoint p99.
 
 Prints a table and one JSON line (``JSON {...}``). Not part of ``make test``.
 """
@@ -833,17 +835,51 @@ async def measure_registry(
         "bare FastAPI per core-second",
     )
     await measure_nats_beats(cluster, [pid for pid, _ in tokens[:hb_n]], hb_body, sizes, res, tag)
+    await measure_search(cluster, gw, token, sizes, res, tag, n_search)
+
+
+async def measure_search(
+    cluster: Any, gw: int, token: str, sizes: Sizes, res: Result, tag: str, n_search: int
+) -> None:
+    """``GET /api/v1/providers?gpu_model=*H100*&limit=50`` one request at a time, once the
+    cluster has absorbed the heartbeat phase (see :func:`cluster_idle`), with the registry's
+    and the gateway's CPU per search."""
+    await cluster_idle(cluster)
+    reg_pid, gw_pid = cluster.process("registry").pid, cluster.process("gateway").pid
+    search = request("GET", "/api/v1/providers?gpu_model=*H100*&limit=50", token)
+    await http_load(gw, lambda i: search, 50, 1)  # warm-up
+    cpu0 = cpu_seconds(reg_pid), cpu_seconds(gw_pid)
     with (
-        profiled(cluster.process("registry").pid, f"registry-search-{dialect}"),
-        profiled(cluster.process("gateway").pid, f"gateway-search-{dialect}"),
+        profiled(reg_pid, f"registry-search-{tag}"),
+        profiled(gw_pid, f"gateway-search-{tag}"),
     ):
-        p50, p99 = await sequential_p99(
-            gw,
-            lambda i: request("GET", "/api/v1/providers?gpu_model=*H100*&limit=50", token),
-            sizes.reads,
-        )
-    print(f"    provider search p50 {p50:.1f} ms", flush=True)
+        p50, p99 = await sequential_p99(gw, lambda i: search, sizes.reads)
+    reg_cpu, gw_cpu = cpu_seconds(reg_pid) - cpu0[0], cpu_seconds(gw_pid) - cpu0[1]
+    print(
+        f"    provider search p50 {p50:.1f} ms; CPU per search: registry "
+        f"{1000 * reg_cpu / sizes.reads:.2f} ms, gateway {1000 * gw_cpu / sizes.reads:.2f} ms",
+        flush=True,
+    )
+    res.add(f"provider search p50 ({tag}, {n_search})", "ms", p50)
     res.add(f"provider search p99 ({tag}, {n_search})", "ms", p99, "bare GET p99", None)
+
+
+async def cluster_idle(cluster: Any, quiet: float = 0.05, limit: float = 600) -> None:
+    """Wait until every process of the cluster has gone quiet: less than ``quiet`` CPU
+    seconds in all over one second, so what a phase left behind (the scheduler still applying
+    the heartbeat phase's provider events, the registry's outbox, a bulk insert's writes) is
+    done before a latency is measured. The cluster is idle, not emptied: the data stays, and
+    each request still does all its work. How long it took is printed."""
+    pids = [p.popen.pid for p in cluster.procs]
+    t0 = time.perf_counter()
+    last = sum(cpu_seconds(pid) for pid in pids)
+    idle = False
+    while not idle and time.perf_counter() - t0 < limit:
+        await asyncio.sleep(1)
+        now = sum(cpu_seconds(pid) for pid in pids)
+        idle, last = now - last < quiet, now
+    waited = time.perf_counter() - t0
+    print(f"    cluster {'idle' if idle else 'STILL BUSY'} after {waited:.1f} s", flush=True)
 
 
 async def nats_beat_load(
@@ -997,14 +1033,26 @@ async def measure_reads(
                 if attempt == 4:
                     raise
     await engine.dispose()
-    _, p99 = await sequential_p99(
-        gw, lambda i: request("GET", f"/api/v1/jobs/{ids[i % len(ids)]}", token), sizes.reads
-    )
-    res.add(f"job get p99 ({tag}, {total})", "ms", p99, "bare GET p99", None)
-    _, p99 = await sequential_p99(
-        gw, lambda i: request("GET", "/api/v1/jobs?state=failed&limit=20", token), sizes.reads
-    )
-    res.add(f"filtered list p99 ({tag}, {total})", "ms", p99, "bare GET p99", None)
+    await cluster_idle(cluster)
+    sched_pid, gw_pid = cluster.process("scheduler").pid, cluster.process("gateway").pid
+    reads = {
+        "job get": lambda i: request("GET", f"/api/v1/jobs/{ids[i % len(ids)]}", token),
+        "filtered list": lambda i: request("GET", "/api/v1/jobs?state=failed&limit=20", token),
+    }
+    for what, make in reads.items():
+        await http_load(gw, make, 50, 1)  # warm-up
+        cpu0 = cpu_seconds(sched_pid), cpu_seconds(gw_pid)
+        with profiled(sched_pid, f"scheduler-{what.replace(' ', '-')}-{tag}"):
+            p50, p99 = await sequential_p99(gw, make, sizes.reads)
+        sched_cpu, gw_cpu = cpu_seconds(sched_pid) - cpu0[0], cpu_seconds(gw_pid) - cpu0[1]
+        print(
+            f"    {what} p50 {p50:.1f} ms; CPU per read: scheduler "
+            f"{1000 * sched_cpu / sizes.reads:.2f} ms, "
+            f"gateway {1000 * gw_cpu / sizes.reads:.2f} ms",
+            flush=True,
+        )
+        res.add(f"{what} p50 ({tag}, {total})", "ms", p50)
+        res.add(f"{what} p99 ({tag}, {total})", "ms", p99, "bare GET p99", None)
 
 
 # --- main -------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +39,12 @@ class Provider(RegistryBase):
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # The GPUs as the search filters them, on the provider's own row (issue 12): a page of the
+    # search is then read along ix_providers_registered alone, each row tested as it comes,
+    # instead of probing (or joining) the gpus table per provider. Written with the GPU rows
+    # at (re-)registration, the only place a GPU's name or memory changes (gpu_summary).
+    gpu_names: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
+    gpu_max_vram_mb: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
     gpus: Mapped[list[Gpu]] = relationship(
         back_populates="provider",
@@ -45,6 +52,22 @@ class Provider(RegistryBase):
         order_by="Gpu.index",
         lazy="selectin",
     )
+
+
+GPU_NAMES_SEP = "\n"
+"""Between (and around) the names in ``Provider.gpu_names``; no GPU name holds a control
+character (``ONE_LINE``), so a name is always whole between two of them."""
+
+
+def gpu_summary(gpus: Iterable[tuple[str, int]]) -> tuple[str, int]:
+    """``(gpu_names, gpu_max_vram_mb)`` for a provider's GPUs given as (name, memory MiB):
+    each distinct name lower-cased, sorted, one per line with a newline before the first and
+    after the last (``""`` without GPUs); and the largest memory (0 without GPUs)."""
+    gpus = list(gpus)
+    if not gpus:
+        return "", 0
+    names = sorted({name.lower() for name, _ in gpus})
+    return GPU_NAMES_SEP + GPU_NAMES_SEP.join(names) + GPU_NAMES_SEP, max(m for _, m in gpus)
 
 
 class Gpu(RegistryBase):

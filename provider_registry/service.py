@@ -10,7 +10,7 @@ import structlog
 
 from provider_registry import metrics
 from provider_registry.beats import Announcer, BeatResult, absorb, event_of, outbox_row
-from provider_registry.models import Gpu, Provider, ProviderEventOutbox
+from provider_registry.models import Gpu, Provider, ProviderEventOutbox, gpu_summary
 from provider_registry.repository import ProviderRepository
 from provider_registry.schemas import AttemptIn, HeartbeatIn, ProviderIn, ProviderStatus
 from shared.auth import Principal
@@ -124,6 +124,9 @@ class RegistryService:
         provider.last_heartbeat_at = now
         provider.updated_at = now
         _sync_gpus(provider, data)
+        provider.gpu_names, provider.gpu_max_vram_mb = gpu_summary(
+            (g.name, g.memory_total_mb) for g in data.gpus
+        )
         if created:
             await self.providers.add(provider)
         await self.uow.session.flush()
