@@ -305,8 +305,7 @@ class RoundPolicies:
             victims.append(row)
         for row, v in zip(victims, plan.victims, strict=True):
             await svc.preempt(row, by)
-            cap.running_tasks -= 1
-            cap.used_indices.difference_update(v.gpu_indices)
+            placement.release(cap, v.gpu_indices)
             self.running.remove(v)
             self.use.setdefault(row.owner_id, quotas.OwnerUse()).gpus_in_use -= row.gpu_count
         return True
