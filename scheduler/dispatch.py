@@ -102,6 +102,7 @@ class HardwareCache:
 
     def __init__(self) -> None:
         self._static: dict[str, tuple[int, placement.Capacity]] = {}
+        self.fits = placement.StaticFits()  # each host's fit per demand shape, between rounds
         # job id → its validated spec (a spec never changes): a job waiting through many
         # rounds is validated once, not once per round
         self._specs: dict[str, JobSpec] = {}
@@ -140,8 +141,10 @@ class HardwareCache:
         await self._refresh(svc, rows)
         if len(self._static) > len(rows):
             ids = {r.id for r in rows}
-            for pid in [p for p in self._static if p not in ids]:
+            gone = [p for p in self._static if p not in ids]
+            for pid in gone:
                 del self._static[pid]
+            self.fits.forget(gone)
         return [self._static[r.id][1] for r in rows if r.id in self._static]
 
     async def live(self, svc: SchedulerService) -> dict[str, placement.Capacity]:
@@ -256,7 +259,8 @@ class Placer:
         placed on to ``used``; returns how many were placed."""
         svc = self.svc
         known: list[placement.Capacity] | None = None
-        matcher = placement.Matcher(list(caps.values()))
+        fits = self.hardware.fits if self.hardware is not None else None
+        matcher = placement.Matcher(list(caps.values()), fits)
         placed = 0
         # Shapes that found no host this round, and why: capacity only shrinks within a
         # round, so a later job of the same shape cannot fit either (no O(hosts) scan each).

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
+from heapq import heapify, heappop, heappush, heapreplace
 from typing import Any
 
 
@@ -125,6 +126,61 @@ def shape_of(demand: Demand) -> tuple:
     )
 
 
+class StaticFits:
+    """Which of a host's GPUs could ever serve each demand shape (``_static_fit``, healthy
+    ones), kept between rounds: a placement round builds fresh capacities each time, but
+    their hardware (GPU list, labels, price, CPUs, memory, Docker) is the same objects and
+    values while the host's row does not change (``dispatch.HardwareCache``). Recomputing it
+    for 1,000 hosts x each shape every round was ~10 % of a burst's placement CPU (issue 12).
+    An entry is used only while the host's GPU list and labels are the very objects it was
+    computed from and its price, CPUs, memory and Docker are equal."""
+
+    MAX_SHAPES = 256
+
+    def __init__(self) -> None:
+        self._by_shape: dict[tuple, dict[str, tuple[Any, ...]]] = {}
+
+    def healthy_fit(self, cap: Capacity, demand: Demand, shape: tuple) -> list[GpuSlot] | None:
+        per = self._by_shape.get(shape)
+        if per is None:
+            if len(self._by_shape) >= self.MAX_SHAPES:
+                self._by_shape.clear()
+            per = self._by_shape[shape] = {}
+        stamp = (cap.price_per_hour, cap.cpu_count, cap.memory_mb, cap.docker)
+        got = per.get(cap.provider_id)
+        if got is not None and got[0] is cap.gpus and got[1] is cap.labels and got[2] == stamp:
+            return got[3]
+        fitting = _static_fit(cap, demand)
+        healthy = None if fitting is None else [g for g in fitting if g.healthy]
+        per[cap.provider_id] = (cap.gpus, cap.labels, stamp, healthy)
+        return healthy
+
+    def forget(self, provider_ids: Iterable[str]) -> None:
+        for per in self._by_shape.values():
+            for pid in provider_ids:
+                per.pop(pid, None)
+
+
+def _key(cap: Capacity) -> tuple:
+    """A host's score within its free-GPU bucket (the rest of ``Matcher.choose``'s order)."""
+    lru = cap.last_placed_at.timestamp() if cap.last_placed_at else 0.0
+    return (cap.max_tasks - cap.running_tasks - 1, cap.price_per_hour, lru, cap.provider_id)
+
+
+class _Bucket:
+    """The hosts with one number of free GPUs: by id, and a heap of their scores."""
+
+    __slots__ = ("heap", "members")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple] = []
+        self.members: dict[str, tuple[Capacity, list[GpuSlot]]] = {}
+
+    def add(self, cap: Capacity, healthy: list[GpuSlot]) -> None:
+        self.members[cap.provider_id] = (cap, healthy)
+        self.heap.append(_key(cap))
+
+
 class _Misfiled(Exception):
     """A host's used GPUs changed without :func:`allocate` / :func:`release`."""
 
@@ -147,11 +203,12 @@ class Matcher:
     matcher file every host again before it answers.
     """
 
-    def __init__(self, capacities: list[Capacity]) -> None:
+    def __init__(self, capacities: list[Capacity], fits: StaticFits | None = None) -> None:
         self.capacities = capacities
+        self.fits = fits  # kept between rounds by the caller, or None
         self._static: dict[tuple, list[tuple[Capacity, list[GpuSlot]]]] = {}
         # shape -> free GPUs -> provider id -> (capacity, its healthy fitting GPUs)
-        self._buckets: dict[tuple, dict[int, dict[str, tuple[Capacity, list[GpuSlot]]]]] = {}
+        self._buckets: dict[tuple, dict[int, _Bucket]] = {}
         self._keys: dict[tuple, list[int]] = {}  # each shape's bucket keys, ascending
         self._free: dict[str, int] = {}  # the bucket each host is filed under
 
@@ -160,10 +217,16 @@ class Matcher:
         found = self._static.get(key)
         if found is None:
             found = []
-            for cap in self.capacities:
-                fitting = _static_fit(cap, demand)
-                if fitting is not None:
-                    found.append((cap, [g for g in fitting if g.healthy]))
+            if self.fits is not None:
+                for cap in self.capacities:
+                    healthy = self.fits.healthy_fit(cap, demand, key)
+                    if healthy is not None:
+                        found.append((cap, healthy))
+            else:
+                for cap in self.capacities:
+                    fitting = _static_fit(cap, demand)
+                    if fitting is not None:
+                        found.append((cap, [g for g in fitting if g.healthy]))
             self._static[key] = found
         return found
 
@@ -171,7 +234,7 @@ class Matcher:
     def _free_of(cap: Capacity) -> int:
         return len(cap.gpus) - len(cap.used_indices)  # used ⊆ this host's indices
 
-    def _index(self, demand: Demand) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    def _index(self, demand: Demand) -> tuple[dict[int, _Bucket], list[int]]:
         key = shape_of(demand)
         buckets = self._buckets.get(key)
         if buckets is None:
@@ -181,26 +244,32 @@ class Matcher:
                 if free is None:
                     free = self._free[cap.provider_id] = self._free_of(cap)
                     cap.watchers.append(self)
-                buckets.setdefault(free, {})[cap.provider_id] = (cap, healthy)
+                buckets.setdefault(free, _Bucket()).add(cap, healthy)
+            for bucket in buckets.values():
+                heapify(bucket.heap)
             self._buckets[key] = buckets
             self._keys[key] = sorted(buckets)
         return buckets, self._keys[key]
 
     def moved(self, cap: Capacity) -> None:
-        """The host's used GPUs changed: file it under its new number of free GPUs."""
-        old = self._free.get(cap.provider_id)
-        new = self._free_of(cap)
-        if old is None or old == new:
+        """The host's used GPUs or task slots changed: file it under its number of free GPUs
+        with its score now (a stale, better score left in a heap is corrected when met)."""
+        pid = cap.provider_id
+        old = self._free.get(pid)
+        if old is None:
             return
-        self._free[cap.provider_id] = new
+        new = self._free[pid] = self._free_of(cap)
         for key, buckets in self._buckets.items():
-            entry = buckets.get(old, {}).pop(cap.provider_id, None)
+            bucket = buckets.get(old)
+            entry = bucket.members.pop(pid, None) if bucket is not None else None
             if entry is None:
                 continue
-            if new not in buckets:
-                buckets[new] = {}
+            target = buckets.get(new)
+            if target is None:
+                target = buckets[new] = _Bucket()
                 insort(self._keys[key], new)
-            buckets[new][cap.provider_id] = entry
+            target.add(*entry)
+            heappush(target.heap, target.heap.pop())  # add() appended it
 
     def close(self) -> None:
         """Stop watching the hosts (a matcher used once, not for a whole round)."""
@@ -230,35 +299,42 @@ class Matcher:
         host_bound = bool(demand.cpu or demand.memory_mb)
         for free_total in keys[bisect_left(keys, need) :]:
             bucket = buckets[free_total]
-            if not bucket:
+            if not bucket.members:
                 continue
-            free_after = free_total - need
-            best: tuple | None = None
-            best_pick: tuple[Capacity, list[GpuSlot]] | None = None
-            for cap, healthy in bucket.values():
-                if len(cap.gpus) - len(cap.used_indices) != free_total:
-                    raise _Misfiled(cap.provider_id)
-                if cap.running_tasks >= cap.max_tasks:
-                    continue
-                if host_bound and not _host_free(cap, demand):
-                    continue
-                lru = cap.last_placed_at.timestamp() if cap.last_placed_at else 0.0
-                score = (
-                    free_after,
-                    cap.max_tasks - cap.running_tasks - 1,
-                    cap.price_per_hour,
-                    lru,
-                    cap.provider_id,
-                )
-                if best is not None and score >= best:
-                    continue  # the score needs no GPU scan; most hosts stop here
-                used = cap.used_indices
-                free = [g for g in healthy if g.index not in used] if need else []
-                if len(free) < need:
-                    continue
-                best, best_pick = score, (cap, free)
-            if best_pick is not None:
-                cap, free = best_pick
+            # within a bucket the score is (task slots left, price, last placed, id): the
+            # first host in that order that can take the demand now is the best fit
+            heap, members = bucket.heap, bucket.members
+            popped: list[tuple] = []
+            pick: tuple[Capacity, list[GpuSlot]] | None = None
+            try:
+                while heap:
+                    top = heap[0]
+                    entry = members.get(top[-1])
+                    if entry is None or (popped and top == popped[-1]):
+                        heappop(heap)  # moved to another bucket, or a repeat
+                        continue
+                    cap, healthy = entry
+                    if len(cap.gpus) - len(cap.used_indices) != free_total:
+                        raise _Misfiled(cap.provider_id)
+                    now_key = _key(cap)
+                    if now_key != top:
+                        heapreplace(heap, now_key)  # its score moved: file it where it is now
+                        continue
+                    popped.append(heappop(heap))
+                    if cap.running_tasks >= cap.max_tasks:
+                        continue
+                    if host_bound and not _host_free(cap, demand):
+                        continue
+                    used = cap.used_indices
+                    free = [g for g in healthy if g.index not in used] if need else []
+                    if len(free) >= need:
+                        pick = (cap, free)
+                        break
+            finally:
+                for k in popped:
+                    heappush(heap, k)
+            if pick is not None:
+                cap, free = pick
                 # Smallest adequate GPUs first, so the big ones stay free for jobs that need them.
                 chosen = sorted(free, key=lambda g: (g.memory_total_mb, g.index))[:need]
                 return Placement(cap.provider_id, sorted(g.index for g in chosen))

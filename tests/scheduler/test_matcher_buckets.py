@@ -106,18 +106,22 @@ def a_demand(rng: random.Random) -> Demand:
 def test_buckets_choose_what_the_scan_of_every_host_chose() -> None:
     rng = random.Random(12)
     choices = placed = 0
+    fits = placement.StaticFits()  # kept across rounds; provider ids recur with new hardware
     for trial in range(300):
         caps = a_fleet(rng)
-        matcher = placement.Matcher(caps)
+        matcher = placement.Matcher(caps, fits if trial % 2 else None)
         shapes = [a_demand(rng) for _ in range(6)]  # a round's jobs share few shapes
         now = T0 + timedelta(seconds=trial)
         for step in range(60):
-            if rng.random() < 0.1:  # a preempted attempt frees its host's GPUs and slot
-                busy = [c for c in caps if c.used_indices and c.running_tasks]
+            if step == 30:  # the next round over the same hosts (static fits found kept)
+                matcher.close()
+                matcher = placement.Matcher(caps, fits if trial % 2 else None)
+            if rng.random() < 0.1:  # a preempted attempt frees its slot and GPUs (or none)
+                busy = [c for c in caps if c.running_tasks]
                 if busy:
                     cap = rng.choice(busy)
                     gone = rng.sample(
-                        sorted(cap.used_indices), rng.randint(1, len(cap.used_indices))
+                        sorted(cap.used_indices), rng.randint(0, len(cap.used_indices))
                     )
                     placement.release(cap, gone)
             demand = rng.choice(shapes)
