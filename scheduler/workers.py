@@ -65,7 +65,10 @@ def tune_gc() -> None:
     (gc callbacks, 2-core VM at load ~6; issue 12). A young generation of 10,000 objects lets most
     of them die before they are looked at; what the process built while starting (modules,
     mappers, settings) is frozen out of every collection. Cyclic garbage is still collected,
-    only in fewer, larger passes."""
+    only in fewer, larger passes. Once per process (the first loops started)."""
+    if gc.get_threshold() == GC_THRESHOLDS:
+        return
+    gc.collect()  # nothing that is garbage already gets frozen
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
