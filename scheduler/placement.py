@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fnmatch import fnmatchcase
 from heapq import heapify, heappop, heappush, heapreplace
@@ -210,6 +210,7 @@ class Matcher:
         # shape -> free GPUs -> provider id -> (capacity, its healthy fitting GPUs)
         self._buckets: dict[tuple, dict[int, _Bucket]] = {}
         self._keys: dict[tuple, list[int]] = {}  # each shape's bucket keys, ascending
+        self._pools: dict[tuple, tuple[Demand, tuple]] = {}  # shape -> its index's
         self._free: dict[str, int] = {}  # the bucket each host is filed under
 
     def candidates(self, demand: Demand) -> list[tuple[Capacity, list[GpuSlot]]]:
@@ -235,11 +236,19 @@ class Matcher:
         return len(cap.gpus) - len(cap.used_indices)  # used ⊆ this host's indices
 
     def _index(self, demand: Demand) -> tuple[dict[int, _Bucket], list[int]]:
-        key = shape_of(demand)
+        # One index for shapes that differ only in their GPU count: a host with fewer fitting
+        # GPUs than a demand needs is no candidate for it, and in the index it never passes
+        # the scan for free ones either (free ⊆ healthy ⊆ fitting), so the choice is the same.
+        shape = shape_of(demand)
+        found = self._pools.get(shape)
+        if found is None:
+            pool = replace(demand, gpu_count=0) if demand.gpu_count else demand
+            found = self._pools[shape] = (pool, shape_of(pool))
+        pool, key = found
         buckets = self._buckets.get(key)
         if buckets is None:
             buckets = {}
-            for cap, healthy in self.candidates(demand):
+            for cap, healthy in self.candidates(pool):
                 free = self._free.get(cap.provider_id)
                 if free is None:
                     free = self._free[cap.provider_id] = self._free_of(cap)
