@@ -212,12 +212,16 @@ class Placer:
         else:  # plain rows, not ORM objects: with 1,000 hosts a small round's main cost
             caps = {r.id: capacity_of(r) for r in await svc.providers.live_rows()}
         active = await svc.jobs.active()
+        have: dict[str, set[int]] = {}  # each host's GPU indices
         for r in active:
             if (cap := caps.get(r.provider_id)) is not None:
                 cap.running_tasks += 1
                 # a GPU that has since left the host's inventory is not capacity either way
-                indices = r.gpu_indices or ()
-                cap.used_indices.update(i for i in indices if any(g.index == i for g in cap.gpus))
+                if r.gpu_indices:
+                    on_host = have.get(r.provider_id)
+                    if on_host is None:
+                        on_host = have[r.provider_id] = {g.index for g in cap.gpus}
+                    cap.used_indices.update(i for i in r.gpu_indices if i in on_host)
                 cap.used_cpu += r.cpu or 0.0
                 cap.used_memory_mb += r.memory_mb or 0
         # --- issue 17: cordoned hosts take no work; fair-share order; quotas; preemption ---

@@ -46,7 +46,7 @@ class JobRepository:
         read ``FOR UPDATE`` in this transaction (see :meth:`write_staged`). An unchanged job
         is left alone; the object stays usable, detached."""
         state = sa.inspect(job)
-        changed = ALL_KEYS - state.unmodified
+        changed = ALL_KEYS.intersection(state.committed_state)  # what was set since loaded
         if not changed or "version" in changed:
             return
         keys = tuple(sorted(changed))
