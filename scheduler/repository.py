@@ -89,9 +89,12 @@ class JobRepository:
         stmt = sa.select(Job.id).where(Job.id.in_(job_ids))
         return set((await self.session.execute(stmt)).scalars())
 
-    async def lock_many(self, job_ids: list[str]) -> dict[str, Job]:
+    async def lock_many(self, job_ids: list[str], *, without_spec: bool = False) -> dict[str, Job]:
         """These jobs, read ``FOR UPDATE`` in id order (one query; the order avoids deadlocks
-        between replicas locking overlapping batches)."""
+        between replicas locking overlapping batches). ``without_spec``: the spec column is
+        not read (a batch of status reports needs few of them: :meth:`load_specs` reads those;
+        decoding every job's spec was the batch's largest JSON cost, scripts of up to 256 KiB
+        among them)."""
         if not job_ids:
             return {}
         stmt = (
@@ -100,6 +103,8 @@ class JobRepository:
             .order_by(Job.id)
             .with_for_update()
         )
+        if without_spec:
+            stmt = stmt.options(sa.orm.defer(Job.spec, raiseload=True))
         return {j.id: j for j in (await self.session.execute(stmt)).scalars()}
 
     async def insert_submitted(
@@ -353,10 +358,18 @@ class ProviderViewRepository:
         """Read these views into the session at once, so that ``session.get`` of each later
         (a batch of status reports metering usage) costs no query and no autoflush — while
         the caller holds the returned list: the identity map keeps unmodified objects only
-        weakly, so views nobody references are gone again at once."""
+        weakly, so views nobody references are gone again at once. Their hardware columns
+        (``gpus``, ``labels``) are not read: metering reads the owner only."""
         if not provider_ids:
             return []
-        stmt = sa.select(ProviderView).where(ProviderView.id.in_(sorted(provider_ids)))
+        pv = ProviderView
+        stmt = (
+            sa.select(pv)
+            .where(pv.id.in_(sorted(provider_ids)))
+            # usage metering reads the owner, never the hardware: the GPU lists (JSON) of
+            # ~200 hosts per batch were decoded for nothing (issue 12)
+            .options(sa.orm.defer(pv.gpus, raiseload=True), sa.orm.defer(pv.labels, raiseload=True))
+        )
         return list((await self.session.execute(stmt)).scalars())
 
     async def owned_by(self, owner_id: str) -> list[str]:

@@ -243,7 +243,17 @@ class SchedulerService:
         owners' usage rows are read (and locked) once, each in id order, then each report is
         applied as :meth:`apply_status` alone would."""
         self.jobs.collect_events()
-        locked = await self.jobs.lock_many([st.job_id for st in batch])
+        locked = await self.jobs.lock_many([st.job_id for st in batch], without_spec=True)
+        # the spec only for what reads it: a start with a timeout (its grace), artifacts kept
+        wants = {
+            st.job_id
+            for st in batch
+            if st.job_id in locked
+            and (
+                st.artifacts or (st.state == JobState.RUNNING and locked[st.job_id].timeout_seconds)
+            )
+        }
+        await self.jobs.load_specs([locked[j] for j in wants])
         ending = {st.job_id for st in batch if st.state != JobState.RUNNING}
         owners = {j.owner_id for j in locked.values() if j.id in ending}
         # held (not only loaded) while the batch applies: the identity map's refs are weak
