@@ -15,7 +15,12 @@ from prometheus_client import Counter
 
 from scheduler import billing, gang_dispatch, leases, metrics, policy_store, states
 from scheduler.models import Job, ProviderView
-from scheduler.repository import JobRepository, ProviderViewRepository
+from scheduler.repository import (
+    USAGE_RECORDS,
+    JobRepository,
+    ProviderViewRepository,
+    usage_row,
+)
 from scheduler.schemas import UsageRead, UsageRecordRead, UsageScope
 from scheduler.settings import SchedulerSettings
 from scheduler.usage import UsageRepository, meter
@@ -87,13 +92,14 @@ class SchedulerService:
             job.start_deadline = None
             record = meter(job, now)
             if record is not None:
-                await self.usage.add(record)
+                if not self.jobs.collect_row(USAGE_RECORDS, usage_row(record)):
+                    await self.usage.add(record)
                 metrics.on_usage(self.uow, record)
         if ends_attempt:  # billing's copy, in integers, through the outbox (scheduler/billing.py)
             await billing.record_usage(self.uow.session, job, now, final=to.terminal)
             # issue 17: the owner's fair-share usage and GPU-hour quota window
             await policy_store.account_attempt(
-                self.uow.session, job, now, self.settings.fairshare_half_life_seconds
+                self.uow.session, job, now, self.settings.fairshare_half_life_seconds, self.jobs
             )
 
     async def _requeue_or_fail(self, job: Job, cause: str, *, cancel_old: bool = False) -> None:
