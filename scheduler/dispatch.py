@@ -102,6 +102,7 @@ class HardwareCache:
 
     def __init__(self) -> None:
         self._static: dict[str, tuple[int, placement.Capacity]] = {}
+        self.fits = placement.StaticFits()  # each host's fit per demand shape, between rounds
         # job id → its validated spec (a spec never changes): a job waiting through many
         # rounds is validated once, not once per round
         self._specs: dict[str, JobSpec] = {}
@@ -140,8 +141,10 @@ class HardwareCache:
         await self._refresh(svc, rows)
         if len(self._static) > len(rows):
             ids = {r.id for r in rows}
-            for pid in [p for p in self._static if p not in ids]:
+            gone = [p for p in self._static if p not in ids]
+            for pid in gone:
                 del self._static[pid]
+            self.fits.forget(gone)
         return [self._static[r.id][1] for r in rows if r.id in self._static]
 
     async def live(self, svc: SchedulerService) -> dict[str, placement.Capacity]:
@@ -209,12 +212,16 @@ class Placer:
         else:  # plain rows, not ORM objects: with 1,000 hosts a small round's main cost
             caps = {r.id: capacity_of(r) for r in await svc.providers.live_rows()}
         active = await svc.jobs.active()
+        have: dict[str, set[int]] = {}  # each host's GPU indices
         for r in active:
             if (cap := caps.get(r.provider_id)) is not None:
                 cap.running_tasks += 1
                 # a GPU that has since left the host's inventory is not capacity either way
-                indices = r.gpu_indices or ()
-                cap.used_indices.update(i for i in indices if any(g.index == i for g in cap.gpus))
+                if r.gpu_indices:
+                    on_host = have.get(r.provider_id)
+                    if on_host is None:
+                        on_host = have[r.provider_id] = {g.index for g in cap.gpus}
+                    cap.used_indices.update(i for i in r.gpu_indices if i in on_host)
                 cap.used_cpu += r.cpu or 0.0
                 cap.used_memory_mb += r.memory_mb or 0
         # --- issue 17: cordoned hosts take no work; fair-share order; quotas; preemption ---
@@ -256,7 +263,8 @@ class Placer:
         placed on to ``used``; returns how many were placed."""
         svc = self.svc
         known: list[placement.Capacity] | None = None
-        matcher = placement.Matcher(list(caps.values()))
+        fits = self.hardware.fits if self.hardware is not None else None
+        matcher = placement.Matcher(list(caps.values()), fits)
         placed = 0
         # Shapes that found no host this round, and why: capacity only shrinks within a
         # round, so a later job of the same shape cannot fit either (no O(hosts) scan each).

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler import fairshare, placement, preemption, quotas
 from scheduler.models import AttemptUsage, Job, OwnerPolicy, OwnerUsage, ProviderView
-from scheduler.repository import ACTIVE, JobRepository
+from scheduler.repository import ACTIVE, ATTEMPT_USAGE, JobRepository
 from scheduler.settings import SchedulerSettings
 from shared.contracts import JobState
 
@@ -47,22 +47,28 @@ async def lock_owner_usage(session: AsyncSession, owner_ids: set[str]) -> list[O
 
 
 async def account_attempt(
-    session: AsyncSession, job: Job, now: datetime, half_life_seconds: float
+    session: AsyncSession,
+    job: Job,
+    now: datetime,
+    half_life_seconds: float,
+    rows: JobRepository | None = None,
 ) -> None:
-    """An attempt ended: its GPU-seconds go to the owner's decayed usage and quota window."""
+    """An attempt ended: its GPU-seconds go to the owner's decayed usage and quota window.
+    ``rows``: the unit of work's job repository, which writes the attempt's row in bulk
+    while it collects (a placement round, a status batch)."""
     if job.started_at is None or not job.gpu_count:
         return
     # once per attempt: only a transition ends one, and the state machine never repeats it
     gpu_seconds = max((now - job.started_at).total_seconds(), 0.0) * job.gpu_count
-    session.add(
-        AttemptUsage(
-            owner_id=job.owner_id,
-            job_id=job.id,
-            attempt=job.attempt,
-            ended_at=now,
-            gpu_seconds=gpu_seconds,
-        )
-    )
+    ended = {
+        "owner_id": job.owner_id,
+        "job_id": job.id,
+        "attempt": job.attempt,
+        "ended_at": now,
+        "gpu_seconds": gpu_seconds,
+    }
+    if rows is None or not rows.collect_row(ATTEMPT_USAGE, ended):
+        session.add(AttemptUsage(**ended))
     if job.owner_id in session.info.get(USAGE_LOCKED, ()):
         row = await session.get(OwnerUsage, job.owner_id)  # locked: from the identity map
     else:
@@ -305,8 +311,7 @@ class RoundPolicies:
             victims.append(row)
         for row, v in zip(victims, plan.victims, strict=True):
             await svc.preempt(row, by)
-            cap.running_tasks -= 1
-            cap.used_indices.difference_update(v.gpu_indices)
+            placement.release(cap, v.gpu_indices)
             self.running.remove(v)
             self.use.setdefault(row.owner_id, quotas.OwnerUse()).gpus_in_use -= row.gpu_count
         return True

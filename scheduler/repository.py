@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
-from scheduler.models import Job, JobEvent, JobTag, ProviderView
+from scheduler.models import AttemptUsage, Job, JobEvent, JobTag, ProviderView, UsageRecord
 from shared.contracts import JobState
 
 ACTIVE = (JobState.DISPATCHED, JobState.RUNNING)
@@ -17,9 +17,22 @@ ACTIVE = (JobState.DISPATCHED, JobState.RUNNING)
 JOBS = cast(sa.Table, Job.__table__)
 JOB_TAGS = cast(sa.Table, JobTag.__table__)
 JOB_EVENTS = cast(sa.Table, JobEvent.__table__)
+USAGE_RECORDS = cast(sa.Table, UsageRecord.__table__)
+ATTEMPT_USAGE = cast(sa.Table, AttemptUsage.__table__)
 # a Job attribute's column ("requested_gpu_model" is column "gpu_model")
 COLUMN_OF = {a.key: a.columns[0].key for a in sa.inspect(Job).column_attrs}
 ALL_KEYS = frozenset(COLUMN_OF)
+# a usage record's attribute -> column ("gpu_name" is column "gpu_model"); its id is generated
+USAGE_COLUMN_OF = {
+    a.key: a.columns[0].key for a in sa.inspect(UsageRecord).column_attrs if a.key != "id"
+}
+
+
+def usage_row(record: UsageRecord) -> dict[str, Any]:
+    """A new usage record as a row for :meth:`JobRepository.collect_row`."""
+    return {col: getattr(record, key) for key, col in USAGE_COLUMN_OF.items()}
+
+
 _STAGED_UPDATE = (
     sa.update(JOBS)
     .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.version == sa.bindparam("b_version"))
@@ -36,6 +49,7 @@ class JobRepository:
         self.session = session
         self._staged: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self._events: list[dict[str, Any]] | None = None
+        self._rows: dict[sa.Table, list[dict[str, Any]]] = {}
 
     def stage(self, job: Job) -> None:
         """Take a job this transaction changed out of the ORM's unit of work and keep its
@@ -46,7 +60,7 @@ class JobRepository:
         read ``FOR UPDATE`` in this transaction (see :meth:`write_staged`). An unchanged job
         is left alone; the object stays usable, detached."""
         state = sa.inspect(job)
-        changed = ALL_KEYS - state.unmodified
+        changed = ALL_KEYS.intersection(state.committed_state)  # what was set since loaded
         if not changed or "version" in changed:
             return
         keys = tuple(sorted(changed))
@@ -63,8 +77,11 @@ class JobRepository:
         staged row was read ``FOR UPDATE`` in this transaction, so none can have moved."""
         staged, self._staged = self._staged, {}
         events, self._events = self._events, None
+        collected, self._rows = self._rows, {}
         if events:
             await self.session.execute(sa.insert(JOB_EVENTS), events)
+        for table, inserted in collected.items():
+            await self.session.execute(sa.insert(table), inserted)
         counted = self.session.get_bind().dialect.supports_sane_multi_rowcount
         for rows in staged.values():
             got = cast(sa.CursorResult[Any], await self.session.execute(_STAGED_UPDATE, rows))
@@ -89,9 +106,12 @@ class JobRepository:
         stmt = sa.select(Job.id).where(Job.id.in_(job_ids))
         return set((await self.session.execute(stmt)).scalars())
 
-    async def lock_many(self, job_ids: list[str]) -> dict[str, Job]:
+    async def lock_many(self, job_ids: list[str], *, without_spec: bool = False) -> dict[str, Job]:
         """These jobs, read ``FOR UPDATE`` in id order (one query; the order avoids deadlocks
-        between replicas locking overlapping batches)."""
+        between replicas locking overlapping batches). ``without_spec``: the spec column is
+        not read (a batch of status reports needs few of them: :meth:`load_specs` reads those;
+        decoding every job's spec was the batch's largest JSON cost, scripts of up to 256 KiB
+        among them)."""
         if not job_ids:
             return {}
         stmt = (
@@ -100,6 +120,8 @@ class JobRepository:
             .order_by(Job.id)
             .with_for_update()
         )
+        if without_spec:
+            stmt = stmt.options(sa.orm.defer(Job.spec, raiseload=True))
         return {j.id: j for j in (await self.session.execute(stmt)).scalars()}
 
     async def insert_submitted(
@@ -136,6 +158,17 @@ class JobRepository:
             self._events.append(row)
         else:
             self.session.add(JobEvent(**row))
+
+    def collect_row(self, table: sa.Table, row: dict[str, Any]) -> bool:
+        """While collecting (:meth:`collect_events`): keep a row of ``table`` (keys are column
+        names) for one executemany INSERT in :meth:`write_staged`, instead of an ORM object
+        flushed with its id read back (a status batch ends ~100 attempts, each with a usage
+        record and an attempt-usage row; issue 12). False when not collecting: the caller
+        adds its ORM object as before."""
+        if self._events is None:
+            return False
+        self._rows.setdefault(table, []).append(row)
+        return True
 
     def collect_events(self) -> None:
         """From now until :meth:`write_staged`, events are rows for one Core executemany
@@ -353,10 +386,18 @@ class ProviderViewRepository:
         """Read these views into the session at once, so that ``session.get`` of each later
         (a batch of status reports metering usage) costs no query and no autoflush — while
         the caller holds the returned list: the identity map keeps unmodified objects only
-        weakly, so views nobody references are gone again at once."""
+        weakly, so views nobody references are gone again at once. Their hardware columns
+        (``gpus``, ``labels``) are not read: metering reads the owner only."""
         if not provider_ids:
             return []
-        stmt = sa.select(ProviderView).where(ProviderView.id.in_(sorted(provider_ids)))
+        pv = ProviderView
+        stmt = (
+            sa.select(pv)
+            .where(pv.id.in_(sorted(provider_ids)))
+            # usage metering reads the owner, never the hardware: the GPU lists (JSON) of
+            # ~200 hosts per batch were decoded for nothing (issue 12)
+            .options(sa.orm.defer(pv.gpus, raiseload=True), sa.orm.defer(pv.labels, raiseload=True))
+        )
         return list((await self.session.execute(stmt)).scalars())
 
     async def owned_by(self, owner_id: str) -> list[str]:

@@ -15,7 +15,12 @@ from prometheus_client import Counter
 
 from scheduler import billing, gang_dispatch, leases, metrics, policy_store, states
 from scheduler.models import Job, ProviderView
-from scheduler.repository import JobRepository, ProviderViewRepository
+from scheduler.repository import (
+    USAGE_RECORDS,
+    JobRepository,
+    ProviderViewRepository,
+    usage_row,
+)
 from scheduler.schemas import UsageRead, UsageRecordRead, UsageScope
 from scheduler.settings import SchedulerSettings
 from scheduler.usage import UsageRepository, meter
@@ -87,13 +92,14 @@ class SchedulerService:
             job.start_deadline = None
             record = meter(job, now)
             if record is not None:
-                await self.usage.add(record)
+                if not self.jobs.collect_row(USAGE_RECORDS, usage_row(record)):
+                    await self.usage.add(record)
                 metrics.on_usage(self.uow, record)
         if ends_attempt:  # billing's copy, in integers, through the outbox (scheduler/billing.py)
             await billing.record_usage(self.uow.session, job, now, final=to.terminal)
             # issue 17: the owner's fair-share usage and GPU-hour quota window
             await policy_store.account_attempt(
-                self.uow.session, job, now, self.settings.fairshare_half_life_seconds
+                self.uow.session, job, now, self.settings.fairshare_half_life_seconds, self.jobs
             )
 
     async def _requeue_or_fail(self, job: Job, cause: str, *, cancel_old: bool = False) -> None:
@@ -243,7 +249,17 @@ class SchedulerService:
         owners' usage rows are read (and locked) once, each in id order, then each report is
         applied as :meth:`apply_status` alone would."""
         self.jobs.collect_events()
-        locked = await self.jobs.lock_many([st.job_id for st in batch])
+        locked = await self.jobs.lock_many([st.job_id for st in batch], without_spec=True)
+        # the spec only for what reads it: a start with a timeout (its grace), artifacts kept
+        wants = {
+            st.job_id
+            for st in batch
+            if st.job_id in locked
+            and (
+                st.artifacts or (st.state == JobState.RUNNING and locked[st.job_id].timeout_seconds)
+            )
+        }
+        await self.jobs.load_specs([locked[j] for j in wants])
         ending = {st.job_id for st in batch if st.state != JobState.RUNNING}
         owners = {j.owner_id for j in locked.values() if j.id in ending}
         # held (not only loaded) while the batch applies: the identity map's refs are weak
