@@ -923,17 +923,30 @@ async def nats_beat_load(
     return ok / elapsed, ok, failed
 
 
-async def settled_cpu(pid: int, quiet: float = 0.02) -> float:
-    """The process's CPU seconds once it has gone quiet (its outbox drained, its batches done):
-    what the beats cost in all, not only while they were being sent."""
-    last = cpu_seconds(pid)
+async def settled_cpu(*pids: int, quiet: float = 0.02) -> float:
+    """The processes' CPU seconds (together) once they have gone quiet (the registry's outbox
+    drained and its batches done, the scheduler's events applied): what the beats cost in all,
+    not only while they were being sent."""
+    last = sum(cpu_seconds(p) for p in pids)
     for _ in range(120):
         await asyncio.sleep(0.5)
-        now = cpu_seconds(pid)
-        if now - last <= quiet:
+        now = sum(cpu_seconds(p) for p in pids)
+        if now - last <= quiet * len(pids):
             return now
         last = now
     return last
+
+
+async def events_published(nats_url: str) -> int:
+    """How many messages the EVENTS stream has taken so far (provider and job events)."""
+    import nats
+
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().stream_info("EVENTS")
+        return int(info.state.last_seq)
+    finally:
+        await nc.close()
 
 
 async def measure_nats_beats(
@@ -941,22 +954,36 @@ async def measure_nats_beats(
 ) -> None:
     """Heartbeats as NATS requests, absorbed (committed, then answered) by the registry in
     batches, twice: plain beats (announced once a minute per provider) and beats that list the
-    daemon's attempts as every current daemon's do (each one announced: an outbox row, its
-    publish to EVENTS and its delete). The registry's CPU is counted until it is idle again;
-    the figure per registry core-second does not depend on what else runs."""
-    reg_pid = cluster.process("registry").pid
+    daemon's attempts as every current daemon's do (the scheduler renews leases and reconciles
+    from them). The registry's and the scheduler's CPU are counted until both are idle again;
+    the figures per core-second do not depend on what else runs."""
+    reg_pid, sched_pid = cluster.process("registry").pid, cluster.process("scheduler").pid
     n = sizes.heartbeats * 5
     await nats_beat_load(cluster.nats_url, providers, body, len(providers), sizes.conns)  # warm
     for what, beat in (("plain", body), ("listing attempts", {**body, "attempts": []})):
-        cpu0 = await settled_cpu(reg_pid)
-        with profiled(reg_pid, f"registry-nats-heartbeats-{what.split()[0]}-{tag}"):
+        await settled_cpu(reg_pid, sched_pid)
+        events0 = await events_published(cluster.nats_url)
+        cpu0 = cpu_seconds(reg_pid), cpu_seconds(sched_pid)
+        load = os.getloadavg()[0]
+        with (
+            profiled(reg_pid, f"registry-nats-heartbeats-{what.split()[0]}-{tag}"),
+            profiled(sched_pid, f"scheduler-nats-heartbeats-{what.split()[0]}-{tag}"),
+        ):
             rate, ok, failed = await nats_beat_load(
                 cluster.nats_url, providers, beat, n, sizes.conns
             )
-        cpu = await settled_cpu(reg_pid) - cpu0
+        await settled_cpu(reg_pid, sched_pid)
+        reg = cpu_seconds(reg_pid) - cpu0[0]
+        sched = cpu_seconds(sched_pid) - cpu0[1]
+        events = await events_published(cluster.nats_url) - events0
         if failed:
             print(f"    {failed} NATS heartbeats not stored", flush=True)
-        print(f"    NATS, {what}: registry {1000 * cpu / max(1, ok):.3f} ms CPU per beat")
+        print(
+            f"    NATS, {what}: registry {1000 * reg / max(1, ok):.3f} ms CPU per beat, "
+            f"scheduler {1000 * sched / max(1, ok):.3f} ms, {events} provider events "
+            f"published for {ok} beats (load {load:.1f})",
+            flush=True,
+        )
         res.add(
             f"heartbeats absorbed over NATS, {what} ({tag}, {len(providers)} providers)",
             "hb/s",
@@ -966,7 +993,13 @@ async def measure_nats_beats(
         res.add(
             f"NATS heartbeats, {what}, per registry core-second ({tag})",
             "hb/s",
-            ok / max(1e-9, cpu),
+            ok / max(1e-9, reg),
+            "JetStream pipelined",
+        )
+        res.add(
+            f"NATS heartbeats, {what}, per registry+scheduler core-second ({tag})",
+            "hb/s",
+            ok / max(1e-9, reg + sched),
             "JetStream pipelined",
         )
 

@@ -4,6 +4,9 @@ One call stores any number of beats in the caller's transaction with a handful o
 the beating providers and their GPUs read in two queries (locked, in id order, so two replicas
 never deadlock), one UPDATE of their heartbeat time, one UPDATE for those coming back online,
 one executemany for GPU rows whose health or metrics changed, one INSERT of the outbox rows.
+The attempts the beats list go out together, one :class:`AttemptsHeld` row per batch (per
+:data:`HELD_PER_ROW` entries), not one event per beat: an event per beat was half the
+registry's CPU per listing beat and most of the scheduler's.
 No ORM object is built per beat: loading, tracking and flushing a provider and its 8 GPUs was
 ~40 % of the registry's CPU per beat. The HTTP endpoint and the NATS intake
 (provider_registry/beat_intake.py) both come through here, so a beat means the same either way.
@@ -25,7 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from provider_registry.models import Gpu, Provider, ProviderEventOutbox
 from provider_registry.schemas import AttemptIn, HeartbeatIn, ProviderStatus
-from shared.contracts import AttemptRef, GpuInfo, ProviderEvent, provider_event_subject
+from shared.contracts import (
+    AttemptRef,
+    AttemptsHeld,
+    GpuInfo,
+    ProviderEvent,
+    provider_event_subject,
+)
 from shared.db import utcnow
 
 log = structlog.get_logger(__name__)
@@ -35,6 +44,12 @@ gpus_t = cast(sa.Table, Gpu.__table__)
 outbox_t = cast(sa.Table, ProviderEventOutbox.__table__)
 
 GPU_FIELDS = tuple(GpuInfo.model_fields)
+
+HELD_KIND = AttemptsHeld.model_fields["kind"].default
+HELD_SUBJECT = provider_event_subject(HELD_KIND)
+HELD_PER_ROW = 4000
+"""Providers plus attempts per :class:`AttemptsHeld` row: ~200 KB of JSON at most, well under
+NATS's 1 MB message limit (a beat lists up to ``MAX_HELD_ATTEMPTS``)."""
 
 _GPU_CHANGE = (
     sa.update(gpus_t)
@@ -99,13 +114,40 @@ def event_of(
 
 def outbox_row(event: ProviderEvent) -> dict[str, Any]:
     """An outbox row for ``event`` (provider_registry/outbox.py publishes it)."""
+    return _row(provider_event_subject(event.kind), event.model_dump(mode="json"), event.at)
+
+
+def _row(subject: str, payload: dict[str, Any], at: datetime) -> dict[str, Any]:
     return {
         # unique within the stream's duplicate window (uuid4() cost ~5 % of a beat's CPU)
         "msg_id": os.urandom(16).hex(),
-        "subject": provider_event_subject(event.kind),
-        "payload": event.model_dump(mode="json"),
-        "created_at": event.at,
+        "subject": subject,
+        "payload": payload,
+        "created_at": at,
     }
+
+
+def held_rows(held: dict[str, list[tuple[str, int]]], at: datetime) -> list[dict[str, Any]]:
+    """Outbox rows of :class:`AttemptsHeld` for ``held`` (provider id → its ``(job_id,
+    attempt)`` pairs), split every :data:`HELD_PER_ROW` entries; the payload is built as JSON
+    directly (a model per attempt would cost what the per-beat events did)."""
+    rows: list[dict[str, Any]] = []
+    chunk: dict[str, list[tuple[str, int]]] = {}
+    size = 0
+    for pid, attempts in held.items():
+        if chunk and size + 1 + len(attempts) > HELD_PER_ROW:
+            rows.append(_held_row(chunk, at))
+            chunk, size = {}, 0
+        chunk[pid] = attempts
+        size += 1 + len(attempts)
+    if chunk:
+        rows.append(_held_row(chunk, at))
+    return rows
+
+
+def _held_row(chunk: dict[str, list[tuple[str, int]]], at: datetime) -> dict[str, Any]:
+    payload = {"kind": HELD_KIND, "at": at.isoformat(), "held": chunk}
+    return _row(HELD_SUBJECT, payload, at)
 
 
 @dataclass
@@ -117,6 +159,7 @@ class _Changes:
     came_back: list[str] = field(default_factory=list)
     gpus: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    held: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # AttemptsHeld
 
 
 @dataclass
@@ -145,6 +188,7 @@ async def absorb(
         if row is not None:
             row["gpus"] = gpus.get(pid, [])
             _beat(changes, row, row["gpus"], hb, announcer)
+    changes.events.extend(held_rows(changes.held, changes.now))
     await _write(session, changes)
     results = [
         BeatResult.STORED if pid in providers else BeatResult.NOT_REGISTERED for pid, _ in beats
@@ -191,10 +235,12 @@ def _beat(
     hb: HeartbeatIn,
     announcer: Announcer,
 ) -> None:
-    """One beat's decisions, as the ORM path made them (issue 12): a change of status or health
-    is always announced; the attempts the daemon holds always (the scheduler renews leases and
-    reconciles from them, scheduler/leases.py); a beat with neither only every
-    ``announcer.every`` seconds per provider: it carries nothing the scheduler acts on."""
+    """One beat's decisions (issue 12): a change of status or health is always an event of its
+    own, with the attempts the beat lists; a beat with neither is announced once per
+    ``announcer.every`` seconds per provider (it refreshes the scheduler's view of the host),
+    with its list if it has one; any other beat that lists attempts goes into the batch's
+    :class:`AttemptsHeld` (the scheduler renews leases and reconciles from every listing,
+    scheduler/leases.py); one that lists none and changes nothing is not announced."""
     pid = provider["id"]
     changes.beating.append(pid)
     provider["last_heartbeat_at"] = provider["updated_at"] = changes.now
@@ -219,9 +265,11 @@ def _beat(
         log.info("provider.back_online", provider_id=pid)
     if came_back or health_changed:
         kind = "status"
-    elif hb.attempts is not None or announcer.due(pid):
+    elif announcer.due(pid):
         kind = "heartbeat"
     else:
+        if hb.attempts is not None:
+            changes.held[pid] = [(a.job_id, a.attempt) for a in hb.attempts]
         return
     announcer.mark(pid)
     changes.events.append(outbox_row(event_of(kind, provider, gpus, hb.attempts, changes.now)))

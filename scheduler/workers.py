@@ -28,7 +28,6 @@ from shared.contracts import (
     ANY,
     JOBS_SUBMITTED,
     JobSubmitted,
-    ProviderEvent,
     TaskStatus,
     provider_event_subject,
     status_subject,
@@ -173,13 +172,13 @@ class Workers:
 
     async def on_provider_event_batch(self, msgs: list[Msg]) -> None:
         async def apply(
-            svc: SchedulerService, batch: list[tuple[ProviderEvent, str | None]]
+            svc: SchedulerService, batch: list[tuple[leases.ProviderMessage, str | None]]
         ) -> None:
             for ev, _ in batch:
-                await svc.on_provider_event(ev)
+                await leases.on_provider_message(svc, ev.root)
 
-        got = await self._consume_batch(msgs, ProviderEvent, apply)
-        if any(ev.kind != "heartbeat" for ev in got):
+        got = await self._consume_batch(msgs, leases.ProviderMessage, apply)
+        if any(leases.frees_capacity(ev.root) for ev in got):
             self.wake.set()
 
     async def on_submitted(self, msg: Msg) -> None:
@@ -207,8 +206,10 @@ class Workers:
             self.wake.set()  # capacity was freed
 
     async def on_provider_event(self, msg: Msg) -> None:
-        ev = await self._consume(msg, ProviderEvent, SchedulerService.on_provider_event)
-        if ev.kind != "heartbeat":
+        ev = await self._consume(
+            msg, leases.ProviderMessage, lambda svc, m: leases.on_provider_message(svc, m.root)
+        )
+        if leases.frees_capacity(ev.root):
             self.wake.set()
 
     async def place_once(self) -> int:

@@ -468,6 +468,22 @@ class ProviderEvent(Message):
     attempts: list[AttemptRef] | None = None
 
 
+class AttemptsHeld(Message):
+    """``providers.events.held``: the attempts several providers' daemons listed as held in
+    heartbeats the registry stored in one transaction at ``at`` (issue 12): provider id → its
+    list as ``[job_id, attempt]`` pairs (what a :class:`ProviderEvent`'s ``attempts`` says:
+    everything that daemon holds; pairs, not objects, since a batch lists thousands and an
+    object each cost ~5 µs to validate). One message per batch of beats instead of an event
+    per beat, so the scheduler renews their leases and reconciles them in bulk. A beat that
+    changes a provider's status or health, and one beat per provider per announce interval,
+    still go out as a :class:`ProviderEvent` with its list; a beat is in one of the two only.
+    """
+
+    kind: Literal["held"] = "held"
+    at: datetime
+    held: dict[str, list[tuple[str, int]]] = Field(default_factory=dict)
+
+
 class UsageRecorded(Message):
     """``usage.recorded.<job_id>``: what one attempt of a job ran, in integers, for billing.
 

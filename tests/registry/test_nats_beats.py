@@ -117,6 +117,14 @@ async def test_a_beat_over_nats_is_stored_answered_and_its_attempts_announced(
         beat = heard[0]
         assert [(a.job_id, a.attempt) for a in beat.attempts or []] == [("job-1", 2)]
         assert [g.index for g in beat.gpus] == [0]
+        # the next beats are within the announce interval: their lists go in their batch's
+        # AttemptsHeld (issue 12), one listing per beat
+        async with daemon(connect_as, issuer, pid, []) as reg:
+            for _ in range(2):
+                assert await reg.beat_over_nats(BEAT) == HEARTBEAT_OK
+        held = await eventually_async(lambda: events.held(pid)[1:], what="the second listing")
+        assert [h.attempts for h in events.held(pid)] == [[("job-1", 2)]] * 2
+        assert held[0].at > beat.at and len(events.of(pid, "heartbeat")) == 1
 
         # a provider the registry does not know is told to register again
         stranger = str(uuid.uuid4())

@@ -105,8 +105,8 @@ async def test_a_plain_heartbeat_is_announced_once_per_interval_attempts_and_cha
         assert kinds == [
             ("registered", None),
             ("heartbeat", None),  # the first plain beat; the next two are not announced
-            ("heartbeat", 1),  # a beat that lists attempts always is
-            ("heartbeat", 0),  # ... even an empty list: the scheduler reconciles against it
+            ("held", 1),  # a beat that lists attempts always is, in its batch's listings
+            ("held", 0),  # ... even an empty list: the scheduler reconciles against it
             ("status", None),  # a health change always is (the plain beat before it is not)
         ]
         assert got[-1].gpus[0].healthy is False
