@@ -45,7 +45,10 @@ async def events_in_stream(nats_url: str, provider_id: str) -> list[ProviderEven
         for seq in range(state.first_seq, state.last_seq + 1):
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 msg = await js.get_msg("EVENTS", seq)
-                if msg.subject.startswith("providers.events."):
+                # a batch's held attempts (``providers.events.held``) are no one provider's
+                if msg.subject.startswith("providers.events.") and not msg.subject.endswith(
+                    ".held"
+                ):
                     event = ProviderEvent.model_validate_json(msg.data)
                     if event.provider_id == provider_id:
                         out.append(event)
