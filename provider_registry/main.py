@@ -61,13 +61,17 @@ async def sweep_forever(
     """Every few seconds (jittered), mark providers with a stale heartbeat offline, once the
     database has been reachable for one TTL (:class:`SweepGrace`)."""
     grace = grace or SweepGrace(settings.heartbeat_ttl_seconds)
+    next_refresh = 0.0  # monotonic time the fleet gauges are next re-read
 
     async def sweep() -> None:
+        nonlocal next_refresh
         try:
             async with unit_of_work(sessions) as uow:
                 if grace.may_sweep():
                     await RegistryService(uow, wake).sweep(settings.heartbeat_ttl_seconds)
-                await metrics.refresh(uow.session)
+                if time.monotonic() >= next_refresh:
+                    await metrics.refresh(uow.session)
+                    next_refresh = time.monotonic() + settings.metrics_refresh_seconds
         except Exception:
             grace.lost()
             raise

@@ -13,6 +13,11 @@ class RegistrySettings(ServiceSettings):
     database_url: str = "sqlite+aiosqlite:///.dev/db/registry.sqlite"
     heartbeat_ttl_seconds: float = 30.0
     sweep_interval_seconds: float = 5.0
+    # The fleet gauges (by status, GPUs by health, each provider's heartbeat age) are re-read
+    # with a sweep at most this often: at 10,000 providers a re-read holds the event loop long
+    # enough to be the tail of every request meanwhile (issue 12). A Prometheus scrape
+    # interval is 15-30 s.
+    metrics_refresh_seconds: float = 30.0
     # A heartbeat that lists no attempts and changes nothing the scheduler reads (status,
     # health) is announced at most this often per provider (issue 12); one that lists the
     # attempts its daemon holds is always announced: the scheduler's leases read them.

@@ -29,7 +29,11 @@ from tests.support import servers
 
 # A stopping scheduler waits this long for its loops (default 10 s, ~5 s in practice while a
 # pull request is open); a test cluster has nothing in flight when it stops.
-TEST_ENV = {"DANTE_SCHEDULER_SHUTDOWN_GRACE_SECONDS": "1"}
+# a test's fleet is small: its gauges are re-read with every sweep (production: every 30 s)
+TEST_ENV = {
+    "DANTE_SCHEDULER_SHUTDOWN_GRACE_SECONDS": "1",
+    "DANTE_REGISTRY_METRICS_REFRESH_SECONDS": "5",
+}
 
 
 def cluster_config(data: Path, **fields: Any) -> ClusterConfig:
