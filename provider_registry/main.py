@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -72,6 +73,8 @@ async def sweep_forever(
                 if time.monotonic() >= next_refresh:
                     await metrics.refresh(uow.session)
                     next_refresh = time.monotonic() + settings.metrics_refresh_seconds
+                else:  # the grace counts from a database that answered: ask it every time
+                    await uow.session.execute(sa.select(1))
         except Exception:
             grace.lost()
             raise
