@@ -5,11 +5,10 @@ announcement), never both. Real registry app (its database, outbox and NATS), bo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import nats
 import pytest
 
 from provider_registry import beats
@@ -22,15 +21,6 @@ from tests.support.asgi import served
 from tests.support.registry import Events, provider, registry_app
 
 BODY = {"name": "host", "gpus": [{"index": 0, "name": "H100", "memory_total_mb": 81920}]}
-
-
-@pytest.fixture
-async def events(nats_url: str) -> AsyncIterator[Events]:
-    nc = await nats.connect(nats_url)
-    got = Events()
-    await nc.subscribe("providers.events.*", cb=got.on_msg)
-    yield got
-    await nc.close()
 
 
 def beat(attempts: list[tuple[str, int]] | None, healthy: bool = True) -> HeartbeatIn:

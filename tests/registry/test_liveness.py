@@ -5,12 +5,10 @@ in-process with a one-second TTL, so this takes seconds, not a killed daemon."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import nats
-import pytest
 import sqlalchemy as sa
 
 from provider_registry.service import RegistryService
@@ -20,15 +18,6 @@ from tests.support.asgi import served
 from tests.support.registry import Events, provider, registry_app
 
 BODY = {"name": "host", "gpus": [{"index": 0, "name": "H100", "memory_total_mb": 81920}]}
-
-
-@pytest.fixture
-async def events(nats_url: str) -> AsyncIterator[Events]:
-    nc = await nats.connect(nats_url)
-    got = Events()
-    await nc.subscribe("providers.events.*", cb=got.on_msg)
-    yield got
-    await nc.close()
 
 
 async def test_a_silent_provider_is_swept_offline_and_a_heartbeat_brings_it_back(

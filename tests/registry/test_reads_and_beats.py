@@ -6,11 +6,8 @@ real nats-server, both dialects."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-
-import nats
-import pytest
 
 from tests.support.asgi import served
 from tests.support.registry import Events, provider, registry_app
@@ -18,15 +15,6 @@ from tests.support.registry import Events, provider, registry_app
 
 def body(model: str) -> dict[str, Any]:
     return {"name": "host", "gpus": [{"index": 0, "name": model, "memory_total_mb": 40960}]}
-
-
-@pytest.fixture
-async def events(nats_url: str) -> AsyncIterator[Events]:
-    nc = await nats.connect(nats_url)
-    got = Events()
-    await nc.subscribe("providers.events.*", cb=got.on_msg)
-    yield got
-    await nc.close()
 
 
 async def test_search_pages_by_cursor_and_counts_only_when_asked(
