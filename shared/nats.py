@@ -16,10 +16,11 @@ import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StreamConfig
-from nats.js.errors import FetchTimeoutError, NotFoundError
+from nats.js.errors import APIError, FetchTimeoutError, NotFoundError
 from prometheus_client import Counter
 from pydantic import BaseModel
 from starlette.applications import Starlette
@@ -34,7 +35,7 @@ from shared.contracts import (
     task_subject,
 )
 from shared.logging import correlation
-from shared.loops import Backoff, ReadyChecks, every
+from shared.loops import Backoff, ReadyChecks, Stopped, every, retry
 from shared.nats_auth import KeyPair, read_creds
 
 log = structlog.get_logger(__name__)
@@ -227,17 +228,48 @@ def stream_replicas() -> int:
     return max(1, int(os.environ.get(REPLICAS_ENV, "1")))
 
 
-async def ensure_streams(js: JetStreamContext, names: list[str] | None = None) -> None:
-    """Create (or bring up to date) the streams this process uses. Safe to run on every start."""
+# JetStream API errors a cluster answers while it is still forming or busy, then stops answering:
+# no suitable peers (10005: a peer not known yet), a stream name another process just created
+# with a config not yet updated (10058), and any 5xx (no leader yet, JetStream unavailable).
+_FORMING = {10005, 10058}
+
+
+def _jetstream_settling(exc: BaseException) -> bool:
+    """True for what a fresh or busy JetStream cluster answers and a retry gets past; false for
+    a request it will always refuse (a config it cannot apply, a permission)."""
+    if isinstance(exc, NatsTimeoutError | NoRespondersError | asyncio.TimeoutError):
+        return True
+    if isinstance(exc, APIError):
+        return (exc.code or 0) >= 500 or exc.err_code in _FORMING
+    return False
+
+
+async def ensure_streams(
+    js: JetStreamContext, names: list[str] | None = None, *, within: float = 60.0
+) -> None:
+    """Create (or bring up to date) the streams this process uses. Safe to run on every start,
+    and from every service at once: on a cluster that is still forming, or where another
+    service is creating the same stream, a request times out or is refused for a while, so
+    each stream is retried (with back-off, for up to ``within`` seconds) before start fails."""
     for name in names or list(STREAMS):
         config = dataclasses.replace(STREAMS[name], num_replicas=stream_replicas())
-        try:
-            await js.stream_info(name)
-        except NotFoundError:
-            await js.add_stream(config)
-            log.info("nats.stream_created", stream=name)
-        else:
-            await js.update_stream(config)
+
+        async def ensure(name: str = name, config: StreamConfig = config) -> None:
+            try:
+                await js.stream_info(name)
+            except NotFoundError:
+                await js.add_stream(config)
+                log.info("nats.stream_created", stream=name)
+            else:
+                await js.update_stream(config)
+
+        await retry(
+            f"nats.stream.{name}",
+            ensure,
+            within=within,
+            backoff=Backoff(base=0.2, cap=5.0),
+            give_up=lambda exc: not _jetstream_settling(exc),
+        )
 
 
 def headers(correlation_id: str | None, msg_id: str | None = None) -> dict[str, str]:
@@ -356,9 +388,22 @@ class PullConsumer:
             max_deliver=-1 if self.dead_letters or self.max_deliver is None else self.max_deliver,
             filter_subject=self.subject,
         )
-        sub = await self.js.pull_subscribe(
-            self.subject, durable=self.durable, stream=self.stream, config=config
-        )
+        # Creating the consumer is retried like a fetch: a cluster under load may time out
+        # the request, and a consumer that gave up here would leave the process up but deaf.
+        try:
+            sub = await retry(
+                f"consumer.{self.durable}.create",
+                lambda: self.js.pull_subscribe(
+                    self.subject, durable=self.durable, stream=self.stream, config=config
+                ),
+                stop=stop,
+                backoff=Backoff(base=0.5, cap=10.0),
+                unhealthy_after=3,
+                ready=self.ready,
+                give_up=lambda exc: not _jetstream_settling(exc),
+            )
+        except Stopped:
+            return
         busy = False
 
         async def fetch() -> float:
