@@ -33,6 +33,9 @@ Phases and their baselines:
 * ``reads``: ``GET /api/v1/jobs/{id}`` and a filtered list p50/p99 with K jobs stored, once
   the cluster is idle after their bulk insert — baseline: bare endpoint p99.
 
+``intake``, ``registry`` and ``reads`` each get a cluster (and databases) of their own, so one
+phase's jobs are never placed onto the next phase's providers.
+
 Prints a table and one JSON line (``JSON {...}``). Not part of ``make test``.
 """
 
@@ -629,8 +632,11 @@ def run_placement(dialect: str, work: Path, pg_admin: str, sizes: Sizes, res: Re
 
 
 def run_cluster(
-    dialect: str, work: Path, pg_admin: str, sizes: Sizes, res: Result, phases: set[str]
+    dialect: str, work: Path, pg_admin: str, sizes: Sizes, res: Result, phase: str
 ) -> None:
+    """One phase on a cluster of its own: the intake phase's 40,000 queued jobs would otherwise
+    be placed onto the registry phase's 10,000 providers, a long burst of placements and
+    holds that every later figure would have to wait out."""
     from auth_service.keys import KeyRing
     from localdev.cluster import ClusterConfig, LocalCluster
     from tests.support.tokens import claims
@@ -638,9 +644,10 @@ def run_cluster(
     urls: dict[str, str] = {}
     if dialect == "postgresql":
         urls = {
-            s: db_url_for(dialect, work, pg_admin, s) for s in ("auth", "registry", "scheduler")
+            s: db_url_for(dialect, work, pg_admin, f"{s}_{phase}")
+            for s in ("auth", "registry", "scheduler")
         }
-    data = work / f"cluster-{dialect}"
+    data = work / f"cluster-{dialect}-{phase}"
     high = "1000000"
     cfg = ClusterConfig(
         data_dir=data,
@@ -671,7 +678,7 @@ def run_cluster(
         user = str(uuid.uuid4())
         token = ring.sign(claims("requester", user, ttl=3600))
         asyncio.run(
-            cluster_measure(cluster, dialect, ring, gw, user, token, sizes, res, urls, phases)
+            cluster_measure(cluster, dialect, ring, gw, user, token, sizes, res, urls, phase)
         )
     finally:
         cluster.stop()
@@ -687,14 +694,14 @@ async def cluster_measure(
     sizes: Sizes,
     res: Result,
     urls: dict[str, str],
-    phases: set[str],
+    phase: str,
 ) -> None:
-    if "intake" in phases:
+    if phase == "intake":
         await measure_intake(cluster, gw, token, sizes, res, dialect)
         await measure_proxied_read(cluster, gw, user, token, sizes, res, dialect)
-    if "registry" in phases:
+    elif phase == "registry":
         await measure_registry(cluster, ring, gw, token, sizes, res, dialect)
-    if "reads" in phases:
+    elif phase == "reads":
         await measure_reads(cluster, gw, user, token, sizes, res, dialect, urls)
 
 
@@ -1134,9 +1141,10 @@ def one_run(
             if "placement" in phases:
                 print(f"placement ({d})", flush=True)
                 run_placement(d, work, pg_admin_url, sizes, res)
-            if phases & {"intake", "registry", "reads"}:
-                print(f"platform ({d})", flush=True)
-                run_cluster(d, work, pg_admin_url, sizes, res, phases)
+            for phase in ("intake", "registry", "reads"):
+                if phase in phases:
+                    print(f"platform: {phase} ({d})", flush=True)
+                    run_cluster(d, work, pg_admin_url, sizes, res, phase)
     finally:
         if keep:
             print(f"work dir kept: {work}")
