@@ -6,6 +6,7 @@ name: train-mnist                  # required
 script_file: train.py              # or `script: |` inline, or `image:` for a container
 interpreter: python3               # default: python3 for *.py, else bash
 resources: {gpu_count: 1, gpu_model: "H100*", min_vram_mb: 40000, cpu: 4, memory_mb: 16000}
+                                   # nodes: 2 -> a gang: gpu_count on each of 2 hosts, all at once
 env: {EPOCHS: "3"}
 inputs:                            # storage keys the job reads ($DANTE_INPUTS_DIR/<key>)
   - datasets/mnist.npz             #   already in storage
@@ -61,6 +62,7 @@ RESOURCES: dict[str, type | tuple[type, ...]] = {
     "min_compute_capability": str,
     "cpu": (int, float),
     "memory_mb": int,
+    "nodes": int,  # a gang (multi-node) job: each rank gets DANTE_RANK, NNODES, MASTER_ADDR
 }
 KEY_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,512}$")
 DURATION_RE = re.compile(r"^(\d+)\s*([smhd]?)$")

@@ -1,5 +1,6 @@
-"""The YAML job file's durations (``client/dante_client/jobfile.py``), in process: ``timeout``
-and ``grace`` become the spec's seconds, and a bad one names its line."""
+"""The YAML job file (``client/dante_client/jobfile.py``), in process: ``timeout`` and
+``grace`` become the spec's seconds and a bad one names its line; ``resources.nodes`` asks for a
+gang, and ``dante ps`` says on how many nodes it runs."""
 
 from __future__ import annotations
 
@@ -31,3 +32,30 @@ def test_a_bad_duration_names_its_line_and_field(line: str, message: str) -> Non
     with pytest.raises(JobFileError) as caught:
         parse(BASE + line + "\n")
     assert message in str(caught.value)
+
+
+def test_a_gang_job_file_asks_for_nodes() -> None:
+    spec = parse(BASE + "resources: {gpu_count: 1, nodes: 2}\n").spec
+    assert spec["resources"] == {"gpu_count": 1, "nodes": 2}
+    assert JobSpec.model_validate(spec).resources.nodes == 2
+    with pytest.raises(JobFileError) as caught:
+        parse(BASE + "resources: {nodes: two}\n")
+    assert "<job>:3: resources.nodes: expected an integer, got 'two'" in str(caught.value)
+
+
+def test_ps_says_a_gang_runs_on_several_nodes() -> None:
+    from dante_client.cli.jobs import _jobs_table
+    from dante_client.models import Job
+    from rich.console import Console
+
+    jobs = [
+        Job(job_id="g", status="running", resources={"gpu_count": 1, "nodes": 2}, gpu_model="H100"),
+        Job(job_id="c", status="queued", resources={"nodes": 3}),
+        Job(job_id="s", status="queued", resources={"gpu_count": 2}),
+    ]
+    console = Console(width=200, record=True)
+    console.print(_jobs_table(jobs))
+    lines = {line.split()[0]: line for line in console.export_text().splitlines()[2:]}
+    assert "1x H100 on 2 nodes" in lines["g"]
+    assert "cpu on 3 nodes" in lines["c"]
+    assert "2x GPU" in lines["s"] and "nodes" not in lines["s"]

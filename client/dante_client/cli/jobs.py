@@ -40,6 +40,8 @@ def _jobs_table(jobs: list[models.Job]) -> Table:
     for j in jobs:
         count = j.resources.get("gpu_count") or 0
         gpu = f"{count}x {j.gpu_model or j.resources.get('gpu_model') or 'GPU'}" if count else "cpu"
+        if (j.resources.get("nodes") or 1) > 1:  # a gang: that on each of its hosts
+            gpu += f" on {j.resources['nodes']} nodes"
         t.add_row(
             Text(j.job_id),
             Text(j.name or ""),
@@ -114,6 +116,7 @@ def status(job_id: str, as_json: JsonOpt = False) -> None:
         ("error", job.error),
         ("waiting", job.waiting_reason),
         ("attempt", f"{job.attempt} of {1 + (job.max_retries or 0)}"),
+        ("nodes", job.resources.get("nodes")),  # a gang; provider: rank 0's host
         ("provider", job.provider_id),
         ("gpus", f"{job.gpu_model or ''} {job.gpu_indices}" if job.gpu_indices else ""),
         ("price/h", job.price_per_hour),
