@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 
 import structlog
 
-from provider_daemon.orphans import ProcessGroups
+from provider_daemon.orphans import ProcessGroups, kill_strays
 from shared.contracts import JobState, TaskDispatch
 
 log = structlog.get_logger(__name__)
@@ -257,8 +257,10 @@ class ProcessExecutor:
         pumping = asyncio.create_task(pump.drain(proc.stdout))
         result = await supervise(proc.wait(), kill, cancel, task.timeout_seconds, stop=stop)
         # Background children of a job that ended are killed too: nothing is left behind, and
-        # once they are gone the pipe they may hold open reaches EOF.
+        # once they are gone the pipe they may hold open reaches EOF. Those that left the group
+        # (setsid) are found by the job id and attempt in their environment.
         self._kill_group(proc.pid)
+        await asyncio.to_thread(kill_strays, task.job_id, task.attempt)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pumping, 10)
         if pump.failure is not None:

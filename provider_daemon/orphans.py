@@ -51,6 +51,37 @@ def _members(pgid: int, job_id: str) -> list[int]:
     return found
 
 
+def job_processes(job_id: str, attempt: int) -> list[int]:
+    """Live processes of this job's attempt in any process group, by their environment: a
+    child that left the job's group (``setsid``, a daemonising double fork) still carries the
+    ``DANTE_JOB_ID`` and ``DANTE_ATTEMPT`` it inherited. (One that clears its environment
+    escapes this too; only a cgroup per job would hold it.)"""
+    markers = {f"DANTE_JOB_ID={job_id}".encode(), f"DANTE_ATTEMPT={attempt}".encode()}
+    me = os.getpid()
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            ours = markers <= set((entry / "environ").read_bytes().split(b"\0"))
+            if ours and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def kill_strays(job_id: str, attempt: int) -> int:
+    """SIGKILL whatever of this attempt still runs outside its process group (see
+    :func:`job_processes`); returns how many were killed."""
+    killed = 0
+    for pid in job_processes(job_id, attempt):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    if killed:
+        log.warning("task.strays_killed", job_id=job_id, attempt=attempt, processes=killed)
+    return killed
+
+
 @dataclass
 class _Ledger:
     """What runs now, keyed by what would be left behind, in one small JSON file rewritten
@@ -102,18 +133,20 @@ class ProcessGroups(_Ledger):
             if entry.get("boot") != boot:
                 continue  # the machine restarted: nothing of that run survives
             members = _members(pgid, job_id)
-            if not members:
-                continue
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-                killed += 1
-                log.warning(
-                    "orphan.killed",
-                    job_id=job_id,
-                    attempt=entry.get("attempt"),
-                    pgid=pgid,
-                    processes=len(members),
-                )
+            if members:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+                    killed += 1
+                    log.warning(
+                        "orphan.killed",
+                        job_id=job_id,
+                        attempt=entry.get("attempt"),
+                        pgid=pgid,
+                        processes=len(members),
+                    )
+            attempt = entry.get("attempt")
+            if isinstance(attempt, int):  # and what of it had left the group
+                kill_strays(job_id, attempt)
         self.entries.clear()
         self._save()
         return killed

@@ -36,3 +36,20 @@ async def test_a_job_ignoring_sigterm_is_killed_after_its_grace(
     assert not alive(leader) and group_members(leader) == []
     event = await d.await_event("task.terminating", grace_s=1)
     assert event["pgid"] == leader
+
+
+async def test_a_child_that_left_the_jobs_group_is_killed_when_the_job_ends(
+    daemons: DaemonFactory, bus: Bus, tmp_path: Path
+) -> None:
+    """``setsid`` puts a child in a session and group of its own, where a kill of the job's
+    group does not reach; it still carries the job's id and attempt in its environment."""
+    d = daemons.start()
+    pid_file = tmp_path / "escaped"
+    script = f"setsid sleep 300 > /dev/null 2>&1 < /dev/null &\necho $! > {pid_file}\nsleep 0.5\n"
+    task = await bus.dispatch(d.provider_id, script)
+    final = await bus.final(task.job_id)
+    assert final.state == "completed"
+    escaped = int(pid_file.read_text())
+    await eventually_async(lambda: not alive(escaped), what="the escaped child killed")
+    event = await d.await_event("task.strays_killed", job_id=task.job_id)
+    assert event["processes"] == 1

@@ -1,8 +1,8 @@
 """A job left running by a daemon killed with SIGKILL is killed by the daemon's next start
-(issue 19, ``provider_daemon/orphans.py``), before it takes any task; a process group that is
-not that job's is left alone; a container job's container is removed through the engine. Real
-daemon processes, real job processes; the Docker engine is the fake of tests/support (none can
-run on these machines)."""
+(issue 19, ``provider_daemon/orphans.py``), before it takes any task, with the children that
+left its process group; a process group that is not that job's is left alone; a container
+job's container is removed through the engine. Real daemon processes, real job processes; the
+Docker engine is the fake of tests/support (none can run on these machines)."""
 
 from __future__ import annotations
 
@@ -32,14 +32,18 @@ async def test_a_restarted_daemon_kills_the_job_its_killed_run_left(
     creds = provider_key(daemons.cluster.gateway_url)
     d = daemons.start(creds)
     pids = tmp_path / "pids"
-    task = await bus.dispatch(
-        d.provider_id, f"sleep 300 & echo $! >> {pids}\necho $$ >> {pids}\nsleep 300\n"
+    # a child in the job's group, one that left it (setsid), then the job's leader
+    script = (
+        f"sleep 300 & echo $! >> {pids}\n"
+        f"setsid sleep 300 > /dev/null 2>&1 < /dev/null & echo $! >> {pids}\n"
+        f"echo $$ >> {pids}\nsleep 300\n"
     )
+    task = await bus.dispatch(d.provider_id, script)
     await bus.state(task.job_id, "running")
 
     def both_written() -> list[int] | None:
         got = pids.read_text().split() if pids.exists() else []
-        return [int(p) for p in got] if len(got) == 2 else None
+        return [int(p) for p in got] if len(got) == 3 else None
 
     recorded = await eventually_async(both_written, what="the job's pids")
     d.popen.send_signal(signal.SIGKILL)
@@ -49,6 +53,8 @@ async def test_a_restarted_daemon_kills_the_job_its_killed_run_left(
     again = daemons.start(creds, state_dir=d.state_dir)
     killed = await again.await_event("orphan.killed", job_id=task.job_id)
     assert killed["pgid"] == recorded[-1]
+    strays = await again.await_event("task.strays_killed", job_id=task.job_id)
+    assert strays["processes"] == 1  # the one that had left the group
     eventually(lambda: not [p for p in recorded if alive(p)], what="the orphans gone")
     assert group_members(recorded[-1]) == []
 
