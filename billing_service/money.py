@@ -57,6 +57,19 @@ def hold_minor(seconds: int, price_micros_per_hour: int, units: int) -> int:
     )
 
 
+def pro_rata(total: int, weights: list[int]) -> list[int]:
+    """``total`` split in proportion to ``weights``, in integers that add up to it exactly
+    (largest remainder; ties to the earlier weight)."""
+    whole = sum(weights)
+    if not whole:
+        return [total] + [0] * (len(weights) - 1) if weights else []
+    floors = [total * w // whole for w in weights]
+    order = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
+    for i in order[: total - sum(floors)]:
+        floors[i] += 1
+    return floors
+
+
 def fee_split(charge: int, fee_bp: int) -> tuple[int, int]:
     """``(provider share, platform fee)`` of a charge; they add up to the charge exactly."""
     fee = div_half_up(charge * fee_bp, BASIS_POINTS)

@@ -31,7 +31,7 @@ from billing_service.repository import (
 )
 from billing_service.schemas import BalanceOut
 from billing_service.settings import BillingSettings
-from shared.contracts import UsageRecorded
+from shared.contracts import UsageRecorded, UsageShare
 from shared.db import UnitOfWork, utcnow
 
 log = structlog.get_logger(__name__)
@@ -161,9 +161,12 @@ class BillingService:
             return done
         owner = usage.owner_id
         w, h = wallet(owner), hold_account(owner)
-        prov = earnings(usage.provider_id) if usage.provider_id else PLATFORM_FEES
-        owners = {prov: usage.provider_owner_id} if usage.provider_owner_id else None
-        accounts = await self.ledger.lock([w, h, prov, PLATFORM_FEES], owners)
+        shares = _shares(usage)  # one per host: a gang's ranks are each paid their own part
+        owners = {
+            earnings(x.provider_id): x.provider_owner_id for x in shares if x.provider_owner_id
+        }
+        provs = [earnings(x.provider_id) for x in shares]
+        accounts = await self.ledger.lock([w, h, *provs, PLATFORM_FEES], owners or None)
         this_hold = await self.holds.get(usage.job_id, usage.attempt, for_update=True)
         releases = [this_hold] if this_hold is not None and this_hold.status == "open" else []
         if usage.final:
@@ -171,25 +174,32 @@ class BillingService:
                 x for x in await self.holds.open_for_job(usage.job_id) if x is not this_hold
             ]
         held = sum(x.amount_minor for x in releases)
-        charge = money.charge_minor(
-            usage.run_microseconds, usage.price_micros_per_hour, usage.units
-        )
+        charges = [
+            money.charge_minor(usage.run_microseconds, x.price_micros_per_hour, x.units)
+            for x in shares
+        ]
+        charge = sum(charges)
         # What the wallet can pay once the holds are back: normally the hold covers it; a
         # run beyond the hold (no timeout, past the cap) is charged up to the credit limit and
         # the rest is recorded as uncollected on the settlement, never as a negative balance.
         can_pay = max(0, self.ledger.available(accounts[w]) + held)
         collected = min(charge, can_pay)
-        provider_share, fee = money.fee_split(collected, self.settings.platform_fee_bp)
-        if not usage.provider_id:
-            provider_share, fee = 0, collected
-        legs = [(h, -held), (w, held - collected), (prov, provider_share), (PLATFORM_FEES, fee)]
+        legs = [(h, -held), (w, held - collected)]
+        provider_share = 0
+        for prov, part in zip(provs, money.pro_rata(collected, charges), strict=True):
+            share, _ = money.fee_split(part, self.settings.platform_fee_bp)
+            legs.append((prov, share))
+            provider_share += share
+        fee = collected - provider_share  # with no host (never ran): nothing was charged
+        legs.append((PLATFORM_FEES, fee))
         await self.ledger.post(
             ref=f"settle:{usage.job_id}:{usage.attempt}",
             kind="settlement",
             legs=legs,
             job_id=usage.job_id,
-            owners=owners,
-            memo=f"{usage.state}: {usage.run_microseconds} us x {usage.units}",
+            owners=owners or None,
+            memo=f"{usage.state}: {usage.run_microseconds} us x {usage.units}"
+            + (f" on {len(shares)} hosts" if len(shares) > 1 else ""),
         )
         now = utcnow()
         for x in releases:
@@ -270,3 +280,20 @@ class BillingService:
         }
         (log.info if ok else log.error)("billing.reconciled", ok=ok, total=total)
         return result
+
+
+def _shares(usage: UsageRecorded) -> list[UsageShare]:
+    """Who earns what of an attempt: its gang ranks, else its one host, else nobody (an
+    attempt that never reached a host is charged nothing)."""
+    if usage.shares:
+        return usage.shares
+    if not usage.provider_id:
+        return []
+    return [
+        UsageShare(
+            provider_id=usage.provider_id,
+            provider_owner_id=usage.provider_owner_id,
+            units=usage.units,
+            price_micros_per_hour=usage.price_micros_per_hour,
+        )
+    ]

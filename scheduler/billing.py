@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scheduler.models import Job, ProviderView, UsageOutbox
-from shared.contracts import UsageRecorded
+from shared.contracts import UsageRecorded, UsageShare
 from shared.db import unit_of_work, utcnow
 from shared.errors import DanteError
 from shared.loops import every
@@ -50,8 +50,30 @@ def price_micros(price_per_hour: float | None) -> int:
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+def shares_of(job: Job, owners: dict[str, str | None]) -> list[UsageShare]:
+    """A placed gang's ranks as billing shares: each its GPUs at its host's price (a rank
+    placed before ranks carried their price: the job's, rank 0's)."""
+    if not (job.gang and job.provider_id):
+        return []
+    units = max(job.gpu_count // len(job.gang), 1)
+    return [
+        UsageShare(
+            provider_id=r["provider_id"],
+            provider_owner_id=owners.get(r["provider_id"]),
+            units=units,
+            price_micros_per_hour=price_micros(r.get("price_per_hour", job.price_per_hour)),
+        )
+        for r in job.gang
+    ]
+
+
 def usage_of(
-    job: Job, ended_at: datetime, *, final: bool, provider_owner_id: str | None
+    job: Job,
+    ended_at: datetime,
+    *,
+    final: bool,
+    provider_owner_id: str | None,
+    shares: list[UsageShare] | None = None,
 ) -> UsageRecorded:
     started = job.started_at if job.provider_id else None
     run = (ended_at - started) if started else None
@@ -68,19 +90,28 @@ def usage_of(
         started_at=started,
         ended_at=ended_at,
         run_microseconds=run_us,
-        units=max(job.gpu_count, 1),
+        units=sum(x.units for x in shares) if shares else max(job.gpu_count, 1),
         gpu_model=job.gpu_name,
         price_micros_per_hour=price_micros(job.price_per_hour) if job.provider_id else 0,
+        shares=shares or [],
     )
 
 
 async def record_usage(session: AsyncSession, job: Job, ended_at: datetime, *, final: bool) -> None:
     """Write the attempt's usage to the outbox (same transaction as the state change)."""
-    owner = None
-    if job.provider_id:
-        view = await session.get(ProviderView, job.provider_id)
-        owner = view.owner_id if view else None
-    event = usage_of(job, ended_at, final=final, provider_owner_id=owner)
+    hosts = [r["provider_id"] for r in job.gang or []] or [job.provider_id]
+    owners: dict[str, str | None] = {}
+    for provider_id in hosts:
+        if provider_id:
+            view = await session.get(ProviderView, provider_id)
+            owners[provider_id] = view.owner_id if view else None
+    event = usage_of(
+        job,
+        ended_at,
+        final=final,
+        provider_owner_id=owners.get(job.provider_id or ""),
+        shares=shares_of(job, owners),
+    )
     session.add(
         UsageOutbox(
             job_id=job.id,
@@ -153,14 +184,14 @@ class HttpBilling:
         self.http = http
         self.tokens = tokens
 
-    async def hold(self, job: Job, price_per_hour: float | None) -> int:
+    async def hold(self, job: Job, price_per_hour: float | None, units: int | None = None) -> int:
         """Hold funds for the job's current attempt; returns the amount (minor units)."""
         body = {
             "job_id": job.id,
             "attempt": job.attempt,
             "owner_id": job.owner_id,
             "price_micros_per_hour": price_micros(price_per_hour),
-            "units": max(job.gpu_count, 1),
+            "units": units or max(job.gpu_count, 1),
             "timeout_seconds": job.timeout_seconds,
         }
         try:

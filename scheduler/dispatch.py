@@ -341,13 +341,14 @@ class Placer:
             return await self.hardware.known(self.svc)
         return [capacity_of(v) for v in await self.svc.providers.all_known()]
 
-    async def _hold(self, job: Job, price_per_hour: float | None) -> bool:
-        """Funds held for this attempt (or billing not in use); else the job waits, saying why."""
+    async def _hold(self, job: Job, price_per_hour: float | None, units: int | None = None) -> bool:
+        """Funds held for this attempt (or billing not in use); else the job waits, saying why.
+        ``units``: GPUs billed, when not the job's own count (a gang's CPU-only ranks)."""
         if self.billing is None:
             return True
         if self._billing_down is None:
             try:
-                await self.billing.hold(job, price_per_hour)
+                await self.billing.hold(job, price_per_hour, units)
                 return True
             except InsufficientFunds as exc:
                 await self._wait(job, str(exc))

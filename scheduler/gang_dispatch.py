@@ -58,7 +58,9 @@ async def place_gang(
         )
         return False
     first = caps[got[0].provider_id]
-    if not await placer._hold(job, first.price_per_hour):
+    # each rank is charged at its host's price (scheduler/billing.py): hold at the dearest
+    dearest = max((caps[p.provider_id].price_per_hour or 0.0) for p in got)
+    if not await placer._hold(job, dearest, units=nodes * max(spec.resources.gpu_count, 1)):
         return False
     try:
         io = await placer._presign(job, spec)
@@ -74,6 +76,7 @@ async def place_gang(
                 "rank": i,
                 "provider_id": p.provider_id,
                 "gpu_indices": list(p.gpu_indices),
+                "price_per_hour": caps[p.provider_id].price_per_hour,
                 "state": JobState.DISPATCHED.value,
                 "exit_code": None,
             }

@@ -484,6 +484,16 @@ class AttemptsHeld(Message):
     held: dict[str, list[tuple[str, int]]] = Field(default_factory=dict)
 
 
+class UsageShare(Message):
+    """One host's part of an attempt that ran on several (a gang's rank): its GPUs, at its own
+    price, earned by its own provider."""
+
+    provider_id: str
+    provider_owner_id: str | None = None
+    units: int = Field(ge=1)  # GPUs on this host (1 for a CPU-only rank)
+    price_micros_per_hour: int = Field(ge=0)
+
+
 class UsageRecorded(Message):
     """``usage.recorded.<job_id>``: what one attempt of a job ran, in integers, for billing.
 
@@ -507,3 +517,8 @@ class UsageRecorded(Message):
     units: int = Field(ge=1)  # GPUs billed (1 for a CPU-only task)
     gpu_model: str | None = None
     price_micros_per_hour: int = Field(ge=0)
+    # a gang (issue 17): one share per rank, each charged at its host's price and earned by its
+    # provider; ``units`` is then their sum and ``provider_id``/the price rank 0's. Empty: the
+    # whole attempt ran on ``provider_id``. (A billing service older than this field ignores it
+    # and credits rank 0's provider with everything: deploy billing first.)
+    shares: list[UsageShare] = Field(default_factory=list)

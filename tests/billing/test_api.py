@@ -273,10 +273,12 @@ async def test_ops_endpoints(billing: httpx.AsyncClient) -> None:
     r = await billing.get("/ready")
     checks = r.json()["checks"]
     assert r.status_code == 200 and {"database", "nats"} <= set(checks)
-    # the background loops (shared/loops.py) add theirs as they start: all ok
+    # the background loops (shared/loops.py) add theirs as they start (the consumer's
+    # creation answers for it until its consumer exists): all ok
     assert set(checks) - {"database", "nats"} <= {
         "loop.billing.reconcile",
         "loop.consumer.billing-usage",
+        "loop.consumer.billing-usage.create",
     }
     assert set(checks.values()) == {"ok"}
     metrics = (await billing.get("/metrics")).text

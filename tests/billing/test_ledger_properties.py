@@ -255,3 +255,20 @@ def test_reconciliation_notices_tampered_books(tmp_path: Path) -> None:
             await engine.dispose()
 
     asyncio.run(scenario())
+
+
+@given(
+    st.integers(min_value=0, max_value=10**12),
+    st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=64),
+)
+def test_pro_rata_parts_add_up_and_stay_within_one_unit_of_the_exact_share(
+    total: int, weights: list[int]
+) -> None:
+    """A gang's collected charge split among its hosts: nothing created, nothing lost."""
+    parts = money.pro_rata(total, weights)
+    assert sum(parts) == total and len(parts) == len(weights)
+    whole = sum(weights)
+    for part, weight in zip(parts, weights, strict=True):
+        assert part >= 0
+        if whole:  # each part is its exact share rounded down or up
+            assert abs(part * whole - total * weight) < whole

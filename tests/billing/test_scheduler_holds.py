@@ -127,3 +127,63 @@ async def test_holds_gate_dispatch_and_an_outage_only_delays(
     assert await books.open_holds() == []
     async with books.service() as svc:
         assert (await svc.reconcile())["ok"]
+
+
+async def test_a_gangs_ranks_are_each_charged_at_their_hosts_price_and_paid_to_its_provider(
+    scheduler_factory: Any,
+    own_nats: str,
+    mint_token: Callable[..., str],
+    billing: tuple[Books, Cable],
+) -> None:
+    books, cable = billing
+    owner = str(uuid.uuid4())
+    me = auth(mint_token, owner)
+    prices = {"gang-cheap": 10 * PRICE, "gang-dear": 20 * PRICE}  # 10 and 20 minor units/s
+    async with httpx.AsyncClient(transport=cable) as http:
+
+        async def base() -> str:
+            return "http://billing"
+
+        client_of_billing = HttpBilling(
+            base, http, Tokens(mint_token("service", "service:scheduler"))
+        )
+        async with (
+            scheduler_factory(billing=client_of_billing) as (_, client),
+            Harness(own_nats, mint_token, run_seconds=(0.4, 0.4)) as h,
+        ):
+            for pid, price in prices.items():
+                await h.announce(pid, RTX, price_per_hour=price, owner_id=f"owner-{pid}")
+            async with books.service() as svc:
+                await svc.grant(owner, 5000, ref="gang")
+            job_id = await h.submit(
+                owner, 1, timeout_seconds=60, resources={"gpu_count": 1, "nodes": 2}
+            )
+            # held at the dearest host's price for both: 60 s x 2 GPUs x 720.00/h = 2400
+            job = await job_in(client, me, job_id, "completed")
+
+            async def settled() -> bool:
+                return any(s.job_id == job_id and s.final for s in await books.settlements())
+
+            await eventually_async(settled)
+    run = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
+    run_us = (run.days * 86_400 + run.seconds) * 1_000_000 + run.microseconds
+    den = 3_600_000_000 * 10_000
+
+    def charge_at(price: float) -> int:  # one GPU, half up
+        num = run_us * int(price * 1_000_000)
+        return (2 * num + den) // (2 * den)
+
+    [settlement] = [s for s in await books.settlements() if s.job_id == job_id]
+    charges = {pid: charge_at(price) for pid, price in prices.items()}
+    assert settlement.units == 2 and settlement.charge_minor == sum(charges.values())
+    assert charges["gang-dear"] > charges["gang-cheap"] > 0
+    fees = 0
+    for pid, charge in charges.items():
+        fee = (charge * 1000 * 2 + 10_000) // (2 * 10_000)  # 10 % platform fee, half up
+        assert await books.balance(f"earnings:{pid}") == charge - fee, pid
+        fees += fee
+    assert await books.balance("platform:fees") == fees
+    assert await books.balance(f"wallet:{owner}") == 5000 - sum(charges.values())
+    assert await books.balance(f"hold:{owner}") == 0
+    async with books.service() as svc:
+        assert (await svc.reconcile())["ok"]
