@@ -260,7 +260,7 @@ class ProcessExecutor:
         # once they are gone the pipe they may hold open reaches EOF. Those that left the group
         # (setsid) are found by the job id and attempt in their environment.
         self._kill_group(proc.pid)
-        await asyncio.to_thread(kill_strays, task.job_id, task.attempt)
+        await asyncio.to_thread(kill_strays, task.job_id, task.attempt, proc.pid)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pumping, 10)
         if pump.failure is not None:

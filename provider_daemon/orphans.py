@@ -51,11 +51,12 @@ def _members(pgid: int, job_id: str) -> list[int]:
     return found
 
 
-def job_processes(job_id: str, attempt: int) -> list[int]:
+def job_processes(job_id: str, attempt: int, *, outside: int | None = None) -> list[int]:
     """Live processes of this job's attempt in any process group, by their environment: a
     child that left the job's group (``setsid``, a daemonising double fork) still carries the
     ``DANTE_JOB_ID`` and ``DANTE_ATTEMPT`` it inherited. (One that clears its environment
-    escapes this too; only a cgroup per job would hold it.)"""
+    escapes this too; only a cgroup per job would hold it.) ``outside``: leave out the members
+    of this process group (just sent SIGKILL, they may not have died yet)."""
     markers = {f"DANTE_JOB_ID={job_id}".encode(), f"DANTE_ATTEMPT={attempt}".encode()}
     me = os.getpid()
     found = []
@@ -63,17 +64,19 @@ def job_processes(job_id: str, attempt: int) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         with contextlib.suppress(OSError, IndexError):
-            ours = markers <= set((entry / "environ").read_bytes().split(b"\0"))
-            if ours and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            if not markers <= set((entry / "environ").read_bytes().split(b"\0")):
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) != outside:
                 found.append(int(entry.name))
     return found
 
 
-def kill_strays(job_id: str, attempt: int) -> int:
-    """SIGKILL whatever of this attempt still runs outside its process group (see
+def kill_strays(job_id: str, attempt: int, group: int | None = None) -> int:
+    """SIGKILL whatever of this attempt still runs outside its process group ``group`` (see
     :func:`job_processes`); returns how many were killed."""
     killed = 0
-    for pid in job_processes(job_id, attempt):
+    for pid in job_processes(job_id, attempt, outside=group):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
             killed += 1
@@ -146,7 +149,7 @@ class ProcessGroups(_Ledger):
                     )
             attempt = entry.get("attempt")
             if isinstance(attempt, int):  # and what of it had left the group
-                kill_strays(job_id, attempt)
+                kill_strays(job_id, attempt, pgid)
         self.entries.clear()
         self._save()
         return killed
