@@ -53,7 +53,7 @@ def price_micros(price_per_hour: float | None) -> int:
 def shares_of(job: Job, owners: dict[str, str | None]) -> list[UsageShare]:
     """A placed gang's ranks as billing shares: each its GPUs at its host's price (a rank
     placed before ranks carried their price: the job's, rank 0's)."""
-    if not (job.gang and job.provider_id):
+    if not job.provider_id or not job.gang:  # (a queued job's gang is not even read)
         return []
     units = max(job.gpu_count // len(job.gang), 1)
     return [
@@ -99,7 +99,8 @@ def usage_of(
 
 async def record_usage(session: AsyncSession, job: Job, ended_at: datetime, *, final: bool) -> None:
     """Write the attempt's usage to the outbox (same transaction as the state change)."""
-    hosts = [r["provider_id"] for r in job.gang or []] or [job.provider_id]
+    placed = bool(job.provider_id)  # a queued job is read without its gang: never touch it
+    hosts = ([r["provider_id"] for r in job.gang or []] if placed else []) or [job.provider_id]
     owners: dict[str, str | None] = {}
     for provider_id in hosts:
         if provider_id:
