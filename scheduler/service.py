@@ -96,7 +96,9 @@ class SchedulerService:
                     await self.usage.add(record)
                 metrics.on_usage(self.uow, record)
         if ends_attempt:  # billing's copy, in integers, through the outbox (scheduler/billing.py)
-            await billing.record_usage(self.uow.session, job, now, final=to.terminal)
+            await billing.record_usage(
+                self.uow.session, job, now, final=to.terminal, rows=self.jobs
+            )
             # issue 17: the owner's fair-share usage and GPU-hour quota window
             await policy_store.account_attempt(
                 self.uow.session, job, now, self.settings.fairshare_half_life_seconds, self.jobs
