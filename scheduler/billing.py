@@ -33,7 +33,7 @@ from shared.contracts import UsageRecorded
 from shared.db import unit_of_work, utcnow
 from shared.errors import DanteError
 from shared.loops import every
-from shared.nats import publish
+from shared.nats import headers
 
 if TYPE_CHECKING:
     from scheduler.repository import JobRepository
@@ -123,7 +123,9 @@ async def publish_outbox(
                 USAGE_OUTBOX.c.id,
                 USAGE_OUTBOX.c.job_id,
                 USAGE_OUTBOX.c.attempt,
-                USAGE_OUTBOX.c.payload,
+                # as stored (JSON text): published as it is, not decoded, validated and
+                # encoded again; it was written by ``record_usage`` from the contract model
+                sa.cast(USAGE_OUTBOX.c.payload, sa.Text).label("payload"),
             )
             .where(USAGE_OUTBOX.c.published_at.is_(None))
             .order_by(USAGE_OUTBOX.c.id)
@@ -134,9 +136,13 @@ async def publish_outbox(
         if not rows:
             return 0
 
-        async def send(job_id: str, attempt: int, payload: dict[str, object]) -> None:
-            event = UsageRecorded.model_validate(payload)
-            await publish(js, f"usage.recorded.{job_id}", event, msg_id=f"{job_id}:{attempt}:usage")
+        async def send(job_id: str, attempt: int, payload: str) -> None:
+            await js.publish(
+                f"usage.recorded.{job_id}",
+                payload.encode(),
+                timeout=5.0,
+                headers=headers(None, f"{job_id}:{attempt}:usage"),
+            )
 
         for start in range(0, len(rows), PUBLISH_WINDOW):
             window = rows[start : start + PUBLISH_WINDOW]
