@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httpx
 import sqlalchemy as sa
@@ -33,12 +33,16 @@ from shared.contracts import UsageRecorded, UsageShare
 from shared.db import unit_of_work, utcnow
 from shared.errors import DanteError
 from shared.loops import every
-from shared.nats import publish
+from shared.nats import headers
 
 if TYPE_CHECKING:
+    from scheduler.repository import JobRepository
     from shared.service_auth import ServiceTokenSource
 
 log = structlog.get_logger(__name__)
+USAGE_OUTBOX = cast(sa.Table, UsageOutbox.__table__)
+PUBLISH_WINDOW = 256
+"""Outbox publishes awaiting their acks at once."""
 
 
 def price_micros(price_per_hour: float | None) -> int:
@@ -97,8 +101,17 @@ def usage_of(
     )
 
 
-async def record_usage(session: AsyncSession, job: Job, ended_at: datetime, *, final: bool) -> None:
-    """Write the attempt's usage to the outbox (same transaction as the state change)."""
+async def record_usage(
+    session: AsyncSession,
+    job: Job,
+    ended_at: datetime,
+    *,
+    final: bool,
+    rows: JobRepository | None = None,
+) -> None:
+    """Write the attempt's usage to the outbox (same transaction as the state change).
+    ``rows``: the unit of work's job repository, which writes the row in bulk while it
+    collects (a placement round, a status batch) instead of an ORM object flushed alone."""
     placed = bool(job.provider_id)  # a queued job is read without its gang: never touch it
     hosts = ([r["provider_id"] for r in job.gang or []] if placed else []) or [job.provider_id]
     owners: dict[str, str | None] = {}
@@ -113,38 +126,64 @@ async def record_usage(session: AsyncSession, job: Job, ended_at: datetime, *, f
         provider_owner_id=owners.get(job.provider_id or ""),
         shares=shares_of(job, owners),
     )
-    session.add(
-        UsageOutbox(
-            job_id=job.id,
-            attempt=job.attempt,
-            payload=event.model_dump(mode="json"),
-            created_at=utcnow(),
-        )
-    )
+    row = {
+        "job_id": job.id,
+        "attempt": job.attempt,
+        "payload": event.model_dump(mode="json"),
+        "created_at": utcnow(),
+    }
+    if rows is None or not rows.collect_row(USAGE_OUTBOX, row):
+        session.add(UsageOutbox(**row))
+
+
+OUTBOX_BATCH = 500
+"""Outbox rows claimed (and marked published) per transaction."""
 
 
 async def publish_outbox(
-    sessions: async_sessionmaker[AsyncSession], js: JetStreamContext, batch: int = 100
+    sessions: async_sessionmaker[AsyncSession], js: JetStreamContext, batch: int = OUTBOX_BATCH
 ) -> int:
-    """Publish what is unpublished, oldest first; rows are claimed SKIP LOCKED (replicas)."""
+    """Publish what is unpublished, oldest first; rows are claimed SKIP LOCKED (replicas).
+
+    The claimed rows are published pipelined (a window of acks in flight, in id order on
+    the one connection) and marked with one UPDATE; any publish failing rolls the claim
+    back, so those rows are sent again (JetStream's duplicate window and billing's
+    (job, attempt) key absorb what was sent twice). Plain rows, not ORM objects (issue 12)."""
     async with unit_of_work(sessions) as uow:
         stmt = (
-            sa.select(UsageOutbox)
-            .where(UsageOutbox.published_at.is_(None))
-            .order_by(UsageOutbox.id)
+            sa.select(
+                USAGE_OUTBOX.c.id,
+                USAGE_OUTBOX.c.job_id,
+                USAGE_OUTBOX.c.attempt,
+                # as stored (JSON text): published as it is, not decoded, validated and
+                # encoded again; it was written by ``record_usage`` from the contract model
+                sa.cast(USAGE_OUTBOX.c.payload, sa.Text).label("payload"),
+            )
+            .where(USAGE_OUTBOX.c.published_at.is_(None))
+            .order_by(USAGE_OUTBOX.c.id)
             .limit(batch)
             .with_for_update(skip_locked=True)
         )
-        rows = list((await uow.session.execute(stmt)).scalars())
-        for row in rows:
-            event = UsageRecorded.model_validate(row.payload)
-            await publish(
-                js,
-                f"usage.recorded.{row.job_id}",
-                event,
-                msg_id=f"{row.job_id}:{row.attempt}:usage",
+        rows = (await uow.session.execute(stmt)).all()
+        if not rows:
+            return 0
+
+        async def send(job_id: str, attempt: int, payload: str) -> None:
+            await js.publish(
+                f"usage.recorded.{job_id}",
+                payload.encode(),
+                timeout=5.0,
+                headers=headers(None, f"{job_id}:{attempt}:usage"),
             )
-            row.published_at = utcnow()
+
+        for start in range(0, len(rows), PUBLISH_WINDOW):
+            window = rows[start : start + PUBLISH_WINDOW]
+            await asyncio.gather(*(send(r.job_id, r.attempt, r.payload) for r in window))
+        await uow.session.execute(
+            sa.update(USAGE_OUTBOX)
+            .where(USAGE_OUTBOX.c.id.in_([r.id for r in rows]))
+            .values(published_at=utcnow())
+        )
     return len(rows)
 
 

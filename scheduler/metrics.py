@@ -26,7 +26,7 @@ from shared.metrics import dependency_up, poll_jetstream
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from scheduler.models import Job, UsageRecord
+    from scheduler.models import Job
     from shared.db import UnitOfWork
 
 # A job waits from milliseconds (idle fleet) to hours (no GPU of its kind): buckets span both.
@@ -134,11 +134,13 @@ def on_transition(uow: UnitOfWork, job: Job, to: JobState, now: datetime, cause:
     uow.after_commit(record)
 
 
-def on_usage(uow: UnitOfWork, record: UsageRecord) -> None:
+def on_usage(uow: UnitOfWork, gpu_secs: float, seconds: float, cost: float) -> None:
+    """An attempt's metered usage, counted once its transaction commits."""
+
     async def count() -> None:
-        gpu_seconds.inc(record.gpu_seconds)
-        task_seconds.inc(record.seconds)
-        metered_cost.inc(round(record.cost * 1_000_000))
+        gpu_seconds.inc(gpu_secs)
+        task_seconds.inc(seconds)
+        metered_cost.inc(round(cost * 1_000_000))
 
     uow.after_commit(count)
 

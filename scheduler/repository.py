@@ -28,11 +28,6 @@ USAGE_COLUMN_OF = {
 }
 
 
-def usage_row(record: UsageRecord) -> dict[str, Any]:
-    """A new usage record as a row for :meth:`JobRepository.collect_row`."""
-    return {col: getattr(record, key) for key, col in USAGE_COLUMN_OF.items()}
-
-
 _STAGED_UPDATE = (
     sa.update(JOBS)
     .where(JOBS.c.id == sa.bindparam("b_id"), JOBS.c.version == sa.bindparam("b_version"))

@@ -14,16 +14,16 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter
 
 from scheduler import billing, gang_dispatch, leases, metrics, policy_store, states
-from scheduler.models import Job, ProviderView
+from scheduler.models import Job, ProviderView, UsageRecord
 from scheduler.repository import (
+    USAGE_COLUMN_OF,
     USAGE_RECORDS,
     JobRepository,
     ProviderViewRepository,
-    usage_row,
 )
 from scheduler.schemas import UsageRead, UsageRecordRead, UsageScope
 from scheduler.settings import SchedulerSettings
-from scheduler.usage import UsageRepository, meter
+from scheduler.usage import UsageRepository, usage_fields
 from shared.auth import Principal
 from shared.contracts import (
     JobState,
@@ -90,13 +90,16 @@ class SchedulerService:
         elif to.terminal:
             job.finished_at = now
             job.start_deadline = None
-            record = meter(job, now)
-            if record is not None:
-                if not self.jobs.collect_row(USAGE_RECORDS, usage_row(record)):
-                    await self.usage.add(record)
-                metrics.on_usage(self.uow, record)
+            used = usage_fields(job, now)
+            if used is not None:
+                row = {USAGE_COLUMN_OF[k]: v for k, v in used.items()}
+                if not self.jobs.collect_row(USAGE_RECORDS, row):
+                    await self.usage.add(UsageRecord(**used))
+                metrics.on_usage(self.uow, used["gpu_seconds"], used["seconds"], used["cost"])
         if ends_attempt:  # billing's copy, in integers, through the outbox (scheduler/billing.py)
-            await billing.record_usage(self.uow.session, job, now, final=to.terminal)
+            await billing.record_usage(
+                self.uow.session, job, now, final=to.terminal, rows=self.jobs
+            )
             # issue 17: the owner's fair-share usage and GPU-hour quota window
             await policy_store.account_attempt(
                 self.uow.session, job, now, self.settings.fairshare_half_life_seconds, self.jobs

@@ -19,7 +19,7 @@ class SchedulerSettings(ServiceSettings):
     placement_batch: int = 1000
     # messages fetched at once from JOBS, STATUS and EVENTS and applied in one transaction
     # (acked after its commit); a failing batch is redone one message at a time
-    consume_batch: int = 256
+    consume_batch: int = 1000
     # dispatched but not reported running within this → the attempt is presumed lost (a daemon
     # that died before taking it, or a publish lost in a crash) and the job is requeued
     dispatch_timeout_seconds: float = 60.0

@@ -19,8 +19,10 @@ from scheduler.schemas import UsageByGpu, UsageTotals
 MICRO = Decimal("0.000001")
 
 
-def meter(job: Job, ended_at: datetime) -> UsageRecord | None:
-    """The usage of the job's current attempt, ending now; None if it never reached a host."""
+def usage_fields(job: Job, ended_at: datetime) -> dict[str, Any] | None:
+    """The usage of the job's current attempt, ending now, as a usage record's attributes
+    (no ORM object: a status batch writes them as rows; issue 12); None if it never reached
+    a host."""
     if not job.provider_id:
         return None
     started = job.started_at or ended_at  # never reported running: nothing ran, nothing billed
@@ -29,21 +31,27 @@ def meter(job: Job, ended_at: datetime) -> UsageRecord | None:
     price = job.price_per_hour or 0.0
     # Decimal, not float: seconds x units x price / 3600 rounded once, to a micro-unit.
     cost = Decimal(repr(seconds)) * units * Decimal(repr(price)) / 3600
-    return UsageRecord(
-        job_id=job.id,
-        attempt=job.attempt,
-        owner_id=job.owner_id,
-        provider_id=job.provider_id,
-        state=job.state,
-        gpu_name=job.gpu_name,
-        gpu_count=job.gpu_count,
-        started_at=started,
-        ended_at=ended_at,
-        seconds=seconds,
-        gpu_seconds=seconds * job.gpu_count,
-        price_per_hour=price,
-        cost=float(cost.quantize(MICRO)),
-    )
+    return {
+        "job_id": job.id,
+        "attempt": job.attempt,
+        "owner_id": job.owner_id,
+        "provider_id": job.provider_id,
+        "state": job.state,
+        "gpu_name": job.gpu_name,
+        "gpu_count": job.gpu_count,
+        "started_at": started,
+        "ended_at": ended_at,
+        "seconds": seconds,
+        "gpu_seconds": seconds * job.gpu_count,
+        "price_per_hour": price,
+        "cost": float(cost.quantize(MICRO)),
+    }
+
+
+def meter(job: Job, ended_at: datetime) -> UsageRecord | None:
+    """The usage of the job's current attempt, ending now; None if it never reached a host."""
+    fields = usage_fields(job, ended_at)
+    return None if fields is None else UsageRecord(**fields)
 
 
 def _exact_sum(column: Any, scale: int) -> Any:
