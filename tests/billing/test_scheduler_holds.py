@@ -69,6 +69,15 @@ async def billing(
             await books.close()
 
 
+def billing_over(http: httpx.AsyncClient, mint_token: Callable[..., str]) -> HttpBilling:
+    """The scheduler's billing client, reaching billing through ``http`` (the cable)."""
+
+    async def base() -> str:
+        return "http://billing"
+
+    return HttpBilling(base, http, Tokens(mint_token("service", "service:scheduler")))
+
+
 async def test_holds_gate_dispatch_and_an_outage_only_delays(
     scheduler_factory: Any,
     own_nats: str,
@@ -78,42 +87,35 @@ async def test_holds_gate_dispatch_and_an_outage_only_delays(
     books, cable = billing
     owner = str(uuid.uuid4())
     me = auth(mint_token, owner)
-    async with httpx.AsyncClient(transport=cable) as http:
+    async with (
+        httpx.AsyncClient(transport=cable) as http,
+        scheduler_factory(billing=billing_over(http, mint_token)) as (_, client),
+        Harness(own_nats, mint_token, run_seconds=(0.4, 0.4)) as h,
+    ):
+        await h.announce("p-billed", RTX, price_per_hour=PRICE, max_concurrent_tasks=2)
+        cable.plugged = False
+        job_id = await h.submit(owner, 2, timeout_seconds=60)
 
-        async def base() -> str:
-            return "http://billing"
+        async def reason(text: str) -> dict | None:
+            r = await client.get(f"/api/v1/jobs/{job_id}", headers=me)
+            job = r.json() if r.status_code == 200 else {}
+            return job if text in (job.get("waiting_reason") or "") else None
 
-        client_of_billing = HttpBilling(
-            base, http, Tokens(mint_token("service", "service:scheduler"))
-        )
-        async with (
-            scheduler_factory(billing=client_of_billing) as (_, client),
-            Harness(own_nats, mint_token, run_seconds=(0.4, 0.4)) as h,
-        ):
-            await h.announce("p-billed", RTX, price_per_hour=PRICE, max_concurrent_tasks=2)
-            cable.plugged = False
-            job_id = await h.submit(owner, 2, timeout_seconds=60)
+        job = await eventually_async(lambda: reason("billing unavailable"))
+        assert job["status"] == "queued" and h.dispatches[job_id] == 0
+        cable.plugged = True
+        job = await eventually_async(lambda: reason("insufficient balance"))
+        assert job["status"] == "queued" and h.dispatches[job_id] == 0
+        # 60 s x 2 GPUs x 36.00/h = 120 minor units held; grant exactly that
+        async with books.service() as svc:
+            await svc.grant(owner, 120, ref="exact")
+        job = await job_in(client, me, job_id, "completed")
+        assert h.dispatches[job_id] == 1
 
-            async def reason(text: str) -> dict | None:
-                r = await client.get(f"/api/v1/jobs/{job_id}", headers=me)
-                job = r.json() if r.status_code == 200 else {}
-                return job if text in (job.get("waiting_reason") or "") else None
+        async def settled() -> bool:
+            return any(s.job_id == job_id and s.final for s in await books.settlements())
 
-            job = await eventually_async(lambda: reason("billing unavailable"))
-            assert job["status"] == "queued" and h.dispatches[job_id] == 0
-            cable.plugged = True
-            job = await eventually_async(lambda: reason("insufficient balance"))
-            assert job["status"] == "queued" and h.dispatches[job_id] == 0
-            # 60 s x 2 GPUs x 36.00/h = 120 minor units held; grant exactly that
-            async with books.service() as svc:
-                await svc.grant(owner, 120, ref="exact")
-            job = await job_in(client, me, job_id, "completed")
-            assert h.dispatches[job_id] == 1
-
-            async def settled() -> bool:
-                return any(s.job_id == job_id and s.final for s in await books.settlements())
-
-            await eventually_async(settled)
+        await eventually_async(settled)
     run = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
     run_us = (run.days * 86_400 + run.seconds) * 1_000_000 + run.microseconds
     # charge = run_us x 36,000,000 micros/h x 2 GPUs / (3.6e9 us/h x 10,000 micros per cent)
@@ -139,32 +141,25 @@ async def test_a_gangs_ranks_are_each_charged_at_their_hosts_price_and_paid_to_i
     owner = str(uuid.uuid4())
     me = auth(mint_token, owner)
     prices = {"gang-cheap": 10 * PRICE, "gang-dear": 20 * PRICE}  # 10 and 20 minor units/s
-    async with httpx.AsyncClient(transport=cable) as http:
-
-        async def base() -> str:
-            return "http://billing"
-
-        client_of_billing = HttpBilling(
-            base, http, Tokens(mint_token("service", "service:scheduler"))
+    async with (
+        httpx.AsyncClient(transport=cable) as http,
+        scheduler_factory(billing=billing_over(http, mint_token)) as (_, client),
+        Harness(own_nats, mint_token, run_seconds=(0.4, 0.4)) as h,
+    ):
+        for pid, price in prices.items():
+            await h.announce(pid, RTX, price_per_hour=price, owner_id=f"owner-{pid}")
+        async with books.service() as svc:
+            await svc.grant(owner, 5000, ref="gang")
+        job_id = await h.submit(
+            owner, 1, timeout_seconds=60, resources={"gpu_count": 1, "nodes": 2}
         )
-        async with (
-            scheduler_factory(billing=client_of_billing) as (_, client),
-            Harness(own_nats, mint_token, run_seconds=(0.4, 0.4)) as h,
-        ):
-            for pid, price in prices.items():
-                await h.announce(pid, RTX, price_per_hour=price, owner_id=f"owner-{pid}")
-            async with books.service() as svc:
-                await svc.grant(owner, 5000, ref="gang")
-            job_id = await h.submit(
-                owner, 1, timeout_seconds=60, resources={"gpu_count": 1, "nodes": 2}
-            )
-            # held at the dearest host's price for both: 60 s x 2 GPUs x 720.00/h = 2400
-            job = await job_in(client, me, job_id, "completed")
+        # held at the dearest host's price for both: 60 s x 2 GPUs x 720.00/h = 2400
+        job = await job_in(client, me, job_id, "completed")
 
-            async def settled() -> bool:
-                return any(s.job_id == job_id and s.final for s in await books.settlements())
+        async def settled() -> bool:
+            return any(s.job_id == job_id and s.final for s in await books.settlements())
 
-            await eventually_async(settled)
+        await eventually_async(settled)
     run = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
     run_us = (run.days * 86_400 + run.seconds) * 1_000_000 + run.microseconds
     den = 3_600_000_000 * 10_000
