@@ -7,7 +7,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/dante
 WORKDIR /src
 # README* matches nothing until the project has one; pyproject names it as the readme.
-COPY pyproject.toml README* ./
+COPY pyproject.toml constraints.txt README* ./
 COPY shared/ shared/
 COPY auth_service/ auth_service/
 COPY provider_registry/ provider_registry/
@@ -18,7 +18,7 @@ COPY api_gateway/ api_gateway/
 COPY provider_daemon/ provider_daemon/
 COPY localdev/ localdev/
 # A regular (non-editable) install of the runtime dependencies only: no dev extra.
-RUN /opt/dante/bin/pip install . \
+RUN /opt/dante/bin/pip install -c constraints.txt . \
     && /opt/dante/bin/pip uninstall --yes pip
 
 FROM python:3.11-slim

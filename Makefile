@@ -6,14 +6,14 @@ STAMP  := $(VENV)/.installed
 # pytest-xdist workers for `make test` (docs/decisions.md: measured on the 2-core VM); 0 = in-process
 TEST_WORKERS ?= 3
 
-.PHONY: dev test install lint fmt clean tools browser
+.PHONY: dev test install lint fmt clean tools browser lock
 
-$(STAMP): pyproject.toml client/pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet -e ./client  # the dante CLI and SDK (installable alone)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ./client  # the dante CLI and SDK (installable alone)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -60,6 +60,12 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## Pin what the ranges in pyproject.toml resolve to today (constraints.txt); commit it with a green `make test`.
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]' -e ./client
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt
 
 clean:
 	rm -rf .dev .pytest_cache .ruff_cache
