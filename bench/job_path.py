@@ -292,6 +292,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy so far, all cores (/proc/stat; Linux)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def cpu_shares(cluster: Any) -> Iterator[None]:
+    """Print how many cores each of the cluster's processes, this bench and the rest of the
+    machine (PostgreSQL's backends among it) used while the block ran: what a latency shared
+    the 2 cores with."""
+    pids = {p.name: p.popen.pid for p in cluster.procs}
+    t0, own0, busy0 = time.perf_counter(), time.process_time(), machine_busy()
+    before = {n: cpu_seconds(pid) for n, pid in pids.items()}
+    yield
+    wall = time.perf_counter() - t0
+    used = {n: cpu_seconds(pid) - before[n] for n, pid in pids.items()}
+    used["bench"] = time.process_time() - own0
+    used["rest"] = max(0.0, machine_busy() - busy0 - sum(used.values()))
+    shown = ", ".join(f"{n} {v / wall:.2f}" for n, v in used.items() if v / wall >= 0.01)
+    print(f"    cores used: {shown}", flush=True)
+
+
 @contextlib.contextmanager
 def profiled(pid: int, name: str) -> Iterator[None]:
     """py-spy (collapsed stacks) on a process while the block runs, when ``--profile DIR``."""
@@ -759,10 +783,18 @@ async def measure_intake(
     if errors:
         print(f"    {errors} intake errors", flush=True)
     # the same submissions offered at the target rate, open loop: the latency a client sees
-    # at 1,500 jobs/s, not the queue 32 saturating connections build
-    got, lat, errors = await paced_load(
-        gw, lambda i: post, sizes.intake, INTAKE_RATE, sizes.paced_conns, expect=202
-    )
+    # at 1,500 jobs/s, not the queue 32 saturating connections build, nor the scheduler still
+    # storing the saturating run's backlog beside it
+    await cluster_idle(cluster)
+    sched_pid = cluster.process("scheduler").pid
+    with (
+        cpu_shares(cluster),
+        profiled(gw_pid, f"gateway-paced-{dialect}"),
+        profiled(sched_pid, f"scheduler-paced-{dialect}"),
+    ):
+        got, lat, errors = await paced_load(
+            gw, lambda i: post, sizes.intake, INTAKE_RATE, sizes.paced_conns, expect=202
+        )
     rate_tag = f"{INTAKE_RATE:,.0f}/s offered"
     res.add(f"gateway intake achieved at {rate_tag} ({tag})", "jobs/s", got)
     res.add(f"gateway intake p50 at {rate_tag} ({tag})", "ms", pct(lat, 50))
