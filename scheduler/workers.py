@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -50,27 +49,6 @@ Rows are still claimed ``FOR UPDATE SKIP LOCKED`` so cancels and status updates 
 a round per job. A replica that misses the lock skips the round instead of waiting; intake and
 status handling run on every replica in parallel.
 """
-
-
-GC_THRESHOLDS = (10_000, 20, 10)
-"""The collector's thresholds while the loops run (Python's default: 700, 10, 10)."""
-
-
-def tune_gc() -> None:
-    """Collect garbage less often: a burst allocates a great many short-lived objects (rows,
-    messages, ORM states) next to a large long-lived heap (the spec and hardware caches, the
-    ORM's and the app's own), and with the default thresholds a 10,000-job burst ran 38 full
-    collections, each scanning the whole heap: 16.5 s of collecting in all, 1.8 s with these
-    (gc callbacks, 2-core VM at load ~6; issue 12). A young generation of 10,000 objects lets most
-    of them die before they are looked at; what the process built while starting (modules,
-    mappers, settings) is frozen out of every collection. Cyclic garbage is still collected,
-    only in fewer, larger passes. Once per process (the first loops started)."""
-    if gc.get_threshold() == GC_THRESHOLDS:
-        return
-    gc.collect()  # nothing that is garbage already gets frozen
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
 
 STATUS_CONSUMER = "scheduler-status"
 STALE_TRIES = 3
@@ -275,7 +253,6 @@ class Workers:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        tune_gc()
         s = self.settings
         # Every accepted message is kept (issue 18): failures back off exponentially, and past
         # the bound a message is settled (a job stored as failed) or dead-lettered and replayed.

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import TokenVerifier
 from shared.discovery import Discovery, ServiceInstance, make_discovery
 from shared.errors import ServiceUnavailable, error_response, install_error_handlers
+from shared.gc_tuning import tune_gc
 from shared.http_server import limited_protocol, raise_open_file_limit
 from shared.input_guard import InputGuard
 from shared.logging import (
@@ -404,8 +405,10 @@ async def service_runtime(
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     """Run one service under uvicorn with our logging (no access log: the middleware logs),
-    header limits and timeouts (shared/http_server.py) and a raised open-file limit."""
+    header limits and timeouts (shared/http_server.py), a raised open-file limit, and the
+    garbage collector tuned for a long-running process (shared/gc_tuning.py)."""
     raise_open_file_limit()
+    tune_gc()
     uvicorn.run(
         app,
         host=settings.host,
