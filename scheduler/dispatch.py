@@ -155,18 +155,7 @@ class HardwareCache:
             entry = self._static.get(r.id)
             if entry is None:
                 continue  # deleted between the two reads
-            t = entry[1]
-            caps[r.id] = placement.Capacity(
-                provider_id=t.provider_id,
-                price_per_hour=t.price_per_hour,
-                max_tasks=t.max_tasks,
-                gpus=t.gpus,  # shared, never mutated
-                labels=t.labels,
-                last_placed_at=r.last_placed_at,
-                cpu_count=t.cpu_count,
-                memory_mb=t.memory_mb,
-                docker=t.docker,
-            )
+            caps[r.id] = entry[1].for_round(r.last_placed_at)
         return caps
 
 

@@ -63,6 +63,23 @@ class Capacity:
     # matchers that filed this host by its free GPUs: told by ``allocate`` / ``release``
     watchers: list[Matcher] = field(default_factory=list, repr=False, compare=False)
 
+    def for_round(self, last_placed_at: datetime | None) -> Capacity:
+        """A copy with nothing taken yet, for one placement round: the host's static parts
+        (price, slots, labels, GPUs: never mutated) shared, what a round takes new. Half the
+        cost of the dataclass's ``__init__``, paid for every live host in every round."""
+        fresh = object.__new__(Capacity)
+        state = self.__dict__.copy()
+        state.update(
+            running_tasks=0,
+            used_indices=set(),
+            last_placed_at=last_placed_at,
+            used_cpu=0.0,
+            used_memory_mb=0,
+            watchers=[],
+        )
+        fresh.__dict__ = state
+        return fresh
+
 
 @dataclass(frozen=True)
 class Placement:

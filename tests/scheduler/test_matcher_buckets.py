@@ -168,3 +168,39 @@ def test_a_one_off_choice_leaves_no_watcher_behind() -> None:
     caps = a_fleet(random.Random(3))
     placement.choose(Demand(gpu_count=1), caps)
     assert all(not c.watchers for c in caps)
+
+
+def test_a_round_copy_starts_empty_and_never_touches_the_cached_host() -> None:
+    """``Capacity.for_round``: the hardware cache's host, copied for one round with nothing
+    taken; what the round takes (and the matchers it tells) stays on the copy."""
+    gpus = [GpuSlot(index=i, name="H100", memory_total_mb=81920) for i in range(8)]
+    cached = Capacity(
+        provider_id="p",
+        price_per_hour=2.5,
+        max_tasks=8,
+        gpus=gpus,
+        labels={"zone": "a"},
+        cpu_count=64,
+        memory_mb=512_000,
+        docker=True,
+    )
+    first = cached.for_round(T0)
+    first.used_cpu, first.used_memory_mb = 8.0, 1000
+    placement.allocate(first, Placement("p", [0, 1]), T0 + timedelta(seconds=1))
+    assert first.running_tasks == 1 and first.used_indices == {0, 1}
+    first.watchers.append(placement.Matcher([first]))
+    # the cached host is as it was, and the next round's copy starts from it, empty
+    assert cached.running_tasks == 0 and cached.used_indices == set() and cached.watchers == []
+    again = cached.for_round(T0 + timedelta(seconds=2))
+    assert again == Capacity(
+        provider_id="p",
+        price_per_hour=2.5,
+        max_tasks=8,
+        gpus=gpus,
+        labels={"zone": "a"},
+        last_placed_at=T0 + timedelta(seconds=2),
+        cpu_count=64,
+        memory_mb=512_000,
+        docker=True,
+    )
+    assert again.gpus is cached.gpus and again.used_indices is not first.used_indices
