@@ -587,15 +587,16 @@ async def placement_measure(
     complete = False
     paced: list[tuple[str, float]] = []
     start = time.perf_counter()
-    for i in range(sizes.paced):
-        s = submission(1)
-        at = time.perf_counter()
-        await publish(js, "jobs.submitted", s, msg_id=s.job_id)
-        paced.append((s.job_id, at))
-        delay = start + (i + 1) / sizes.rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-    await wait_all([j for j, _ in paced], 120)
+    with profiled(pid, f"scheduler-{profile_tag}-paced"):
+        for i in range(sizes.paced):
+            s = submission(1)
+            at = time.perf_counter()
+            await publish(js, "jobs.submitted", s, msg_id=s.job_id)
+            paced.append((s.job_id, at))
+            delay = start + (i + 1) / sizes.rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await wait_all([j for j, _ in paced], 120)
     to_dispatch = [dispatched[j] - t for j, t in paced if j in dispatched]
     ids = [j for j, _ in paced]
     to_running: list[float] = []
