@@ -248,13 +248,15 @@ class JobRepository:
             (await self.session.execute(sa.select(Job).where(Job.id.in_(job_ids)))).scalars()
         )
 
-    async def active(self) -> Sequence[Any]:
-        """Every active attempt, as rows: what a placement round accounts as taken (GPUs,
-        task slots, CPUs, memory) and what its policies weigh (usage in flight, quotas,
-        preemption victims), read once per round (with 8,000 running jobs, three reads of
-        them were ~7 % of a burst's CPU; issue 12)."""
+    async def active(self, ids: list[str] | None = None) -> Sequence[Any]:
+        """Every active attempt (or these of them), as rows: what a placement round accounts
+        as taken (GPUs, task slots, CPUs, memory) and what its policies weigh (usage in
+        flight, quotas, preemption victims), read once per round (with 8,000 running jobs,
+        three reads of them were ~7 % of a burst's CPU; issue 12). ``version`` says which
+        write of the job the row is (``dispatch.ActiveRows`` keeps rows by it)."""
         stmt = sa.select(
             Job.id,
+            Job.version,
             Job.owner_id,
             Job.priority,
             Job.provider_id,
@@ -264,6 +266,14 @@ class JobRepository:
             Job.cpu,
             Job.memory_mb,
         ).where(Job.state.in_(ACTIVE))
+        if ids is not None:
+            stmt = stmt.where(Job.id.in_(ids))
+        return (await self.session.execute(stmt)).all()
+
+    async def active_versions(self) -> Sequence[Any]:
+        """Every active attempt's ``(id, version)``: two plain columns, no JSON or dates to
+        decode (a round reads the full rows only of those whose version moved)."""
+        stmt = sa.select(Job.id, Job.version).where(Job.state.in_(ACTIVE))
         return (await self.session.execute(stmt)).all()
 
     async def active_on(self, provider_id: str) -> list[Job]:

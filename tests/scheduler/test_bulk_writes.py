@@ -244,3 +244,55 @@ async def test_a_staged_job_that_moved_meanwhile_is_not_overwritten(
     async with sessions() as s:
         row = (await s.execute(sa.select(Job.wait_reason, Job.version))).one()
     assert tuple(row) == ("theirs", 2)
+
+
+async def test_the_active_rows_a_round_keeps_are_the_rows_it_would_read(
+    world: dict[str, Any],
+) -> None:
+    """``dispatch.ActiveRows``: a round's active attempts kept between rounds by the job's
+    version are, at every step, what ``JobRepository.active`` reads anew: placed jobs come
+    in, a start (its ``started_at``) is seen, and ended or requeued ones leave."""
+    sessions, clock, kept = world["sessions"], world["clock"], dispatch.ActiveRows()
+    host = "act-host"
+
+    def svc(uow: Any) -> SchedulerService:
+        return SchedulerService(uow, world["js"], world["settings"])
+
+    async def both() -> tuple[list[Any], list[Any]]:
+        async with sessions() as s:
+            repo = JobRepository(s)
+            return sorted(map(tuple, await kept.read(repo))), sorted(
+                map(tuple, await repo.active())
+            )
+
+    async with unit_of_work(sessions) as uow:
+        uow.session.add(
+            ProviderView(
+                id=host, status="online", last_seen_at=T0, gpus=GPUS, max_concurrent_tasks=8
+            )
+        )
+        await svc(uow).intake_many([(_submission("act", n, 1, 0), None) for n in range(3)])
+        await uow.session.execute(
+            sa.update(ProviderView).where(ProviderView.id != host).values(status="offline")
+        )
+    assert await both() == ([], [])
+    async with unit_of_work(sessions) as uow:
+        assert await Placer(svc(uow)).place() == 3
+    ours, fresh = await both()
+    assert ours == fresh and len(fresh) == 3 and all(r[7] is None for r in fresh)  # started_at
+
+    def report(n: int, state: JobState) -> TaskStatus:
+        return TaskStatus(job_id=f"act-{n}", attempt=1, provider_id=host, state=state, at=T0)
+
+    clock.now = T0 + timedelta(seconds=10)
+    async with unit_of_work(sessions) as uow:
+        await svc(uow).apply_status_batch([report(n, JobState.RUNNING) for n in range(3)])
+    ours, fresh = await both()
+    assert ours == fresh and all(r[7] is not None for r in fresh)  # each start is seen
+    clock.now = T0 + timedelta(seconds=20)
+    async with unit_of_work(sessions) as uow:
+        await svc(uow).apply_status_batch(
+            [report(0, JobState.COMPLETED), report(1, JobState.QUEUED)]
+        )
+    ours, fresh = await both()
+    assert ours == fresh and [r[0] for r in fresh] == ["act-2"]  # the others left
