@@ -44,6 +44,16 @@ class _OlderGpuName(Out):
         return self.gpu_name
 
 
+class JobRank(Out):
+    """One rank of a gang job's current attempt: the host it runs on and how it is doing."""
+
+    rank: int
+    provider_id: str
+    gpu_indices: list[int]
+    state: JobState
+    exit_code: int | None = None
+
+
 class JobRead(_OlderGpuName):
     job_id: str
     name: str
@@ -69,6 +79,10 @@ class JobRead(_OlderGpuName):
         default=None, description="fair-share multifactor priority (docs/scheduler.md)"
     )
     preemptions: int = Field(default=0, description="attempts ended by preemption")
+    ranks: list[JobRank] = Field(
+        default_factory=list,
+        description="a gang job's ranks, one per host (rank 0 is also provider_id); else empty",
+    )
     price_per_hour: float | None
     created_at: datetime
     updated_at: datetime
@@ -90,6 +104,7 @@ class JobRead(_OlderGpuName):
             job_id=job.id,
             type=spec.type,
             status=JobState(job.state),
+            ranks=[JobRank.model_validate(r) for r in job.gang or []],
             resources=spec.resources,
             labels=spec.labels,
             inputs=spec.inputs,

@@ -49,6 +49,16 @@ class Artifact(Model):
     kind: str = "output"
 
 
+class JobRank(Model):
+    """One rank of a gang job's current attempt (``resources.nodes`` > 1)."""
+
+    rank: int
+    provider_id: str
+    gpu_indices: list[int] = Field(default_factory=list)
+    state: str
+    exit_code: int | None = None
+
+
 class Job(Model):
     job_id: str
     status: str
@@ -71,6 +81,7 @@ class Job(Model):
     waiting_reason: str | None = None
     effective_priority: float | None = None  # fair share (docs/scheduler.md)
     preemptions: int = 0
+    ranks: list[JobRank] = Field(default_factory=list)  # a gang's hosts, rank 0 first
     price_per_hour: float | None = None
     gpu_model: str | None = None
     created_at: datetime | None = None

@@ -59,3 +59,27 @@ def test_ps_says_a_gang_runs_on_several_nodes() -> None:
     assert "1x H100 on 2 nodes" in lines["g"]
     assert "cpu on 3 nodes" in lines["c"]
     assert "2x GPU" in lines["s"] and "nodes" not in lines["s"]
+
+
+def test_status_names_each_rank_of_a_gang_and_its_host() -> None:
+    from dante_client.cli.jobs import _status_rows
+    from dante_client.models import Job
+
+    gang = Job.model_validate(
+        {
+            "job_id": "g",
+            "status": "running",
+            "resources": {"gpu_count": 1, "nodes": 2},
+            "provider_id": "host-a",
+            "ranks": [
+                {"rank": 0, "provider_id": "host-a", "gpu_indices": [3], "state": "running"},
+                {"rank": 1, "provider_id": "host-b", "gpu_indices": [0], "state": "dispatched"},
+            ],
+        }
+    )
+    rows = dict(_status_rows(gang))
+    assert rows["nodes"] == 2
+    assert rows["rank 0"] == "host-a GPUs [3] running"
+    assert rows["rank 1"] == "host-b GPUs [0] dispatched"
+    single = dict(_status_rows(Job(job_id="s", status="queued")))
+    assert not any(k.startswith("rank") for k in single) and "nodes" not in single

@@ -94,6 +94,13 @@ def test_two_node_gang_runs_both_ranks_with_one_exit_code(policy_cluster: LocalC
     placed = next(e for e in events(gw, auth, job_id) if e["to"] == "dispatched")
     hosts = {c["provider_id"] for c in policy_cluster.providers.values()}
     assert all(h in placed["cause"] for h in hosts)  # one rank on each daemon
+    # the job names each rank's host, as it ended there
+    assert [(r["rank"], r["state"], r["exit_code"]) for r in done["ranks"]] == [
+        (0, "completed", 0),
+        (1, "completed", 0),
+    ]
+    assert {r["provider_id"] for r in done["ranks"]} == hosts
+    assert done["ranks"][0]["provider_id"] == done["provider_id"]
 
     # each rank's output is in the job's log, rank 1's marked as such
     def both_ranks() -> list[str] | None:

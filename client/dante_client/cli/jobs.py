@@ -108,6 +108,11 @@ def status(job_id: str, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(job)
         return
+    table(("FIELD", "VALUE"), _status_rows(job))
+
+
+def _status_rows(job: models.Job) -> list[tuple[str, object]]:
+    """``dante status``'s rows, the empty ones left out; a gang has one row per rank."""
     rows = [
         ("job", job.job_id),
         ("name", job.name),
@@ -117,6 +122,7 @@ def status(job_id: str, as_json: JsonOpt = False) -> None:
         ("waiting", job.waiting_reason),
         ("attempt", f"{job.attempt} of {1 + (job.max_retries or 0)}"),
         ("nodes", job.resources.get("nodes")),  # a gang; provider: rank 0's host
+        *((f"rank {r.rank}", f"{r.provider_id} GPUs {r.gpu_indices} {r.state}") for r in job.ranks),
         ("provider", job.provider_id),
         ("gpus", f"{job.gpu_model or ''} {job.gpu_indices}" if job.gpu_indices else ""),
         ("price/h", job.price_per_hour),
@@ -127,7 +133,7 @@ def status(job_id: str, as_json: JsonOpt = False) -> None:
         ("outputs", ", ".join(job.outputs)),
         ("tags", ", ".join(job.tags)),
     ]
-    table(("FIELD", "VALUE"), [r for r in rows if r[1] not in (None, "")])
+    return [r for r in rows if r[1] not in (None, "")]
 
 
 def events(job_id: str, as_json: JsonOpt = False) -> None:
