@@ -195,10 +195,15 @@ class AttemptUsage(SchedulerBase):
 
 
 class UsageRecord(SchedulerBase):
-    """What one attempt used and cost, written once when it ends (one row per job attempt)."""
+    """What one attempt used and cost on one host, written once when it ends (one row per
+    job attempt; a gang's attempt, one per rank's host)."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (sa.UniqueConstraint("job_id", "attempt", name="uq_usage_job_attempt"),)
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "job_id", "attempt", "provider_id", name="uq_usage_job_attempt_provider"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

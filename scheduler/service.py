@@ -90,8 +90,7 @@ class SchedulerService:
         elif to.terminal:
             job.finished_at = now
             job.start_deadline = None
-            used = usage_fields(job, now)
-            if used is not None:
+            for used in usage_fields(job, now):  # one per host: a gang's ranks each
                 row = {USAGE_COLUMN_OF[k]: v for k, v in used.items()}
                 if not self.jobs.collect_row(USAGE_RECORDS, row):
                     await self.usage.add(UsageRecord(**used))

@@ -19,39 +19,50 @@ from scheduler.schemas import UsageByGpu, UsageTotals
 MICRO = Decimal("0.000001")
 
 
-def usage_fields(job: Job, ended_at: datetime) -> dict[str, Any] | None:
-    """The usage of the job's current attempt, ending now, as a usage record's attributes
-    (no ORM object: a status batch writes them as rows; issue 12); None if it never reached
-    a host."""
-    if not job.provider_id:
-        return None
+def usage_fields(job: Job, ended_at: datetime) -> list[dict[str, Any]]:
+    """The usage of the job's current attempt, ending now, as usage records' attributes (no
+    ORM objects: a status batch writes them as rows; issue 12): one per host it ran on, so a
+    gang's ranks each count on their own provider, with their GPUs at their host's price.
+    Empty if it never reached a host."""
+    if not job.provider_id:  # (checked first: a queued job's gang is not even read)
+        return []
     started = job.started_at or ended_at  # never reported running: nothing ran, nothing billed
     seconds = max(0.0, (ended_at - started).total_seconds())
-    units = max(job.gpu_count, 1)
-    price = job.price_per_hour or 0.0
-    # Decimal, not float: seconds x units x price / 3600 rounded once, to a micro-unit.
-    cost = Decimal(repr(seconds)) * units * Decimal(repr(price)) / 3600
-    return {
-        "job_id": job.id,
-        "attempt": job.attempt,
-        "owner_id": job.owner_id,
-        "provider_id": job.provider_id,
-        "state": job.state,
-        "gpu_name": job.gpu_name,
-        "gpu_count": job.gpu_count,
-        "started_at": started,
-        "ended_at": ended_at,
-        "seconds": seconds,
-        "gpu_seconds": seconds * job.gpu_count,
-        "price_per_hour": price,
-        "cost": float(cost.quantize(MICRO)),
-    }
+    if job.gang:
+        gpus = job.gpu_count // len(job.gang)  # the job's count is every rank's together
+        hosts = [
+            (r["provider_id"], gpus, r.get("price_per_hour", job.price_per_hour)) for r in job.gang
+        ]
+    else:
+        hosts = [(job.provider_id, job.gpu_count, job.price_per_hour)]
+    rows = []
+    for provider_id, gpu_count, price in hosts:
+        price = price or 0.0
+        # Decimal, not float: seconds x units x price / 3600 rounded once, to a micro-unit.
+        cost = Decimal(repr(seconds)) * max(gpu_count, 1) * Decimal(repr(price)) / 3600
+        rows.append(
+            {
+                "job_id": job.id,
+                "attempt": job.attempt,
+                "owner_id": job.owner_id,
+                "provider_id": provider_id,
+                "state": job.state,
+                "gpu_name": job.gpu_name,
+                "gpu_count": gpu_count,
+                "started_at": started,
+                "ended_at": ended_at,
+                "seconds": seconds,
+                "gpu_seconds": seconds * gpu_count,
+                "price_per_hour": price,
+                "cost": float(cost.quantize(MICRO)),
+            }
+        )
+    return rows
 
 
-def meter(job: Job, ended_at: datetime) -> UsageRecord | None:
-    """The usage of the job's current attempt, ending now; None if it never reached a host."""
-    fields = usage_fields(job, ended_at)
-    return None if fields is None else UsageRecord(**fields)
+def meter(job: Job, ended_at: datetime) -> list[UsageRecord]:
+    """The usage of the job's current attempt, ending now: a record per host it ran on."""
+    return [UsageRecord(**fields) for fields in usage_fields(job, ended_at)]
 
 
 def _exact_sum(column: Any, scale: int) -> Any:
@@ -87,8 +98,10 @@ class UsageRepository:
             where.append(UsageRecord.ended_at >= since)
         if until is not None:
             where.append(UsageRecord.ended_at < until)
+        # an attempt counts once, however many hosts (a gang's ranks) it has records on
+        attempt = UsageRecord.job_id + "/" + sa.cast(UsageRecord.attempt, sa.String)
         cols = (
-            sa.func.count(UsageRecord.id),
+            sa.func.count(sa.distinct(attempt)),
             _exact_sum(UsageRecord.seconds, 1000),
             _exact_sum(UsageRecord.gpu_seconds, 1000),
             _exact_sum(UsageRecord.cost, 1_000_000),

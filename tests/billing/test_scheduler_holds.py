@@ -160,6 +160,12 @@ async def test_a_gangs_ranks_are_each_charged_at_their_hosts_price_and_paid_to_i
             return any(s.job_id == job_id and s.final for s in await books.settlements())
 
         await eventually_async(settled)
+        # the scheduler's own usage: the requester's one attempt, each host's rank its own
+        mine = (await client.get("/api/v1/usage", headers=me)).json()
+        hosted = {}
+        for pid in prices:
+            host = auth(mint_token, f"owner-{pid}", "provider", provider_id=pid)
+            hosted[pid] = (await client.get("/api/v1/usage", headers=host)).json()
     run = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
     run_us = (run.days * 86_400 + run.seconds) * 1_000_000 + run.microseconds
     den = 3_600_000_000 * 10_000
@@ -170,6 +176,12 @@ async def test_a_gangs_ranks_are_each_charged_at_their_hosts_price_and_paid_to_i
 
     [settlement] = [s for s in await books.settlements() if s.job_id == job_id]
     charges = {pid: charge_at(price) for pid, price in prices.items()}
+    assert mine["totals"]["jobs"] == 1 and len(mine["records"]) == 2
+    assert mine["totals"]["gpu_seconds"] == pytest.approx(2 * run.total_seconds(), abs=0.002)
+    for pid, price in prices.items():
+        [record] = hosted[pid]["records"]  # rank 1's provider sees its rank too
+        assert (record["provider_id"], record["gpu_count"]) == (pid, 1)
+        assert record["price_per_hour"] == price and hosted[pid]["totals"]["jobs"] == 1
     assert settlement.units == 2 and settlement.charge_minor == sum(charges.values())
     assert charges["gang-dear"] > charges["gang-cheap"] > 0
     fees = 0

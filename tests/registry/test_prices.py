@@ -132,8 +132,8 @@ async def test_usage_totals_are_exact(tmp_path: Path) -> None:
                 price_per_hour=0.36,
                 started_at=end - timedelta(seconds=0.1),
             )
-            record = meter(job, end)
-            assert record is not None and record.cost == 0.00001
+            [record] = meter(job, end)
+            assert record.cost == 0.00001
             session.add(job)
             await repo.add(record)
         await session.commit()
