@@ -231,7 +231,9 @@ class ProcessExecutor:
             return Outcome(JobState.FAILED, None, f"could not start: {exc}")
         log.info("task.started", job_id=task.job_id, pid=proc.pid, executor="process")
         if self.groups is not None:
-            self.groups.add(proc.pid, task.job_id, task.attempt)
+            self.groups.add(
+                proc.pid, task.job_id, task.attempt, task.gang.rank if task.gang else None
+            )
         try:
             return await self._supervise(proc, task, sink, cancel)
         finally:
@@ -260,7 +262,8 @@ class ProcessExecutor:
         # once they are gone the pipe they may hold open reaches EOF. Those that left the group
         # (setsid) are found by the job id and attempt in their environment.
         self._kill_group(proc.pid)
-        await asyncio.to_thread(kill_strays, task.job_id, task.attempt, proc.pid)
+        rank = task.gang.rank if task.gang else None  # another rank may run on this machine
+        await asyncio.to_thread(kill_strays, task.job_id, task.attempt, proc.pid, rank)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pumping, 10)
         if pump.failure is not None:

@@ -51,13 +51,20 @@ def _members(pgid: int, job_id: str) -> list[int]:
     return found
 
 
-def job_processes(job_id: str, attempt: int, *, outside: int | None = None) -> list[int]:
+def job_processes(
+    job_id: str, attempt: int, *, rank: int | None = None, outside: int | None = None
+) -> list[int]:
     """Live processes of this job's attempt in any process group, by their environment: a
     child that left the job's group (``setsid``, a daemonising double fork) still carries the
     ``DANTE_JOB_ID`` and ``DANTE_ATTEMPT`` it inherited. (One that clears its environment
-    escapes this too; only a cgroup per job would hold it.) ``outside``: leave out the members
-    of this process group (just sent SIGKILL, they may not have died yet)."""
+    escapes this too; only a cgroup per job would hold it.) ``rank``: a gang's rank, whose
+    ``DANTE_RANK`` must match too: another rank of the same attempt may run on this machine
+    (two daemons on one host, as in a local cluster), and it is not this task's to kill.
+    ``outside``: leave out the members of this process group (just sent SIGKILL, they may not
+    have died yet)."""
     markers = {f"DANTE_JOB_ID={job_id}".encode(), f"DANTE_ATTEMPT={attempt}".encode()}
+    if rank is not None:
+        markers.add(f"DANTE_RANK={rank}".encode())
     me = os.getpid()
     found = []
     for entry in PROC.iterdir():
@@ -72,11 +79,13 @@ def job_processes(job_id: str, attempt: int, *, outside: int | None = None) -> l
     return found
 
 
-def kill_strays(job_id: str, attempt: int, group: int | None = None) -> int:
-    """SIGKILL whatever of this attempt still runs outside its process group ``group`` (see
-    :func:`job_processes`); returns how many were killed."""
+def kill_strays(
+    job_id: str, attempt: int, group: int | None = None, rank: int | None = None
+) -> int:
+    """SIGKILL whatever of this attempt (of this gang rank) still runs outside its process
+    group ``group`` (see :func:`job_processes`); returns how many were killed."""
     killed = 0
-    for pid in job_processes(job_id, attempt, outside=group):
+    for pid in job_processes(job_id, attempt, rank=rank, outside=group):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
             killed += 1
@@ -118,10 +127,12 @@ class _Ledger:
 
 @dataclass
 class ProcessGroups(_Ledger):
-    """``{pgid: {"job_id", "attempt", "boot"}}`` of the script jobs running now."""
+    """``{pgid: {"job_id", "attempt", "rank", "boot"}}`` of the script jobs running now
+    (``rank``: a gang's, else None)."""
 
-    def add(self, pgid: int, job_id: str, attempt: int) -> None:
-        self._put(str(pgid), {"job_id": job_id, "attempt": attempt, "boot": boot_id()})
+    def add(self, pgid: int, job_id: str, attempt: int, rank: int | None = None) -> None:
+        entry = {"job_id": job_id, "attempt": attempt, "rank": rank, "boot": boot_id()}
+        self._put(str(pgid), entry)
 
     def remove(self, pgid: int) -> None:
         self._drop(str(pgid))
@@ -147,9 +158,9 @@ class ProcessGroups(_Ledger):
                         pgid=pgid,
                         processes=len(members),
                     )
-            attempt = entry.get("attempt")
+            attempt, rank = entry.get("attempt"), entry.get("rank")
             if isinstance(attempt, int):  # and what of it had left the group
-                kill_strays(job_id, attempt, pgid)
+                kill_strays(job_id, attempt, pgid, rank if isinstance(rank, int) else None)
         self.entries.clear()
         self._save()
         return killed

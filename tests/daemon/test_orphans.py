@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from provider_daemon.orphans import Containers, ProcessGroups
+from provider_daemon.orphans import Containers, ProcessGroups, job_processes, kill_strays
 from tests.support.accounts import provider_key
 from tests.support.daemons import Bus, DaemonFactory, alive, group_members
 from tests.support.fake_engine import FakeEngine, Script, serve_engine
@@ -119,3 +119,29 @@ async def test_a_container_the_engine_no_longer_has_is_forgotten(
     assert await Containers(path).reap(engine.url) == 0
     assert engine.calls("DELETE", "/containers/gone-already")  # asked, 404: forgotten
     assert json.loads(path.read_text()) == {}
+
+
+def test_a_gang_ranks_strays_are_its_own_not_another_ranks_on_the_same_machine() -> None:
+    """Two daemons on one machine (a local cluster) each run a rank of the same gang attempt:
+    one rank's end kills what of *its* rank left the group, never the other rank's process
+    (session 8's CI: rank 0 ended first and SIGKILLed rank 1, and the gang failed)."""
+
+    def rank(n: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "DANTE_JOB_ID": "gang-job", "DANTE_ATTEMPT": "1", "DANTE_RANK": str(n)}
+        return subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(300)"],
+            env=env,
+            start_new_session=True,  # as a child that left its job's group
+        )
+
+    zero, one = rank(0), rank(1)
+    try:
+        assert eventually(lambda: len(job_processes("gang-job", 1)) == 2)
+        assert kill_strays("gang-job", 1, rank=0) == 1
+        assert zero.wait(10) == -signal.SIGKILL
+        assert one.poll() is None  # the other rank runs on
+        assert job_processes("gang-job", 1, rank=1) == [one.pid]
+    finally:
+        for p in (zero, one):
+            p.kill()
+            p.wait()
