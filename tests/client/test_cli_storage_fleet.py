@@ -149,7 +149,9 @@ def test_providers_gpus_and_usage(cluster: LocalCluster, cli: Cli, tmp_path: Pat
     assert usage["scope"] == "requester"
     assert usage["totals"]["jobs"] >= 1 and len(usage["records"]) >= 1
     assert cli.json("usage", "--since", "1d")["totals"]["jobs"] >= 1
-    assert "requester" in cli.ok("usage")
+    shown = cli.ok("usage")
+    assert "requester" in shown and "HOST" in shown
+    assert usage["records"][0]["provider_id"][:8] in shown  # each record names its host
     r = cli.run("usage", "--since", "yesterday-ish")
     assert r.returncode == 2 and "--since" in r.stderr
 

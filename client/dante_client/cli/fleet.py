@@ -145,12 +145,13 @@ def usage(
     )
     if report.records:
         table(
-            ("JOB", "ATTEMPT", "STATE", "GPU", "SECONDS", "COST"),
+            ("JOB", "ATTEMPT", "STATE", "HOST", "GPU", "SECONDS", "COST"),
             [
-                (
+                (  # a gang's attempt has a record on each rank's host
                     r.job_id,
                     r.attempt,
                     r.state,
+                    r.provider_id or "",
                     f"{r.gpu_count}x {r.gpu_model or 'cpu'}",
                     f"{r.seconds:g}",
                     r.cost,
