@@ -195,6 +195,11 @@ def job_env(task: TaskDispatch, workspace: Path | str) -> dict[str, str]:
     }
 
 
+def _rank(task: TaskDispatch) -> int | None:
+    """A gang's rank (another rank of the attempt may run on this machine), else None."""
+    return task.gang.rank if task.gang else None
+
+
 class ProcessExecutor:
     """Runs a script task with ``CUDA_VISIBLE_DEVICES`` set to the assigned GPUs. ``groups``
     keeps each job's process group on disk while it runs (killed at the next start if the
@@ -231,9 +236,7 @@ class ProcessExecutor:
             return Outcome(JobState.FAILED, None, f"could not start: {exc}")
         log.info("task.started", job_id=task.job_id, pid=proc.pid, executor="process")
         if self.groups is not None:
-            self.groups.add(
-                proc.pid, task.job_id, task.attempt, task.gang.rank if task.gang else None
-            )
+            self.groups.add(proc.pid, task.job_id, task.attempt, _rank(task))
         try:
             return await self._supervise(proc, task, sink, cancel)
         finally:
@@ -262,8 +265,7 @@ class ProcessExecutor:
         # once they are gone the pipe they may hold open reaches EOF. Those that left the group
         # (setsid) are found by the job id and attempt in their environment.
         self._kill_group(proc.pid)
-        rank = task.gang.rank if task.gang else None  # another rank may run on this machine
-        await asyncio.to_thread(kill_strays, task.job_id, task.attempt, proc.pid, rank)
+        await asyncio.to_thread(kill_strays, task.job_id, task.attempt, proc.pid, _rank(task))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pumping, 10)
         if pump.failure is not None:

@@ -55,19 +55,17 @@ def price_micros(price_per_hour: float | None) -> int:
 
 
 def shares_of(job: Job, owners: dict[str, str | None]) -> list[UsageShare]:
-    """A placed gang's ranks as billing shares: each its GPUs at its host's price (a rank
-    placed before ranks carried their price: the job's, rank 0's)."""
+    """A placed gang's ranks as billing shares: each its GPUs at its host's price."""
     if not job.provider_id or not job.gang:  # (a queued job's gang is not even read)
         return []
-    units = max(job.gpu_count // len(job.gang), 1)
     return [
         UsageShare(
-            provider_id=r["provider_id"],
-            provider_owner_id=owners.get(r["provider_id"]),
-            units=units,
-            price_micros_per_hour=price_micros(r.get("price_per_hour", job.price_per_hour)),
+            provider_id=host.provider_id,
+            provider_owner_id=owners.get(host.provider_id),
+            units=max(host.gpu_count, 1),
+            price_micros_per_hour=price_micros(host.price_per_hour),
         )
-        for r in job.gang
+        for host in job.hosts
     ]
 
 

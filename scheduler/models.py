@@ -1,13 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.contracts import DEFAULT_MAX_RETRIES, DEFAULT_PRIORITY, JobSpec, JobSpecListed
 from shared.db import Base, UTCDateTime, utcnow
+
+
+class PlacedHost(NamedTuple):
+    """One host the current attempt runs on, with its part of the GPUs and its price."""
+
+    provider_id: str
+    gpu_count: int
+    price_per_hour: float | None
 
 
 class SchedulerBase(Base):
@@ -98,6 +106,22 @@ class Job(SchedulerBase):
     def listed_spec(self) -> JobSpecListed:
         """What a listing shows of the spec, without validating its program (issue 12)."""
         return JobSpecListed.model_validate(self.spec)
+
+    @property
+    def hosts(self) -> list[PlacedHost]:
+        """Where the current attempt runs: its provider, or each rank's host of a gang with its
+        share of the GPUs at its host's price (a rank placed before ranks carried their price:
+        the job's, rank 0's). Empty while unplaced, and then ``gang`` is not read (a queued
+        job's is not even loaded). Metering (usage records) and billing (shares) both use it."""
+        if not self.provider_id:
+            return []
+        if not self.gang:
+            return [PlacedHost(self.provider_id, self.gpu_count, self.price_per_hour)]
+        gpus = self.gpu_count // len(self.gang)  # the job's count is every rank's together
+        return [
+            PlacedHost(r["provider_id"], gpus, r.get("price_per_hour", self.price_per_hour))
+            for r in self.gang
+        ]
 
 
 class JobTag(SchedulerBase):

@@ -24,17 +24,11 @@ def usage_fields(job: Job, ended_at: datetime) -> list[dict[str, Any]]:
     ORM objects: a status batch writes them as rows; issue 12): one per host it ran on, so a
     gang's ranks each count on their own provider, with their GPUs at their host's price.
     Empty if it never reached a host."""
-    if not job.provider_id:  # (checked first: a queued job's gang is not even read)
+    hosts = job.hosts
+    if not hosts:
         return []
     started = job.started_at or ended_at  # never reported running: nothing ran, nothing billed
     seconds = max(0.0, (ended_at - started).total_seconds())
-    if job.gang:
-        gpus = job.gpu_count // len(job.gang)  # the job's count is every rank's together
-        hosts = [
-            (r["provider_id"], gpus, r.get("price_per_hour", job.price_per_hour)) for r in job.gang
-        ]
-    else:
-        hosts = [(job.provider_id, job.gpu_count, job.price_per_hour)]
     rows = []
     for provider_id, gpu_count, price in hosts:
         price = price or 0.0
